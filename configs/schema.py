@@ -1,0 +1,193 @@
+"""The typed configuration: one sub-config per stage, unknown keys rejected.
+
+`load_config` reads a YAML file (the embedded default when none is given), applies
+dotted-key overrides (`--set store.root=/data` on the CLI, or a flow's `overrides`
+parameter), and validates the result. Every error names the offending key and what
+it accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Section):
+    root: str = Field(
+        ".semilabel/store",
+        description="Store root: a local folder or a pyarrow filesystem URI such as "
+        "s3://bucket/prefix (S3 query options like ?endpoint_override= are accepted).",
+    )
+    rows_per_file: int = Field(4096, ge=1, description="Rows per Parquet file written by ingest.")
+
+
+class TaxonomyConfig(_Section):
+    version: str = Field("v1", description="Recorded on every label event.")
+    classes: tuple[str, ...] = Field(
+        ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+        min_length=2,
+        description="Class names, in model output order. Labels outside it are quarantined.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> TaxonomyConfig:
+        seen: set[str] = set()
+        dupes = sorted({c for c in self.classes if c in seen or seen.add(c)})
+        if dupes:
+            raise ValueError(f"taxonomy.classes has duplicates: {dupes}")
+        return self
+
+
+class SourceConfig(_Section):
+    kind: Literal["mnist5k", "image_folder", "manifest"] = Field(
+        "mnist5k", description="Where ingest reads from."
+    )
+    path: str | None = Field(
+        None, description="Folder (image_folder) or .parquet/.csv file (manifest)."
+    )
+    labels_per_class: int = Field(
+        10, ge=0, description="mnist5k: human labels kept per class outside the gold set."
+    )
+    path_column: str = Field("path", description="manifest: column with image paths.")
+    label_column: str = Field("label", description="manifest: optional label column.")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> SourceConfig:
+        if self.kind != "mnist5k" and not self.path:
+            raise ValueError(f"source.path is required when source.kind is {self.kind!r}")
+        return self
+
+
+class GoldConfig(_Section):
+    fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of examples (by id hash) in the gold holdout."
+    )
+    salt: str = Field("gold-v1", description="Hash salt; changing it re-draws the gold set.")
+
+
+class IngestConfig(_Section):
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="Images declaring more pixels are quarantined."
+    )
+    channels: tuple[Literal[1, 2, 3, 4], ...] = Field(
+        (1,), min_length=1, description="Allowed channel counts."
+    )
+    workers: int = Field(2, ge=1, description="Processes decoding and checking images.")
+
+
+class LabelsConfig(_Section):
+    confidence_floor: float = Field(
+        0.8, ge=0.0, le=1.0, description="Label-model labels below this stay unlabeled."
+    )
+    max_model_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="Cap on the share of model-originated training labels."
+    )
+
+
+class Config(_Section):
+    seed: int = Field(0, description="Seed for every random choice in a run.")
+    store: StoreConfig = StoreConfig()
+    taxonomy: TaxonomyConfig = TaxonomyConfig()
+    source: SourceConfig = SourceConfig()
+    gold: GoldConfig = GoldConfig()
+    ingest: IngestConfig = IngestConfig()
+    labels: LabelsConfig = LabelsConfig()
+
+
+def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
+    """Turn `["a.b=1", "c=x"]` into `{"a.b": 1, "c": "x"}`; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. store.root=/data")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _section_model(path: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        section = _section_model(tuple(parts[: depth + 1]))
+        if section is None:
+            parent = _section_model(tuple(parts[:depth])) or Config
+            raise ConfigError(
+                f"unknown config key {'.'.join(parts[: depth + 1])!r}; "
+                f"allowed here: {', '.join(_allowed_keys(parent))}"
+            )
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    leaf_parent = _section_model(tuple(parts[:-1]))
+    if leaf_parent is None or parts[-1] not in leaf_parent.model_fields:
+        allowed = _allowed_keys(leaf_parent or Config)
+        raise ConfigError(f"unknown config key {dotted!r}; allowed here: {', '.join(allowed)}")
+    node[parts[-1]] = value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "<root>"
+    if error["type"] == "extra_forbidden":
+        parent = _section_model(tuple(str(p) for p in error["loc"][:-1])) or Config
+        return f"unknown config key {loc!r}; allowed here: {', '.join(_allowed_keys(parent))}"
+    given = error.get("input")
+    return f"{loc}: {error['msg']} (got {given!r})"
+
+
+def validate_config(data: Mapping[str, Any]) -> Config:
+    """Validate a plain mapping into a `Config`, naming every bad key at once."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Load `path` (default: the embedded default), apply dotted overrides, validate."""
+    file = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(file)!r} must hold a mapping of keys")
+    for dotted, value in (overrides or {}).items():
+        _apply_override(data, dotted, value)
+    return validate_config(data)

@@ -1,0 +1,382 @@
+"""The semilabel store: append-only, hive-partitioned Parquet datasets with provenance.
+
+Layout under the root (a local folder or any pyarrow filesystem URI)::
+
+    examples/date=YYYY-MM-DD/part-*.parquet    one row per unique input (id = content hash)
+    labels/date=YYYY-MM-DD/part-*.parquet      label events; a correction is a new event
+    quarantine/date=YYYY-MM-DD/part-*.parquet  rejected inputs with bytes and reason
+    snapshots/date=YYYY-MM-DD/part-*.parquet   what a training run read
+
+Nothing is updated in place. On a local filesystem every file is written under a
+dot-prefixed temporary name and renamed, so readers (which skip names starting with
+"." or "_") never see a partial file. On object stores a single PUT/multipart upload
+is already all-or-nothing, so files are written straight to their final key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS = "examples", "labels", "quarantine", "snapshots"
+DATASETS = (EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS)
+TMP_PREFIX = ".tmp-"
+SOURCE_KINDS = ("human", "rule", "label_model", "model", "external")
+MODEL_ORIGINATED = ("model",)
+
+_TS = pa.timestamp("us", tz="UTC")
+SCHEMAS: dict[str, pa.Schema] = {
+    EXAMPLES: pa.schema(
+        [
+            ("example_id", pa.string()),
+            ("image", pa.binary()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("channels", pa.int8()),
+            ("source", pa.string()),
+            ("source_uri", pa.string()),
+            ("ingested_at", _TS),
+        ]
+    ),
+    LABELS: pa.schema(
+        [
+            ("event_id", pa.string()),
+            ("example_id", pa.string()),
+            ("label", pa.string()),
+            ("source_kind", pa.string()),
+            ("source_name", pa.string()),
+            ("confidence", pa.float32()),
+            ("created_at", _TS),
+            ("run_id", pa.string()),
+            ("taxonomy_version", pa.string()),
+        ]
+    ),
+    QUARANTINE: pa.schema(
+        [
+            ("quarantine_id", pa.string()),
+            ("record_kind", pa.string()),  # "example" or "label"
+            ("reason", pa.string()),  # a stable code, e.g. "truncated_or_corrupt"
+            ("detail", pa.string()),  # what happened, for a person
+            ("source", pa.string()),
+            ("source_uri", pa.string()),
+            ("example_id", pa.string()),
+            ("label", pa.string()),
+            ("data", pa.binary()),  # original bytes, null when there were none
+            ("quarantined_at", _TS),
+            ("run_id", pa.string()),
+        ]
+    ),
+    SNAPSHOTS: pa.schema(
+        [
+            ("snapshot_id", pa.string()),
+            ("item_kind", pa.string()),  # "example" or "label_event"
+            ("item_id", pa.string()),
+            ("purpose", pa.string()),
+            ("created_at", _TS),
+            ("run_id", pa.string()),
+        ]
+    ),
+}
+_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened, read or written; the message names the path."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def content_id(data: bytes) -> str:
+    """The example id: SHA-256 of the encoded bytes, so identical inputs dedupe."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def gold_mask(example_ids: Iterable[str], fraction: float, salt: str) -> np.ndarray:
+    """True where an example belongs to the gold holdout.
+
+    Membership depends only on the id, the salt and the fraction, so it never changes
+    between runs, and raising the fraction only adds examples to gold.
+    """
+    salt_b = salt.encode()
+    scale = float(1 << 64)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(salt_b + i.encode(), digest_size=8).digest()) / scale
+            < fraction
+            for i in example_ids
+        ),
+        dtype=bool,
+    )
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    examples: int
+    label_events: int
+    quarantined: int
+    snapshots: int
+
+
+class Store:
+    """Handle on a store root. Cheap to create; holds no data in memory."""
+
+    def __init__(self, root: str | Path):
+        self.uri = str(root)
+        if "://" in self.uri:
+            try:
+                self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StoreError(f"cannot open store {self.uri!r}: {exc}") from exc
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.base = str(Path(self.uri).expanduser().resolve())
+        self.base = self.base.rstrip("/")
+        self.is_local = self.fs.type_name == "local"
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    def path(self, dataset: str) -> str:
+        return f"{self.base}/{dataset}"
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(self, dataset: str, table: pa.Table, *, when: datetime | None = None) -> str | None:
+        """Write `table` as one new file of `dataset`, atomically. Returns its path."""
+        if table.num_rows == 0:
+            return None
+        table = table.select(SCHEMAS[dataset].names).cast(SCHEMAS[dataset])
+        when = when or utcnow()
+        folder = f"{self.path(dataset)}/date={when:%Y-%m-%d}"
+        name = f"part-{when:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
+        final = f"{folder}/{name}"
+        self.fs.create_dir(folder, recursive=True)
+        if self.is_local:
+            tmp = f"{folder}/{TMP_PREFIX}{name}"
+            pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
+            self.fs.move(tmp, final)  # atomic rename on POSIX
+        else:
+            pq.write_table(table, final, filesystem=self.fs, compression="zstd")
+        return final
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temporary files left by a writer that was killed. Returns how many."""
+        if not self.is_local:
+            return 0
+        removed = 0
+        for dataset in DATASETS:
+            for info in self._list(dataset):
+                if info.base_name.startswith(TMP_PREFIX):
+                    self.fs.delete_file(info.path)
+                    removed += 1
+        if removed:
+            log.warning("removed %d partial file(s) left by an interrupted write", removed)
+        return removed
+
+    # -- reading -------------------------------------------------------------------
+
+    def _list(self, dataset: str) -> list[pafs.FileInfo]:
+        sel = pafs.FileSelector(self.path(dataset), recursive=True, allow_not_found=True)
+        try:
+            return [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.path(dataset)!r}: {exc}") from exc
+
+    def files(self, dataset: str) -> list[str]:
+        """Visible (complete) data files of `dataset`, sorted by name (= write time)."""
+        infos = self._list(dataset)
+        return sorted(i.path for i in infos if not i.base_name.startswith((".", "_")))
+
+    def dataset(self, dataset: str) -> ds.Dataset:
+        files = self.files(dataset)
+        return ds.dataset(
+            files,
+            schema=SCHEMAS[dataset],
+            format="parquet",
+            filesystem=self.fs,
+            partitioning=_PARTITIONING,
+            partition_base_dir=self.path(dataset),
+        )
+
+    def iter_batches(
+        self,
+        dataset: str,
+        columns: list[str] | None = None,
+        *,
+        filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name
+        batch_size: int = 8192,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream record batches; never materializes the whole dataset."""
+        scanner = self.dataset(dataset).scanner(
+            columns=columns, filter=filter, batch_size=batch_size, use_threads=True
+        )
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                yield batch
+
+    def read(
+        self,
+        dataset: str,
+        columns: list[str] | None = None,
+        *,
+        filter: ds.Expression | None = None,  # noqa: A002
+    ) -> pa.Table:
+        """Read a (usually filtered or projected) table. Prefer `iter_batches` for images."""
+        return self.dataset(dataset).to_table(columns=columns, filter=filter)
+
+    def count(self, dataset: str) -> int:
+        return self.dataset(dataset).count_rows()
+
+    def counts(self) -> StoreCounts:
+        return StoreCounts(*(self.count(d) for d in DATASETS))
+
+    def column_set(self, dataset: str, column: str) -> set[str]:
+        """All values of one string column, streamed (for dedup keys)."""
+        out: set[str] = set()
+        for batch in self.iter_batches(dataset, [column], batch_size=65536):
+            out.update(batch.column(0).to_pylist())
+        return out
+
+    # -- snapshots -----------------------------------------------------------------
+
+    def write_snapshot(
+        self,
+        example_ids: Iterable[str],
+        label_event_ids: Iterable[str],
+        *,
+        purpose: str,
+        run_id: str,
+    ) -> str:
+        """Record exactly which examples and label events a run read; returns the id.
+
+        The id is a hash of the sorted contents, so the same data gives the same id.
+        """
+        ex = sorted(set(example_ids))
+        ev = sorted(set(label_event_ids))
+        h = hashlib.sha256()
+        for kind, ids in (("example", ex), ("label_event", ev)):
+            for i in ids:
+                h.update(f"{kind}:{i}\n".encode())
+        snapshot_id = h.hexdigest()[:16]
+        if self.count_snapshot(snapshot_id):
+            return snapshot_id
+        n = len(ex) + len(ev)
+        now = utcnow()
+        table = pa.table(
+            {
+                "snapshot_id": [snapshot_id] * n,
+                "item_kind": ["example"] * len(ex) + ["label_event"] * len(ev),
+                "item_id": ex + ev,
+                "purpose": [purpose] * n,
+                "created_at": pa.array([now] * n, _TS),
+                "run_id": [run_id] * n,
+            }
+        )
+        self.write(SNAPSHOTS, table, when=now)
+        return snapshot_id
+
+    def count_snapshot(self, snapshot_id: str) -> int:
+        return self.dataset(SNAPSHOTS).count_rows(filter=pc.field("snapshot_id") == snapshot_id)
+
+
+# -- label resolution ----------------------------------------------------------------
+
+RESOLVED_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("label", pa.string()),
+        ("source_kind", pa.string()),
+        ("source_name", pa.string()),
+        ("confidence", pa.float32()),
+        ("event_id", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class _Event:
+    key: tuple  # (created_at, event_id): later wins, event_id breaks ties deterministically
+    label: str
+    source_kind: str
+    source_name: str
+    confidence: float
+    event_id: str
+
+
+def resolve_labels(store: Store, *, confidence_floor: float, max_model_share: float) -> pa.Table:
+    """One training label per example, from the append-only event log.
+
+    The latest human label wins. Otherwise the latest label-model label counts when its
+    confidence reaches `confidence_floor`. Labels that originate from a model
+    (`source_kind == "model"`) come last and are capped at `max_model_share` of the
+    resolved labels (most confident first) so a model cannot feed on its own output.
+    Everything else stays unlabeled. Streams the log batch by batch.
+    """
+    latest: dict[str, dict[str, _Event]] = {k: {} for k in ("human", "label_model", "model")}
+    cols = [
+        "example_id",
+        "label",
+        "source_kind",
+        "source_name",
+        "confidence",
+        "created_at",
+        "event_id",
+    ]
+    kinds = pa.array(list(latest))
+    for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
+        rows = batch.to_pydict()
+        for ex, lab, kind, name, conf, ts, ev in zip(*(rows[c] for c in cols), strict=True):
+            key = (ts, ev)
+            table = latest[kind]
+            cur = table.get(ex)
+            if cur is None or key > cur.key:
+                table[ex] = _Event(key, lab, kind, name, float(conf), ev)
+
+    chosen: dict[str, _Event] = dict(latest["human"])
+    for ex, e in latest["label_model"].items():
+        if ex not in chosen and e.confidence >= confidence_floor:
+            chosen[ex] = e
+    model_pool = sorted(
+        (
+            (e.confidence, ex, e)
+            for ex, e in latest["model"].items()
+            if ex not in chosen and e.confidence >= confidence_floor
+        ),
+        key=lambda t: (-t[0], t[1]),
+    )
+    if max_model_share >= 1.0:
+        cap = len(model_pool)
+    else:
+        cap = int(max_model_share / (1.0 - max_model_share) * len(chosen))
+    for _, ex, e in model_pool[:cap]:
+        chosen[ex] = e
+
+    ids = sorted(chosen)
+    evs = [chosen[i] for i in ids]
+    return pa.table(
+        {
+            "example_id": ids,
+            "label": [e.label for e in evs],
+            "source_kind": [e.source_kind for e in evs],
+            "source_name": [e.source_name for e in evs],
+            "confidence": pa.array([e.confidence for e in evs], pa.float32()),
+            "event_id": [e.event_id for e in evs],
+        },
+        schema=RESOLVED_SCHEMA,
+    )
