@@ -207,7 +207,7 @@ class Store:
         files = self.files(dataset)
         return ds.dataset(
             files,
-            schema=SCHEMAS[dataset],
+            schema=SCHEMAS[dataset].append(pa.field("date", pa.string())),
             format="parquet",
             filesystem=self.fs,
             partitioning=_PARTITIONING,

@@ -1,0 +1,247 @@
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from configs.schema import load_config
+from tasks.ingest import (
+    DataContractError,
+    check_image,
+    image_folder_records,
+    ingest_records,
+    manifest_records,
+    open_source,
+)
+from tasks.store import EXAMPLES, LABELS, QUARANTINE, Store, content_id, gold_mask
+from tests.conftest import jpeg, png, png_bomb, write
+
+
+def _cfg(store_root: str, **overrides):
+    return load_config(overrides={"store.root": store_root, "ingest.workers": 1, **overrides})
+
+
+def _ingest(store_root: str, total_records, **overrides):
+    cfg = _cfg(store_root, **overrides)
+    total, records = total_records
+    return ingest_records(
+        Store(store_root), records, cfg, source_name="test", run_id="run-1", total=total
+    )
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> dict[str, bytes]:
+    root = tmp_path / "images"
+    files = {
+        "0/a.png": png(1),
+        "0/b.jpg": jpeg(2),
+        "1/c.png": png(3),
+        "unlabeled/d.png": png(4),
+        "unlabeled/e.png": png(5),
+        "f.png": png(6),  # top level: unlabeled
+        "cat/g.png": png(9),  # label outside the taxonomy
+        "1/truncated.png": png(7)[:200],
+        "2/text.png": b"this is not an image at all",
+        "2/empty.png": b"",
+        "unlabeled/bomb.png": png_bomb(),
+        "3/rgb.png": png(8, mode="RGB"),
+        ".hidden/h.png": png(10),
+        "0/.DS_Store": b"\x00\x01",
+    }
+    for rel, data in files.items():
+        write(root / rel, data)
+    return files
+
+
+def test_every_bad_input_lands_in_quarantine_with_its_reason(
+    store_root: str, messy_folder: dict[str, bytes], tmp_path: Path
+):
+    summary = _ingest(store_root, image_folder_records(tmp_path / "images"))
+    store = Store(store_root)
+
+    assert summary.seen == 12  # hidden files and folders are not inputs
+    assert summary.ingested == 7
+    assert summary.quarantined == {
+        "truncated_or_corrupt": 1,
+        "not_an_image": 1,
+        "empty_file": 1,
+        "too_many_pixels": 1,
+        "wrong_channels": 1,
+        "label_not_in_taxonomy": 1,
+    }
+    assert (summary.labeled, summary.unlabeled, summary.label_events) == (3, 4, 3)
+
+    q = {Path(r["source_uri"]).name: r for r in store.read(QUARANTINE).to_pylist()}
+    assert set(q) == {"truncated.png", "text.png", "empty.png", "bomb.png", "rgb.png", "g.png"}
+    for rel in ("1/truncated.png", "2/text.png", "2/empty.png", "unlabeled/bomb.png", "3/rgb.png"):
+        row = q[Path(rel).name]
+        assert row["record_kind"] == "example"
+        assert row["data"] == messy_folder[rel]  # original bytes kept
+        assert row["detail"]
+    assert q["bomb.png"]["reason"] == "too_many_pixels"
+    assert "50000x50000" in q["bomb.png"]["detail"]
+    assert q["rgb.png"]["reason"] == "wrong_channels"
+    # A label outside the taxonomy quarantines the label, not the image.
+    g_id = content_id(messy_folder["cat/g.png"])
+    assert (q["g.png"]["record_kind"], q["g.png"]["label"], q["g.png"]["data"]) == (
+        "label",
+        "cat",
+        None,
+    )
+    assert q["g.png"]["example_id"] == g_id
+
+    # Nothing good is lost: every valid image is stored byte for byte.
+    stored = {r["example_id"]: r["image"] for r in store.read(EXAMPLES).to_pylist()}
+    good = [
+        "0/a.png",
+        "0/b.jpg",
+        "1/c.png",
+        "unlabeled/d.png",
+        "unlabeled/e.png",
+        "f.png",
+        "cat/g.png",
+    ]
+    assert stored == {content_id(messy_folder[k]): messy_folder[k] for k in good}
+    labels = {
+        (r["example_id"], r["label"], r["source_kind"]) for r in store.read(LABELS).to_pylist()
+    }
+    assert labels == {
+        (content_id(messy_folder["0/a.png"]), "0", "human"),
+        (content_id(messy_folder["0/b.jpg"]), "0", "human"),
+        (content_id(messy_folder["1/c.png"]), "1", "human"),
+    }
+
+
+def test_second_ingest_adds_no_examples_no_events_no_quarantine_rows(
+    store_root: str, messy_folder: dict[str, bytes], tmp_path: Path
+):
+    _ingest(store_root, image_folder_records(tmp_path / "images"))
+    before = Store(store_root).counts()
+    again = _ingest(store_root, image_folder_records(tmp_path / "images"))
+    assert (again.ingested, again.label_events, again.duplicates) == (0, 0, 7)
+    assert again.label_events_duplicate == 3
+    assert Store(store_root).counts() == before
+
+
+def test_same_image_twice_in_one_run_is_one_example(store_root: str, tmp_path: Path):
+    write(tmp_path / "f/0/a.png", png(1))
+    write(tmp_path / "f/unlabeled/copy.png", png(1))
+    summary = _ingest(store_root, image_folder_records(tmp_path / "f"))
+    assert (summary.ingested, summary.duplicates, summary.label_events) == (1, 1, 1)
+
+
+def test_relabel_in_a_new_folder_is_a_new_event(store_root: str, tmp_path: Path):
+    write(tmp_path / "v1/3/a.png", png(1))
+    write(tmp_path / "v2/5/a.png", png(1))
+    _ingest(store_root, image_folder_records(tmp_path / "v1"))
+    second = _ingest(store_root, image_folder_records(tmp_path / "v2"))
+    assert (second.ingested, second.label_events) == (0, 1)
+    assert sorted(Store(store_root).read(LABELS).column("label").to_pylist()) == ["3", "5"]
+
+
+@pytest.fixture
+def manifest_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    write(root / "img/a.png", png(1))
+    write(root / "img/b.png", png(2))
+    write(root / "img/c.png", png(3))
+    write(root / "img/d.png", png(4))
+    write(tmp_path / "outside.png", png(5))
+    return root
+
+
+MANIFEST_CSV = """path,label,annotator
+img/a.png,3,alice
+img/b.png,,alice
+img/c.png,11,bob
+img/d.png,  ,bob
+img/missing.png,4,bob
+../outside.png,1,eve
+{abs_outside},2,eve
+,5,eve
+"""
+
+
+def test_manifest_csv_rows_are_checked_one_by_one(store_root: str, manifest_dir: Path):
+    text = MANIFEST_CSV.format(abs_outside=manifest_dir.parent / "outside.png")
+    (manifest_dir / "manifest.csv").write_text(text)
+    summary = _ingest(store_root, manifest_records(manifest_dir / "manifest.csv", "path", "label"))
+    assert summary.seen == 8
+    assert summary.ingested == 4
+    assert summary.quarantined == {
+        "missing_file": 1,
+        "path_outside_root": 2,
+        "missing_path": 1,
+        "label_not_in_taxonomy": 1,
+    }
+    assert (summary.labeled, summary.label_events) == (1, 1)
+    q = Store(store_root).read(QUARANTINE)
+    outside = q.filter(pc.field("reason") == "path_outside_root")
+    assert outside.column("data").to_pylist() == [None, None]  # never read
+    examples_q = q.filter(pc.field("record_kind") == "example")
+    assert all(d.startswith("row ") for d in examples_q.column("detail").to_pylist())
+    missing = q.filter(pc.field("reason") == "missing_file").to_pylist()[0]
+    assert "#row=5" in missing["source_uri"] and "missing.png" in missing["detail"]
+
+
+def test_manifest_parquet_without_label_column(store_root: str, manifest_dir: Path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"file": ["img/a.png", "img/b.png"]}), manifest_dir / "m.parquet")
+    summary = _ingest(store_root, manifest_records(manifest_dir / "m.parquet", "file", "label"))
+    assert (summary.seen, summary.ingested, summary.labeled) == (2, 2, 0)
+
+
+def test_manifest_without_path_column_is_a_clear_error(manifest_dir: Path):
+    pacsv.write_csv(__import__("pyarrow").table({"image": ["img/a.png"]}), manifest_dir / "m.csv")
+    with pytest.raises(DataContractError, match=r"no column 'path'.*source.path_column"):
+        _, records = manifest_records(manifest_dir / "m.csv", "path", "label")
+        next(records)
+
+
+def test_check_image_decides_from_header_before_decoding():
+    assert check_image(png_bomb(), 1_000_000, (1,))[:2] == ("reject", "too_many_pixels")
+    ok = check_image(png(1, size=20), 1_000_000, (1,))
+    assert ok[0] == "ok" and ok[2:] == (20, 20, 1)
+    assert check_image(png(1, mode="RGBA"), 1_000_000, (3, 4))[4] == 4
+
+
+def test_mnist5k_default_source_is_semi_labeled(store_root: str):
+    cfg = _cfg(store_root, **{"ingest.workers": 2})  # 5,000 records: the worker pool runs
+    name, total, records = open_source(cfg)
+    summary = ingest_records(
+        Store(store_root), records, cfg, source_name=name, run_id="r", total=total
+    )
+    assert (name, summary.seen, summary.ingested, summary.quarantined_total) == (
+        "mnist5k",
+        5000,
+        5000,
+        0,
+    )
+    store = Store(store_root)
+    labels = store.read(LABELS, ["example_id", "label"])
+    ids = labels.column("example_id").to_pylist()
+    gold = gold_mask(ids, cfg.gold.fraction, cfg.gold.salt)
+    all_ids = store.read(EXAMPLES, ["example_id"]).column("example_id").to_pylist()
+    all_gold = gold_mask(all_ids, cfg.gold.fraction, cfg.gold.salt)
+    # Every gold example keeps its label; outside gold, exactly 10 per class.
+    assert gold.sum() == all_gold.sum() == summary.gold
+    assert abs(all_gold.mean() - 0.2) <= 0.02
+    non_gold = Counter(np.array(labels.column("label").to_pylist())[~gold].tolist())
+    assert non_gold == {str(c): 10 for c in range(10)}
+    assert summary.labeled == summary.gold + 100
+    # The chosen labels are stable across runs.
+    again_store = Store(store_root + "-again")
+    cfg2 = _cfg(store_root + "-again")
+    _, _, records2 = open_source(cfg2)
+    ingest_records(again_store, records2, cfg2, source_name=name, run_id="r2", total=total)
+    assert sorted(again_store.read(LABELS).column("event_id").to_pylist()) == sorted(
+        labels_event_ids(store)
+    )
+
+
+def labels_event_ids(store: Store) -> list[str]:
+    return store.read(LABELS, ["event_id"]).column("event_id").to_pylist()
