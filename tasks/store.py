@@ -15,8 +15,12 @@ is already all-or-nothing, so files are written straight to their final key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -94,6 +98,37 @@ SCHEMAS: dict[str, pa.Schema] = {
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
 
+def _temp_prefix() -> str:
+    return f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that is writing `temp_name` may still be running."""
+    parts = temp_name[len(TMP_PREFIX) :].split("-part-")[0].rsplit("-", 1)
+    if len(parts) != 2 or not parts[1].isdigit():
+        return False
+    host, pid = parts[0], int(parts[1])
+    if host != socket.gethostname():
+        return True  # another machine's writer: only age can tell
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened, read or written; the message names the path."""
 
@@ -166,23 +201,35 @@ class Store:
         folder = f"{self.path(dataset)}/date={when:%Y-%m-%d}"
         name = f"part-{when:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
         final = f"{folder}/{name}"
-        self.fs.create_dir(folder, recursive=True)
         if self.is_local:
-            tmp = f"{folder}/{TMP_PREFIX}{name}"
-            pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
-            self.fs.move(tmp, final)  # atomic rename on POSIX
+            self.fs.create_dir(folder, recursive=True)
+            tmp = f"{folder}/{_temp_prefix()}{name}"
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())  # the bytes are on disk before the name appears
+            os.replace(tmp, final)  # atomic rename on POSIX
+            _fsync_dir(folder)
         else:
             pq.write_table(table, final, filesystem=self.fs, compression="zstd")
         return final
 
-    def remove_stale_temp_files(self) -> int:
-        """Delete temporary files left by a writer that was killed. Returns how many."""
+    def remove_stale_temp_files(self, max_age_s: float = 3600.0) -> int:
+        """Delete temporary files left by writers that died. A temp file is stale when its
+        writer (host and pid are in its name) is no longer running, or when it is older
+        than `max_age_s`; live writers' files are left alone. Returns how many."""
         if not self.is_local:
             return 0
         removed = 0
+        now = time.time()
         for dataset in DATASETS:
             for info in self._list(dataset):
-                if info.base_name.startswith(TMP_PREFIX):
+                if not info.base_name.startswith(TMP_PREFIX):
+                    continue
+                age_s = now - info.mtime.timestamp() if info.mtime else max_age_s
+                if _writer_alive(info.base_name) and age_s < max_age_s:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
                     self.fs.delete_file(info.path)
                     removed += 1
         if removed:

@@ -1,4 +1,8 @@
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,15 +55,28 @@ def test_write_is_atomic_and_hive_partitioned(store_root: str):
     )
 
 
-def test_readers_skip_temp_files_and_cleanup_removes_them(store_root: str):
+def test_readers_skip_temp_files_and_cleanup_spares_live_writers(store_root: str):
     store = Store(store_root)
     store.write(EXAMPLES, _examples(2), when=T0)
-    partial = Path(store.path(EXAMPLES)) / "date=2026-01-01" / ".tmp-part-x.parquet"
-    partial.write_bytes(b"PAR1 half a file")
+    folder = Path(store.path(EXAMPLES)) / "date=2026-01-01"
+    host = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    partial = folder / f".tmp-{host}-{dead}-part-x.parquet"  # its writer has exited
+    live = folder / f".tmp-{host}-{os.getppid()}-part-y.parquet"  # a running process
+    unnamed = folder / ".tmp-part-z.parquet"  # no writer recorded: stale
+    for f in (partial, live, unnamed):
+        f.write_bytes(b"PAR1 half a file")
     assert store.count(EXAMPLES) == 2
     assert all(".tmp-" not in f for f in store.files(EXAMPLES))
-    assert store.remove_stale_temp_files() == 1
-    assert not partial.exists()
+    assert store.remove_stale_temp_files() == 2
+    assert not partial.exists() and not unnamed.exists() and live.exists()
+    assert store.remove_stale_temp_files(max_age_s=0.0) == 1  # old enough: gone too
+    assert not live.exists()
 
 
 def test_empty_store_reads_as_empty(store_root: str):
