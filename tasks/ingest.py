@@ -21,6 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
+from tasks.image_check import _check_many
 from tasks.progress import stage_progress
 from tasks.store import (
     EXAMPLES,
@@ -46,26 +48,8 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 64 << 20  # flush a chunk early when its images pass this size
 MIN_RECORDS_FOR_POOL = 2_000  # below this, worker start-up costs more than it saves
+_URI_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~")
 LOGGED_PER_REASON = 20  # quarantine warnings logged per reason; the store keeps them all
-_BANDS = {
-    "1": 1,
-    "L": 1,
-    "P": 3,
-    "I": 1,
-    "F": 1,
-    "I;16": 1,
-    "LA": 2,
-    "La": 2,
-    "PA": 4,
-    "RGB": 3,
-    "YCbCr": 3,
-    "LAB": 3,
-    "HSV": 3,
-    "RGBA": 4,
-    "RGBa": 4,
-    "CMYK": 4,
-    "RGBX": 4,
-}
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -128,57 +112,6 @@ class IngestSummary:
         return rows
 
 
-# -- checking one image (runs in worker processes) ---------------------------------------
-
-
-def check_image(data: bytes | None, max_pixels: int, channels: tuple[int, ...]) -> tuple:
-    """Decode and check one encoded image.
-
-    Returns ``("ok", sha256_hex, height, width, channels)`` or
-    ``("reject", reason, detail)``. The pixel count is checked from the header before
-    any pixel is decoded, so a decompression bomb never gets decompressed.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if data is None:
-        return ("reject", "unreadable", "no bytes could be read")
-    if len(data) == 0:
-        return ("reject", "empty_file", "the file is empty (0 bytes)")
-    # Pillow's own bomb limit is replaced by ours (ingest.max_pixels), checked from the
-    # header before a single pixel is decoded.
-    previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        img = Image.open(io.BytesIO(data))
-        width, height = img.size
-        if width * height > max_pixels:
-            return (
-                "reject",
-                "too_many_pixels",
-                f"header declares {width}x{height} = {width * height} pixels, "
-                f"above ingest.max_pixels={max_pixels} (possible decompression bomb)",
-            )
-        img.load()
-    except UnidentifiedImageError:
-        return ("reject", "not_an_image", "not a recognized image format")
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        return ("reject", "truncated_or_corrupt", f"image data is truncated or corrupt: {exc}")
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit
-    n_channels = _BANDS.get(img.mode, len(img.getbands()))
-    if n_channels not in channels:
-        return (
-            "reject",
-            "wrong_channels",
-            f"{n_channels} channel(s) (mode {img.mode}); allowed: {list(channels)} "
-            "(see ingest.channels)",
-        )
-    return ("ok", hashlib.sha256(data).hexdigest(), height, width, n_channels)
-
-
-def _check_many(items: list[bytes | None], max_pixels: int, channels: tuple[int, ...]) -> list:
-    return [check_image(d, max_pixels, channels) for d in items]
-
-
 # -- sources ----------------------------------------------------------------------------
 
 
@@ -191,22 +124,35 @@ def _read_file(path: Path, uri: str, label: str | None) -> RawRecord:
 
 def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
     """`<class>/` subfolders carry their name as label; `unlabeled/` and top-level files
-    carry none. Hidden files and folders are skipped."""
+    carry none. Hidden files and folders are skipped. Streams: one counting pass, then
+    one reading pass, never a list of every file."""
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise DataContractError(f"source.path {str(root)!r} is not a folder")
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+
+    def walk() -> Iterator[tuple[str, list[str]]]:
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            yield dirpath, sorted(f for f in filenames if not f.startswith("."))
+
+    total = sum(len(files) for _, files in walk())
 
     def gen() -> Iterator[RawRecord]:
-        for path in files:
-            rel = path.relative_to(base)
-            label = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0] != "unlabeled" else None
-            yield _read_file(path, path.as_uri(), label)
+        for dirpath, files in walk():
+            rel = Path(dirpath).relative_to(base).parts
+            label = rel[0] if rel and rel[0] != "unlabeled" else None
+            dir_uri = Path(dirpath).as_uri()
+            for name in files:
+                uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
+                try:
+                    with open(os.path.join(dirpath, name), "rb") as fh:
+                        yield RawRecord(uri, fh.read(), label)
+                except OSError as exc:
+                    yield RawRecord(
+                        uri, None, label, ("unreadable", f"cannot read the file: {exc}")
+                    )
 
-    return len(files), gen()
+    return total, gen()
 
 
 def _manifest_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -382,8 +328,9 @@ class _IdIndex:
 
     def add(self, hex_ids: list[str]) -> None:
         if hex_ids:
-            new = np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32")
-            self._ids = np.union1d(self._ids, new)
+            # Callers add only ids that are new and unique: insert in place, O(n).
+            new = np.sort(np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32"))
+            self._ids = np.insert(self._ids, np.searchsorted(self._ids, new), new)
 
 
 def label_event_id(example_id: str, label: str, source_kind: str, source_name: str) -> str:
@@ -532,7 +479,6 @@ def _write_chunk(
     reasons: Counter[str],
 ) -> None:
     now = utcnow()
-    ex_rows: dict[str, list] = {n: [] for n in SCHEMAS[EXAMPLES].names}
     lab_rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
     q_rows: dict[str, list] = {n: [] for n in SCHEMAS[QUARANTINE].names}
 
@@ -570,37 +516,23 @@ def _write_chunk(
 
     ok_ids = [c[1] for c in checks if c[0] == "ok"]
     seen_before = dict(zip(ok_ids, known_examples.contains(ok_ids).tolist(), strict=True))
-    new_ids: list[str] = []
+    new: list[tuple[RawRecord, tuple]] = []
     new_set: set[str] = set()
+    duplicates = 0
+    counts["seen"] += len(chunk)
     for rec, check in zip(chunk, checks, strict=True):
-        counts["seen"] += 1
         if rec.error is not None:
             quarantine("example", rec.error[0], rec.error[1], rec, None, rec.data)
             continue
         if check[0] == "reject":
             quarantine("example", check[1], check[2], rec, None, rec.data)
             continue
-        _, example_id, height, width, channels = check
+        example_id = check[1]
         if seen_before[example_id] or example_id in new_set:
-            counts["duplicates"] += 1
+            duplicates += 1
         else:
-            new_ids.append(example_id)
+            new.append((rec, check))
             new_set.add(example_id)
-            counts["ingested"] += 1
-            counts["bytes"] += len(rec.data or b"")
-            for k, v in (
-                ("example_id", example_id),
-                ("image", rec.data),
-                ("height", height),
-                ("width", width),
-                ("channels", channels),
-                ("source", source_name),
-                ("source_uri", rec.source_uri),
-                ("ingested_at", now),
-            ):
-                ex_rows[k].append(v)
-            if rec.label is not None and rec.label in classes:
-                counts["labeled"] += 1
         if rec.label is None:
             continue
         if rec.label not in classes:
@@ -633,10 +565,29 @@ def _write_chunk(
         ):
             lab_rows[k].append(v)
 
+    new_ids = [c[1] for _, c in new]
+    n = len(new)
+    counts["duplicates"] += duplicates
+    counts["ingested"] += n
+    counts["bytes"] += sum(len(r.data or b"") for r, _ in new)
+    counts["labeled"] += sum(1 for r, _ in new if r.label is not None and r.label in classes)
     if new_ids:
         counts["gold"] += int(gold_mask(new_ids, cfg.gold.fraction, cfg.gold.salt).sum())
+    examples = pa.table(
+        {
+            "example_id": new_ids,
+            "image": [r.data for r, _ in new],
+            "height": [c[2] for _, c in new],
+            "width": [c[3] for _, c in new],
+            "channels": [c[4] for _, c in new],
+            "source": [source_name] * n,
+            "source_uri": [r.source_uri for r, _ in new],
+            "ingested_at": pa.array([now] * n, SCHEMAS[EXAMPLES].field("ingested_at").type),
+        },
+        schema=SCHEMAS[EXAMPLES],
+    )
     # Examples first: a label event must never point at an example that is not stored.
-    store.write(EXAMPLES, pa.table(ex_rows, schema=SCHEMAS[EXAMPLES]), when=now)
+    store.write(EXAMPLES, examples, when=now)
     known_examples.add(new_ids)
     store.write(LABELS, pa.table(lab_rows, schema=SCHEMAS[LABELS]), when=now)
     store.write(QUARANTINE, pa.table(q_rows, schema=SCHEMAS[QUARANTINE]), when=now)
@@ -683,5 +634,5 @@ def publish_ingest_summary(summary: IngestSummary, store_root: str) -> None:
     create_table_artifact(
         table=rows,
         key="ingest-summary",
-        description=f"Ingest of {summary.source} into {store_root}",
+        description=f"Ingest of {summary.source} into {store_root.split('?')[0]}",
     )

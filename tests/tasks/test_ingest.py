@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from configs.schema import load_config
+from tasks.image_check import check_image
 from tasks.ingest import (
     DataContractError,
-    check_image,
     image_folder_records,
     ingest_records,
     manifest_records,
