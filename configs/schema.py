@@ -98,6 +98,56 @@ class LabelsConfig(_Section):
     )
 
 
+class AugmentConfig(_Section):
+    pad: int = Field(2, ge=0, description="Weak view: random shift up to this many pixels.")
+    flip: bool = Field(False, description="Weak view: random horizontal flip (off for digits).")
+    n_ops: int = Field(2, ge=0, le=6, description="Strong view: RandAugment ops per image.")
+    cutout: float = Field(0.5, ge=0.0, le=1.0, description="Strong view: max cutout side.")
+
+
+class TrainConfig(_Section):
+    network: Literal["small_cnn", "wrn28_2", "resnet18", "resnet34", "resnet50"] = Field(
+        "small_cnn", description="Backbone: small_cnn (28x28 on CPU), wrn28_2, torchvision."
+    )
+    image_size: int = Field(28, ge=8, description="Images are resized to this square side.")
+    channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB input.")
+    teacher_steps: int = Field(300, ge=1, description="Supervised teacher steps.")
+    student_steps: int = Field(600, ge=0, description="Semi-supervised student steps.")
+    batch_size: int = Field(32, ge=1, description="Labeled examples per step.")
+    uratio: int = Field(3, ge=1, description="Unlabeled examples per labeled example.")
+    lr: float = Field(0.03, gt=0, description="SGD learning rate (cosine decay).")
+    weight_decay: float = Field(5e-4, ge=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="EMA of student weights.")
+    threshold: Literal["fixed", "flexmatch"] = Field(
+        "flexmatch", description="Pseudo-label threshold: fixed or class-adaptive (FlexMatch)."
+    )
+    tau: float = Field(0.95, gt=0, le=1, description="Confidence threshold (upper bound).")
+    lambda_u: float = Field(1.0, ge=0, description="Weight of the unlabeled loss.")
+    distribution_alignment: bool = Field(False, description="Align pseudo-label marginals.")
+    pseudo_label_source: Literal["ema", "teacher", "self"] = Field(
+        "self", description="Who pseudo-labels the weak view: student (FixMatch), EMA, teacher."
+    )
+    augment: AugmentConfig = AugmentConfig()
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1.")
+    bf16: bool = Field(True, description="bfloat16 autocast on CUDA.")
+    compile: bool = Field(False, description="torch.compile the network (CUDA).")
+    checkpoint_every: int = Field(100, ge=0, description="Steps between checkpoints.")
+    eval_every: int = Field(100, ge=1, description="Steps between gold evaluations.")
+    log_every: int = Field(10, ge=1, description="Steps between logged metric rows.")
+    run_dir: str = Field(".semilabel/runs", description="Checkpoints, one folder per run.")
+    shuffle_labels: bool = Field(
+        False, description="Testing only: shuffle training labels to sabotage a run."
+    )
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = Field(
+        "sqlite:///.semilabel/mlflow.db", description="MLflow tracking URI (file, sqlite, http)."
+    )
+    experiment: str = Field("semilabel", description="MLflow experiment name.")
+    model_name: str = Field("semilabel-classifier", description="Registered model name.")
+
+
 class Config(_Section):
     seed: int = Field(0, description="Seed for every random choice in a run.")
     store: StoreConfig = StoreConfig()
@@ -106,6 +156,8 @@ class Config(_Section):
     gold: GoldConfig = GoldConfig()
     ingest: IngestConfig = IngestConfig()
     labels: LabelsConfig = LabelsConfig()
+    train: TrainConfig = TrainConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
 
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:

@@ -59,8 +59,17 @@ def _run_ingest(config: str | None, overrides: dict[str, Any]) -> int:
     return 0
 
 
+def _run_train(config: str | None, overrides: dict[str, Any]) -> int:
+    from flows.train import train
+
+    summary = train(config_path=config, overrides=overrides)
+    _print_rows("train", summary.rows())
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[str | None, dict[str, Any]], int]]] = {
     "ingest": ("ingest images and labels from the configured source into the store", _run_ingest),
+    "train": ("train teacher and student on the store's data; log to MLflow", _run_train),
 }
 
 

@@ -1,0 +1,35 @@
+"""The train flow: teacher then student on the store's data, logged to MLflow.
+
+semilabel train
+semilabel train --set train.device=cuda --set train.student_steps=5000
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow
+
+from configs.schema import load_config
+from tasks.training import TrainSummary, publish_train_summary, train_candidate
+
+
+@flow(name="train")
+def train(config_path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainSummary:
+    """Train a candidate model from the store and log it to MLflow.
+
+    Args:
+        config_path: YAML config file; the embedded default when omitted.
+        overrides: dotted keys overriding the file, e.g. {"train.device": "cpu"}.
+    """
+    cfg = load_config(config_path, overrides)
+    summary = train_candidate(cfg)
+    publish_train_summary(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

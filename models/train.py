@@ -1,0 +1,456 @@
+"""The teacher–student training loop.
+
+1. Teacher: supervised cross-entropy on labeled data (human labels weight 1, weak
+   labels weighted by their confidence), weak augmentation.
+2. Student: starts from the teacher; each step sees a labeled batch and `uratio`
+   times as many unlabeled examples. The pseudo-label source (the EMA of the student,
+   the frozen teacher, or the student itself, FixMatch-style) predicts the weakly
+   augmented view; where it is confident enough (a fixed or class-adaptive threshold)
+   its hard label is the target for the strongly augmented view.
+
+The loop knows nothing about MLflow or Prefect: it reports through callbacks. The
+dataset lives on the training device as uint8 and is augmented there in batches.
+Checkpoints go to `run_dir` every `checkpoint_every` steps; a run restarted with the
+same settings and data resumes from the last one and finishes at the same step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.augment import AugmentSettings, strong, weak
+from models.ema import ModelEMA
+from models.losses import (
+    DistributionAlignment,
+    FixedThreshold,
+    FlexMatchThreshold,
+    consistency_loss,
+    supervised_loss,
+)
+from models.networks import build_network
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    num_classes: int
+    network: str = "small_cnn"
+    teacher_steps: int = 300
+    student_steps: int = 700
+    batch_size: int = 64  # labeled examples per step
+    uratio: int = 7  # unlabeled examples per labeled example
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ema_decay: float = 0.99
+    threshold: Literal["fixed", "flexmatch"] = "flexmatch"
+    tau: float = 0.95
+    lambda_u: float = 1.0
+    distribution_alignment: bool = False
+    pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    device: str = "auto"
+    bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the network (CUDA)
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.teacher_steps + self.student_steps
+
+
+@dataclass
+class TrainData:
+    """Training tensors (uint8 images, (N, C, H, W)) and an optional evaluation set."""
+
+    x_lb: torch.Tensor
+    y_lb: torch.Tensor
+    w_lb: torch.Tensor  # (N,) label weights: 1 for human labels, confidence for weak ones
+    x_ulb: torch.Tensor
+    x_eval: torch.Tensor | None = None  # evaluation only (e.g. the gold holdout)
+    y_eval: torch.Tensor | None = None
+
+    def fingerprint(self) -> str:
+        """A cheap content hash, so a checkpoint is only resumed on the same data."""
+        h = hashlib.sha256()
+        for t in (self.x_lb, self.y_lb, self.w_lb, self.x_ulb):
+            h.update(str(tuple(t.shape)).encode())
+            flat = t.reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            h.update(flat[::step].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+class Callback:
+    """Receives what the loop reports. Override what you need."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_progress(self, step: int, total: int) -> None: ...
+
+
+class Classifier(nn.Module):
+    """A network with its input normalization: takes float images in [0, 1]."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        return self.net((x - self.mean) / self.std)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
+        return self.net.features((x - self.mean) / self.std)
+
+
+@dataclass
+class TrainResult:
+    model: Classifier  # the EMA student (or the teacher if there were no student steps)
+    teacher: Classifier
+    steps: int
+    resumed_from: int
+    device: str
+    elapsed_s: float
+    history: list[dict[str, float]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu. Asking for an absent device fails now."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "train.device is 'cuda' but CUDA is not available on this machine; "
+            "use train.device=auto or cpu"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("train.device is 'mps' but MPS is not available on this machine")
+    return dev
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (B, C, H, W), on a sample."""
+    sample = to_float(x[: min(len(x), 10_000)])
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def lr_at(step: int, total: int, base: float) -> float:
+    """FixMatch's cosine decay lr * cos(7πk / 16K)."""
+    return base * math.cos(7 * math.pi * step / (16 * max(total, 1)))
+
+
+def _optimizer(model: nn.Module, s: TrainSettings, device: torch.device) -> torch.optim.SGD:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": s.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=s.lr,
+        momentum=s.momentum,
+        nesterov=True,
+        foreach=device.type != "cpu" or None,
+    )
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1024
+) -> torch.Tensor:
+    """Softmax probabilities (N, K) for uint8 images (N, C, H, W), on the CPU."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = to_float(x[i : i + batch_size].to(device, non_blocking=True))
+        out.append(torch.softmax(model(xb).float(), 1).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def fit(
+    data: TrainData,
+    s: TrainSettings,
+    run_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    keep_checkpoint: bool = False,
+) -> TrainResult:
+    """Train teacher then student; see the module docstring. The checkpoint is removed
+    once the run completes unless `keep_checkpoint`: it exists only for resuming."""
+    start = time.perf_counter()
+    device = resolve_device(s.device)
+    if len(data.x_lb) == 0:
+        raise ValueError("no labeled examples to train on: add human labels or weak labels")
+    if s.student_steps and len(data.x_ulb) == 0:
+        raise ValueError("student_steps > 0 but there are no unlabeled examples")
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    gen = torch.Generator(device=device).manual_seed(s.seed)
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and s.bf16 else nullcontext()
+
+    # The whole dataset stays on the device as uint8; batches are augmented there.
+    x_lb = data.x_lb.to(device).contiguous(memory_format=fmt)
+    y_lb = data.y_lb.to(device)
+    w_lb = data.w_lb.to(device).float()
+    x_ulb = data.x_ulb.to(device).contiguous(memory_format=fmt)
+    _, c, h, _ = x_lb.shape
+    mean, std = channel_stats(torch.cat([data.x_lb, data.x_ulb[:10_000]]))
+    model = Classifier(build_network(s.network, s.num_classes, c, h), mean, std)
+    model = model.to(device, memory_format=fmt)
+    forward = torch.compile(model) if s.compile else model
+
+    ema: ModelEMA | None = None
+    teacher: Classifier | None = None
+    n_ulb = len(x_ulb)
+    if s.threshold == "flexmatch":
+        thr: FixedThreshold = FlexMatchThreshold(s.tau, s.num_classes, max(n_ulb, 1), device)
+    else:
+        thr = FixedThreshold(s.tau, s.num_classes)
+    align = None
+    if s.distribution_alignment:
+        prior = torch.bincount(y_lb, minlength=s.num_classes).float() + 1.0
+        align = DistributionAlignment(prior.to(device))
+    opt = _optimizer(model, s, device)
+    history: list[dict[str, float]] = []
+    step = 0
+    run_path = Path(run_dir) if run_dir else None
+    ckpt_path = run_path / CHECKPOINT if run_path else None
+    settings_dict = dataclasses.asdict(s)
+    fingerprint = data.fingerprint()
+
+    def start_student() -> None:
+        nonlocal ema, teacher, opt
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        ema = ModelEMA(model, s.ema_decay)
+        opt = _optimizer(model, s, device)
+
+    resumed_from = 0
+    if ckpt_path and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["settings"] == settings_dict and state["data"] == fingerprint:
+            step = resumed_from = state["step"]
+            model.load_state_dict(state["model"])
+            if step > s.teacher_steps or (step == s.teacher_steps and state.get("teacher")):
+                start_student()
+                assert teacher is not None and ema is not None
+                teacher.load_state_dict(state["teacher"])
+                ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            thr.load_state_dict(state["threshold"])
+            if align is not None:
+                align.load_state_dict(state["align"])
+            gen.set_state(state["generator"].to("cpu") if not cuda else state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history = state["history"]
+            log.info("resumed training from %s at step %d of %d", ckpt_path, step, s.total_steps)
+        else:
+            log.warning(
+                "checkpoint %s was made with other settings or data; starting over", ckpt_path
+            )
+
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _save(
+            ckpt_path,
+            {
+                "settings": settings_dict,
+                "data": fingerprint,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "teacher": teacher.state_dict() if teacher is not None else None,
+                "ema": ema.state_dict() if ema is not None else None,
+                "threshold": thr.state_dict(),
+                "align": align.state_dict() if align is not None else None,
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "versions": {"torch": torch.__version__},
+                "device": str(device),
+            },
+        )
+
+    window: dict[str, torch.Tensor] = {}
+    pseudo_counts = torch.zeros(s.num_classes, device=device)
+    n_window = 0
+    b_lb, b_ulb = s.batch_size, s.batch_size * s.uratio
+    model.train()
+    while step < s.total_steps:
+        if step == s.teacher_steps and teacher is None:
+            start_student()
+        in_teacher = step < s.teacher_steps
+        phase_step = step if in_teacher else step - s.teacher_steps
+        phase_total = s.teacher_steps if in_teacher else s.student_steps
+        lr = lr_at(phase_step, phase_total, s.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        idx_lb = torch.randint(0, len(x_lb), (b_lb,), generator=gen, device=device)
+        xl = weak(to_float(x_lb[idx_lb]), s.augment, gen)
+        metrics: dict[str, torch.Tensor] = {}
+        with autocast:
+            if in_teacher:
+                loss = supervised_loss(forward(xl), y_lb[idx_lb], w_lb[idx_lb])
+                metrics["loss_sup"] = loss.detach()
+            else:
+                idx_u = torch.randint(0, n_ulb, (b_ulb,), generator=gen, device=device)
+                xu = to_float(x_ulb[idx_u])
+                xw = weak(xu, s.augment, gen)
+                xs = strong(xu, s.augment, gen)
+                # One forward over labeled, weak and strong views (as FixMatch does), so
+                # BatchNorm statistics see clean-ish images, not only strong ones.
+                logits = forward(torch.cat([xl, xw, xs]))
+                logits_lb, logits_w, logits_s = logits.split([b_lb, b_ulb, b_ulb])
+                if s.pseudo_label_source == "self":
+                    logits_w = logits_w.detach()
+                else:
+                    source = ema.module if s.pseudo_label_source == "ema" else teacher
+                    assert source is not None
+                    with torch.no_grad():
+                        logits_w = source(xw)
+                probs = torch.softmax(logits_w.float(), 1)
+                if align is not None:
+                    probs = align(probs)
+                mask, pseudo = thr.select(probs, idx_u)
+                loss_sup = supervised_loss(logits_lb, y_lb[idx_lb], w_lb[idx_lb])
+                loss_u = consistency_loss(logits_s, pseudo, mask)
+                loss = loss_sup + s.lambda_u * loss_u
+                pseudo_counts += torch.bincount(pseudo[mask.bool()], minlength=s.num_classes)
+                metrics = {
+                    "loss_sup": loss_sup.detach(),
+                    "loss_unsup": loss_u.detach(),
+                    "mask_rate": mask.mean(),
+                }
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        metrics["loss"] = loss.detach()
+        # Summed on the device; read back only when logged, so the GPU never waits.
+        for k, v in metrics.items():
+            window[k] = window[k] + v if k in window else v.float()
+        n_window += 1
+
+        if step % s.log_every == 0 or step == s.total_steps:
+            row = {k: float(v) / n_window for k, v in window.items()}
+            row["lr"] = lr
+            row["phase"] = 0.0 if in_teacher else 1.0
+            if not in_teacher:
+                for k in range(s.num_classes):
+                    row[f"pseudo_labels_class_{k}"] = float(pseudo_counts[k])
+                pseudo_counts.zero_()
+            window, n_window = {}, 0
+            _emit(callbacks, step, row, history)
+        if data.x_eval is not None and (step % s.eval_every == 0 or step == s.total_steps):
+            model.eval()
+            _emit(callbacks, step, evaluate(model, ema, teacher, thr, data, s, device), history)
+            model.train()
+        if s.checkpoint_every and step % s.checkpoint_every == 0:
+            checkpoint()
+        for cb in callbacks:
+            cb.on_progress(step, s.total_steps)
+
+    if ckpt_path is not None and not keep_checkpoint:
+        ckpt_path.unlink(missing_ok=True)
+    final = ema.module if ema is not None else model
+    final.eval()
+    return TrainResult(
+        model=final.cpu(),
+        teacher=(teacher if teacher is not None else model).cpu().eval(),
+        steps=step,
+        resumed_from=resumed_from,
+        device=str(device),
+        elapsed_s=time.perf_counter() - start,
+        history=history,
+    )
+
+
+def _emit(
+    callbacks: Sequence[Callback], step: int, row: dict[str, float], history: list[dict[str, float]]
+) -> None:
+    history.append({"step": float(step), **row})
+    for cb in callbacks:
+        cb.on_metrics(step, row)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    ema: ModelEMA | None,
+    teacher: nn.Module | None,
+    thr: FixedThreshold,
+    data: TrainData,
+    s: TrainSettings,
+    device: torch.device,
+) -> dict[str, float]:
+    """Accuracy of the teacher and student on the evaluation set, and the precision of
+    the pseudo-labels the threshold would keep there (evaluation only: never trained on)."""
+    assert data.x_eval is not None and data.y_eval is not None
+    y = data.y_eval.to(device)
+    out: dict[str, float] = {}
+    teacher_model = teacher if teacher is not None else model
+    p_teacher = predict_proba(teacher_model, data.x_eval, device).to(device)
+    out["eval_teacher_accuracy"] = float((p_teacher.argmax(1) == y).float().mean())
+    if ema is not None:
+        p_student = predict_proba(ema.module, data.x_eval, device).to(device)
+        out["eval_student_accuracy"] = float((p_student.argmax(1) == y).float().mean())
+        source = {"ema": ema.module, "teacher": teacher, "self": model}[s.pseudo_label_source]
+        p_src = predict_proba(source, data.x_eval, device).to(device)
+        conf, pred = p_src.max(1)
+        keep = conf >= thr.thresholds().to(device)[pred]
+        out["eval_pseudo_label_coverage"] = float(keep.float().mean())
+        out["eval_pseudo_label_precision"] = (
+            float((pred[keep] == y[keep]).float().mean()) if bool(keep.any()) else float("nan")
+        )
+    return out
