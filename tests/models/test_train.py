@@ -1,0 +1,164 @@
+"""The training loop: determinism, resume after SIGKILL, early device errors, layering."""
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import Callback, TrainData, TrainSettings, fit, resolve_device
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def toy_data(n_lb: int = 30, n_ulb: int = 300, seed: int = 0) -> TrainData:
+    """3 classes on 16x16: a bright 4x4 square in the left, middle or right third."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 3, (n,), generator=g)
+        x = torch.randint(0, 60, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+        rows = torch.randint(2, 10, (n,), generator=g)
+        for i in range(n):
+            c0 = 1 + 5 * int(y[i])
+            x[i, 0, rows[i] : rows[i] + 4, c0 : c0 + 4] = 250
+        return x, y
+
+    x_lb, y_lb = make(n_lb)
+    x_ulb, _ = make(n_ulb)
+    x_ev, y_ev = make(150)
+    return TrainData(x_lb, y_lb, torch.ones(n_lb), x_ulb, x_ev, y_ev)
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(
+        num_classes=3,
+        teacher_steps=10,
+        student_steps=20,
+        batch_size=8,
+        uratio=2,
+        lr=0.05,
+        eval_every=10,
+        log_every=5,
+        checkpoint_every=5,
+        device="cpu",
+        seed=3,
+    )
+    return TrainSettings(**{**base, **kw})
+
+
+def test_training_learns_and_reports_ssl_metrics():
+    rows: list[tuple[int, dict]] = []
+
+    class Collect(Callback):
+        def on_metrics(self, step, metrics):
+            rows.append((step, metrics))
+
+    result = fit(toy_data(), settings(teacher_steps=40, student_steps=60), callbacks=[Collect()])
+    assert result.steps == 100
+    final = rows[-1][1]
+    assert final["eval_student_accuracy"] >= 0.9
+    student_rows = [m for _, m in rows if m.get("phase") == 1.0]
+    assert student_rows and all(0.0 <= m["mask_rate"] <= 1.0 for m in student_rows)
+    assert any(m["loss_unsup"] > 0 for m in student_rows)
+    counted = sum(m[f"pseudo_labels_class_{k}"] for m in student_rows for k in range(3))
+    assert counted > 0
+    assert "eval_pseudo_label_precision" in final
+
+
+def test_same_seed_same_weights_on_cpu():
+    a = fit(toy_data(), settings())
+    b = fit(toy_data(), settings())
+    for pa_, pb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(pa_, pb)
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {tests!r})
+from test_train import toy_data, settings
+from models import Callback, fit
+
+class Hang(Callback):
+    def on_progress(self, step, total):
+        if step == 17:  # the checkpoint of step 15 is on disk; wait to be killed
+            print("READY", flush=True)
+            time.sleep(600)
+
+fit(toy_data(), settings(), run_dir={run_dir!r}, callbacks=[Hang()])
+print("FINISHED", flush=True)
+"""
+
+
+def test_killed_run_resumes_from_checkpoint_with_same_steps_and_weights(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    script = tmp_path / "child.py"
+    script.write_text(
+        textwrap.dedent(
+            CHILD.format(repo=str(REPO), tests=str(Path(__file__).parent), run_dir=str(run_dir))
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and "READY" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "READY" in line, "the child never reached step 17"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 15
+
+    resumed = fit(toy_data(), settings(), run_dir=run_dir)
+    assert (resumed.resumed_from, resumed.steps) == (15, 30)
+    assert not (run_dir / "checkpoint.pt").exists()  # removed once complete
+    straight = fit(toy_data(), settings())
+    for name, p in straight.model.state_dict().items():
+        assert torch.equal(p, resumed.model.state_dict()[name]), name
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path):
+    fit(toy_data(), settings(student_steps=0), run_dir=tmp_path, keep_checkpoint=True)
+    again = fit(toy_data(), settings(student_steps=0, lr=0.01), run_dir=tmp_path)
+    assert (again.resumed_from, again.steps) == (0, 10)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_fails_early():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_models_package_never_imports_prefect_or_mlflow():
+    banned = {"prefect", "mlflow", "pydantic", "configs", "tasks", "flows"}
+    for path in (REPO / "models").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in banned, f"{path.name} imports {n}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_with_bf16_and_channels_last():
+    result = fit(toy_data(), settings(device="cuda", teacher_steps=40, student_steps=60))
+    assert result.device.startswith("cuda") and result.steps == 100
