@@ -17,6 +17,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/semilabel ingest
+	$(BIN)/semilabel train
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
