@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+import typing
 from typing import Any, Literal
 
 import yaml
@@ -148,6 +149,35 @@ class MlflowConfig(_Section):
     model_name: str = Field("semilabel-classifier", description="Registered model name.")
 
 
+GateMetric = Literal["accuracy", "macro_f1", "ece"]
+
+
+class GateConfig(_Section):
+    min_gold_labels: int = Field(
+        200, ge=1, description="Fewer gold labels than this: the gate refuses to decide."
+    )
+    floors: dict[GateMetric, float] = Field(
+        {"accuracy": 0.9, "macro_f1": 0.9},
+        description="Absolute floors (for ece: a ceiling) the candidate must meet.",
+    )
+    min_class_recall: float = Field(0.8, ge=0, le=1, description="Per-class recall floor.")
+    max_regression: dict[GateMetric, float] = Field(
+        {"accuracy": 0.01, "macro_f1": 0.01, "ece": 0.05},
+        description="Largest allowed drop vs the champion (for ece: largest rise).",
+    )
+
+
+class MonitorConfig(_Section):
+    tolerance: dict[GateMetric, float] = Field(
+        {"accuracy": 0.02, "macro_f1": 0.02},
+        description="Regression of the live champion vs its gate-time metrics that "
+        "triggers an automatic rollback.",
+    )
+    min_gold_labels: int = Field(
+        100, ge=1, description="Fewer gold labels: monitor reports and does nothing."
+    )
+
+
 class Config(_Section):
     seed: int = Field(0, description="Seed for every random choice in a run.")
     store: StoreConfig = StoreConfig()
@@ -158,6 +188,8 @@ class Config(_Section):
     labels: LabelsConfig = LabelsConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    gate: GateConfig = GateConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
 
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
@@ -186,8 +218,23 @@ def _section_model(path: tuple[str, ...]) -> type[BaseModel] | None:
     return model
 
 
+def _is_mapping_field(path: tuple[str, ...]) -> bool:
+    parent = _section_model(path[:-1])
+    field = parent.model_fields.get(path[-1]) if parent else None
+    return field is not None and typing.get_origin(field.annotation) is dict
+
+
 def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
+    if len(parts) >= 2 and _is_mapping_field(tuple(parts[:-1])):
+        # A key inside a mapping field, e.g. gate.floors.accuracy=0.95.
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[parts[-1]] = value
+        return
     node = data
     for depth, part in enumerate(parts[:-1]):
         section = _section_model(tuple(parts[: depth + 1]))

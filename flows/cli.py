@@ -67,9 +67,39 @@ def _run_train(config: str | None, overrides: dict[str, Any]) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[str, Callable[[str | None, dict[str, Any]], int]]] = {
+def _run_retrain(config: str | None, overrides: dict[str, Any]) -> int:
+    from flows.retrain import retrain
+
+    decision = retrain(config_path=config, overrides=overrides)
+    _print_rows(f"retrain: {decision.decision}", decision.rows())
+    return 0
+
+
+def _run_monitor(config: str | None, overrides: dict[str, Any]) -> int:
+    from flows.monitor import monitor
+
+    report = monitor(config_path=config, overrides=overrides)
+    out.print(report.to_markdown())
+    return 0
+
+
+def _run_rollback(config: str | None, overrides: dict[str, Any], reason: str) -> int:
+    from flows.rollback import rollback
+
+    result = rollback(config_path=config, overrides=overrides, reason=reason)
+    out.print(
+        f"rolled back {result.model_name}: champion v{result.from_version} -> "
+        f"v{result.to_version} ({result.reason})"
+    )
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[..., int]]] = {
     "ingest": ("ingest images and labels from the configured source into the store", _run_ingest),
     "train": ("train teacher and student on the store's data; log to MLflow", _run_train),
+    "retrain": ("ingest, train, gate on gold, register, promote or reject", _run_retrain),
+    "monitor": ("re-check the champion on current gold; roll back on regression", _run_monitor),
+    "rollback": ("move the champion alias back to the previous passing version", _run_rollback),
 }
 
 
@@ -77,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semilabel", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
-        sub.add_parser(name, parents=[_common()], help=help_text, description=help_text)
+        p = sub.add_parser(name, parents=[_common()], help=help_text, description=help_text)
+        if name == "rollback":
+            p.add_argument("--reason", default="manual rollback", help="recorded on the version")
     args = parser.parse_args(argv)
 
     try:
@@ -106,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         set_listener(on_progress)
         try:
-            return COMMANDS[args.command][1](args.config, overrides)
+            extra = (args.reason,) if args.command == "rollback" else ()
+            return COMMANDS[args.command][1](args.config, overrides, *extra)
         except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
             console.print(f"[red]semilabel {args.command} failed: {exc}[/red]", highlight=False)
             return 1

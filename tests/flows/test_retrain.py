@@ -1,0 +1,211 @@
+"""The retrain pipeline end to end, as a user runs it: real Prefect flow runs, a real
+store, and a real MLflow — the SQLite store and a tracking server started here."""
+
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.request import urlopen
+
+import mlflow
+import pyarrow as pa
+import pytest
+import torch
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.monitor import monitor
+from flows.retrain import retrain
+from flows.rollback import rollback
+from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError, get_client
+from tasks.store import LABELS, SCHEMAS, Store, gold_mask
+from tests.conftest import write
+from tests.tasks.test_training import _digit_png
+
+pytestmark = pytest.mark.slow
+NAME = "semilabel-test"
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _overrides(tmp_path: Path, tracking_uri: str) -> dict:
+    folder = tmp_path / "images"
+    if not folder.exists():
+        for i in range(300):
+            cls = i % 3
+            write(folder / (str(cls) if i < 210 else "unlabeled") / f"{i}.png", _digit_png(cls, i))
+    return {
+        "store.root": str(tmp_path / "store"),
+        "source.kind": "image_folder",
+        "source.path": str(folder),
+        "taxonomy.classes": ["0", "1", "2"],
+        "ingest.workers": 1,
+        "gold.fraction": 0.3,
+        "train.teacher_steps": 30,
+        "train.student_steps": 30,
+        "train.batch_size": 8,
+        "train.uratio": 2,
+        "train.eval_every": 30,
+        "train.checkpoint_every": 0,
+        "train.device": "cpu",
+        "train.run_dir": str(tmp_path / "runs"),
+        "mlflow.tracking_uri": tracking_uri,
+        "mlflow.model_name": NAME,
+        "gate.min_gold_labels": 30,
+        "monitor.min_gold_labels": 30,
+    }
+
+
+def _spoil_gold_labels(store_root: str, gold_fraction: float) -> int:
+    """New human label events that relabel most gold examples wrongly (a correction
+    batch), so the champion now looks worse on gold than it did at its gate."""
+    store = Store(store_root)
+    labels = store.read(LABELS).to_pylist()
+    ids = [r["example_id"] for r in labels]
+    gold = gold_mask(ids, gold_fraction, "gold-v1")
+    rows = [r for r, g in zip(labels, gold, strict=True) if g][::2]  # half of gold
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            "event_id": [f"fix-{i}" for i in range(len(rows))],
+            "example_id": [r["example_id"] for r in rows],
+            "label": [str((int(r["label"]) + 1) % 3) for r in rows],
+            "source_kind": ["human"] * len(rows),
+            "source_name": ["reviewer-7"] * len(rows),
+            "confidence": pa.array([1.0] * len(rows), pa.float32()),
+            "created_at": [now] * len(rows),
+            "run_id": ["review"] * len(rows),
+            "taxonomy_version": ["v1"] * len(rows),
+        },
+        schema=SCHEMAS[LABELS],
+    )
+    store.write(LABELS, table)
+    return len(rows)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "server"])
+def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, request):
+    uri = (
+        f"sqlite:///{tmp_path / 'mlflow.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("mlflow_server")
+    )
+    ov = _overrides(tmp_path, uri)
+    client = get_client(uri)
+
+    # A manual rollback with no champion at all fails with a clear message.
+    with pytest.raises(RollbackError, match="has no champion"):
+        rollback(overrides=ov)
+
+    first = retrain(overrides=ov)
+    assert (first.decision, first.version, first.champion_version) == ("passed", "1", "1")
+    assert first.gold_accuracy >= 0.9
+    v1 = client.get_model_version(NAME, "1")
+    assert v1.tags["semilabel.gate"] == "passed"
+    for tag in (
+        "semilabel.snapshot_id",
+        "semilabel.gold_snapshot_id",
+        "semilabel.code_version",
+        "gate.accuracy",
+        "gate.macro_f1",
+        "gate.ece",
+        "gate.n_gold",
+    ):
+        assert v1.tags.get(tag), tag
+    run = client.get_run(v1.run_id)
+    artifacts = {a.path for a in client.list_artifacts(v1.run_id, "gate")}
+    assert artifacts == {
+        "gate/gate_report.md",
+        "gate/gate_report.json",
+        "gate/confusion_matrix.png",
+        "gate/reliability_diagram.png",
+    }
+    assert run.data.metrics["gold_accuracy"] == pytest.approx(first.gold_accuracy)
+
+    # The champion loads through its alias URI and predicts.
+    mlflow.set_tracking_uri(uri)
+    champ = mlflow.pytorch.load_model(f"models:/{NAME}@{CHAMPION}", map_location="cpu")
+    assert champ(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+
+    # Sabotaged training: registered, tagged rejected, champion untouched.
+    bad = retrain(overrides={**ov, "train.shuffle_labels": True})
+    assert (bad.decision, bad.version, bad.champion_version) == ("rejected", "2", "1")
+    assert client.get_model_version(NAME, "2").tags["semilabel.gate"] == "rejected"
+    assert "accuracy" in client.get_model_version(NAME, "2").tags["semilabel.gate_summary"]
+
+    third = retrain(overrides=ov)
+    assert (third.decision, third.champion_version, third.previous_champion) == ("passed", "3", "1")
+    assert str(client.get_model_version_by_alias(NAME, PREVIOUS_CHAMPION).version) == "1"
+
+    # Monitoring with healthy gold does nothing...
+    assert monitor(overrides=ov).action == "ok"
+    # ...and after a batch of gold corrections makes the champion look worse, it rolls
+    # back to the previous passing version (v1, skipping the rejected v2).
+    assert _spoil_gold_labels(ov["store.root"], 0.3) > 10
+    report = monitor(overrides=ov)
+    assert (report.action, report.champion_version, report.rolled_back_to) == (
+        "rolled_back",
+        "3",
+        "1",
+    )
+    assert report.metrics["accuracy"] < report.baseline["accuracy"] - 0.02
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+    v3 = client.get_model_version(NAME, "3")
+    assert v3.tags["semilabel.rolled_back"] == "true"
+    assert v3.tags["semilabel.rollback_reason"].startswith("monitor: accuracy")
+
+    # Nothing passing before v1: a manual rollback now fails and says why.
+    with pytest.raises(RollbackError, match="no earlier passing version.*stays at version 1"):
+        rollback(overrides=ov, reason="test")
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
