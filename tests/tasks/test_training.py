@@ -85,8 +85,11 @@ def test_gold_examples_never_reach_training_tensors(store_cfg):
     )
     assert len(ts.gold_ids) == n_gold
     assert len(ts.data.x_lb) == 150 - n_gold
-    all_gold = int(gold_mask([content_id(_digit_png(i % 3, i)) for i in range(240)],
-                             cfg.gold.fraction, cfg.gold.salt).sum())
+    all_gold = int(
+        gold_mask(
+            [content_id(_digit_png(i % 3, i)) for i in range(240)], cfg.gold.fraction, cfg.gold.salt
+        ).sum()
+    )
     assert len(ts.data.x_ulb) == 240 - all_gold  # every non-gold example is an input
 
 
