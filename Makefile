@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/semilabel ingest
-	$(BIN)/semilabel train
+	$(BIN)/semilabel retrain
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -73,7 +73,12 @@ def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 
 def register_candidate(
-    client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
 ) -> ModelVersion:
     """A new version of `name` for the candidate, tagged with everything behind it."""
     try:
@@ -82,9 +87,13 @@ def register_candidate(
         client.create_registered_model(
             name, description="semilabel classifier; alias `champion` is the serving model."
         )
-    version = client.create_model_version(
-        name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
-    )
+    import mlflow
+
+    # mlflow.register_model resolves a logged-model URI (models:/m-...) to its source and
+    # model id, which a tracking server requires; it uses the global URIs, so set them.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
     log.info("registered %s version %s from run %s", name, version.version, run_id)
     return version
 
@@ -235,7 +244,9 @@ def record_decision(cfg, train_summary, evaluation, report) -> RetrainDecision: 
         **{f"gate.{k}": f"{v:.6f}" for k, v in cand.scalars().items()},
         "gate.n_gold": str(cand.n),
     }
-    version = register_candidate(client, name, train_summary.model_uri, run_id, tags)
+    version = register_candidate(
+        client, cfg.mlflow.tracking_uri, name, train_summary.model_uri, run_id, tags
+    )
     number = str(version.version)
     previous = None
     if report.passed:

@@ -13,7 +13,11 @@ SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
 
 def test_prefect_yaml_matches_prefects_schema():
     model = PrefectYamlModel.model_validate(SPEC)
-    assert model.deployments, "prefect.yaml declares no deployment"
+    names = {d.name: d for d in model.deployments}
+    assert {"retrain-nightly", "retrain-manual", "monitor-hourly", "rollback-manual"} <= set(names)
+    assert names["retrain-nightly"].schedules[0].cron == "0 3 * * *"
+    assert names["monitor-hourly"].schedules
+    assert not names["retrain-manual"].schedules and not names["rollback-manual"].schedules
 
 
 @pytest.mark.parametrize("deployment", SPEC["deployments"], ids=lambda d: d["name"])
