@@ -74,3 +74,8 @@ def test_bad_set_syntax():
 def test_missing_config_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_gpu_profile_loads():
+    cfg = load_config(DEFAULT_CONFIG_PATH.with_name("gpu.yaml"))
+    assert cfg.train.device == "cuda" and cfg.train.student_steps > load_config().train.student_steps
