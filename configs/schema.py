@@ -149,6 +149,47 @@ class MlflowConfig(_Section):
     model_name: str = Field("semilabel-classifier", description="Registered model name.")
 
 
+class LabelingFunctionConfig(_Section):
+    name: str = Field(description="Unique name; recorded as the label source.")
+    kind: Literal["knn", "prototype", "model", "external", "python"] = Field(
+        description="Built-in family, or `python` for any function by import path."
+    )
+    accuracy_floor: float | None = Field(
+        None, ge=0, le=1, description="Quarantine below this gold accuracy (default: global)."
+    )
+    embedding: Literal["pixels", "pca", "champion"] = Field(
+        "pca", description="knn/prototype: raw pixels, PCA of pixels, or the champion's "
+        "penultimate layer (falls back to pca when there is no champion).",
+    )
+    dims: int = Field(50, ge=2, description="PCA dimensions.")
+    k: int = Field(5, ge=1, description="knn: neighbours.")
+    min_agreement: float = Field(0.8, ge=0, le=1, description="knn: share of neighbours "
+                                 "that must agree, else abstain.")
+    min_margin: float = Field(0.1, ge=0, description="prototype: relative distance margin "
+                              "between the two nearest class means, else abstain.")
+    model_uri: str | None = Field(None, description="model: an MLflow model URI.")
+    min_confidence: float = Field(0.9, ge=0, le=1, description="model: abstain below this.")
+    path: str | None = Field(None, description="external: CSV/Parquet with example_id,label.")
+    target: str | None = Field(None, description="python: package.module:function.")
+
+
+class WeakLabelingConfig(_Section):
+    enabled: bool = Field(False, description="Run weak labeling inside `retrain`.")
+    functions: list[LabelingFunctionConfig] = Field(
+        default_factory=list, description="Labeling functions to apply."
+    )
+    label_model: Literal["dawid_skene", "majority_vote"] = Field(
+        "dawid_skene", description="How votes are combined."
+    )
+    accuracy_floor: float = Field(
+        0.6, ge=0, le=1, description="A function whose gold accuracy is below it is ignored."
+    )
+    min_gold_covered: int = Field(
+        20, ge=1, description="Gold rows a function must cover before its floor is judged."
+    )
+    batch_rows: int = Field(8192, ge=1, description="Rows per vectorized batch.")
+
+
 GateMetric = Literal["accuracy", "macro_f1", "ece"]
 
 
@@ -188,6 +229,7 @@ class Config(_Section):
     labels: LabelsConfig = LabelsConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    weak_labeling: WeakLabelingConfig = WeakLabelingConfig()
     gate: GateConfig = GateConfig()
     monitor: MonitorConfig = MonitorConfig()
 

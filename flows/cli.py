@@ -94,9 +94,24 @@ def _run_rollback(config: str | None, overrides: dict[str, Any], reason: str) ->
     return 0
 
 
+def _run_weak_label(config: str | None, overrides: dict[str, Any]) -> int:
+    from flows.weak_label import weak_label
+
+    summary = weak_label(config_path=config, overrides=overrides)
+    table = Table(title="labeling functions")
+    for col in summary.table()[0] if summary.functions else ():
+        table.add_column(col)
+    for row in summary.table():
+        table.add_row(*(str(v) for v in row.values()))
+    out.print(table)
+    _print_rows("weak-label", summary.rows())
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[..., int]]] = {
     "ingest": ("ingest images and labels from the configured source into the store", _run_ingest),
     "train": ("train teacher and student on the store's data; log to MLflow", _run_train),
+    "weak-label": ("apply labeling functions and write label-model labels", _run_weak_label),
     "retrain": ("ingest, train, gate on gold, register, promote or reject", _run_retrain),
     "monitor": ("re-check the champion on current gold; roll back on regression", _run_monitor),
     "rollback": ("move the champion alias back to the previous passing version", _run_rollback),

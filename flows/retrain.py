@@ -1,4 +1,4 @@
-"""The retrain flow: ingest -> (weak label) -> train -> gate on gold -> register ->
+"""The retrain flow: ingest -> weak label (when enabled) -> train -> gate on gold -> register ->
 promote or reject. The README's `make run` runs it on the embedded default.
 
     semilabel retrain
@@ -18,6 +18,7 @@ from tasks.ingest import ingest_source, publish_ingest_summary
 from tasks.registry import RetrainDecision, register_and_decide
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import evaluate_on_gold, gate_candidate
+from tasks.weak_labeling import weak_label_examples
 
 
 @flow(name="retrain")
@@ -34,6 +35,8 @@ def retrain(
     cfg = load_config(config_path, overrides)
     ingested = ingest_source(cfg, run_id=str(flow_run.id or "local"))
     publish_ingest_summary(ingested, cfg.store.root)
+    if cfg.weak_labeling.enabled:
+        weak_label_examples(cfg, run_id=str(flow_run.id or "local"))
     trained = train_candidate(cfg)
     publish_train_summary(trained)
     evaluation = evaluate_on_gold(cfg, trained.model_uri)

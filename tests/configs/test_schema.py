@@ -78,4 +78,6 @@ def test_missing_config_file(tmp_path: Path):
 
 def test_gpu_profile_loads():
     cfg = load_config(DEFAULT_CONFIG_PATH.with_name("gpu.yaml"))
-    assert cfg.train.device == "cuda" and cfg.train.student_steps > load_config().train.student_steps
+    assert (
+        cfg.train.device == "cuda" and cfg.train.student_steps > load_config().train.student_steps
+    )

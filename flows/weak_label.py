@@ -1,0 +1,36 @@
+"""The weak-label flow: labeling functions vote over the store, a label model combines
+them, and confident labels become `label_model` events for training.
+
+    semilabel weak-label --set 'weak_labeling.functions=[{name: knn, kind: knn}]'
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from configs.schema import load_config
+from tasks.weak_labeling import WeakLabelSummary, weak_label_examples
+
+
+@flow(name="weak-label")
+def weak_label(
+    config_path: str | None = None, overrides: dict[str, Any] | None = None
+) -> WeakLabelSummary:
+    """Apply the configured labeling functions and write label-model labels.
+
+    Args:
+        config_path: YAML config file; the embedded default when omitted.
+        overrides: dotted keys overriding the file.
+    """
+    cfg = load_config(config_path, overrides)
+    return weak_label_examples(cfg, run_id=str(flow_run.id or "local"))
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    sys.exit(main(["weak-label", *sys.argv[1:]]))

@@ -1,0 +1,278 @@
+"""The label-model math: majority vote, Dawid–Skene, per-function statistics, synthetic data."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tasks.label_model import (
+    ABSTAIN,
+    DawidSkene,
+    LabelMatrixError,
+    lf_summary,
+    majority_vote,
+    synthetic_label_matrix,
+)
+
+A = ABSTAIN
+
+# 6 rows, 4 functions, k = 3; function 3 never votes, row 3 has no vote at all.
+HAND = np.array(
+    [
+        [0, 0, A, A],
+        [1, A, A, A],
+        [0, 1, 2, A],
+        [A, A, A, A],
+        [2, A, 2, A],
+        [A, 1, 0, A],
+    ]
+)
+
+
+def mv_source_accuracy(L: np.ndarray, k: int) -> np.ndarray:
+    """Majority vote's estimate of each source's accuracy: its agreement with the MV label
+    on the rows both cover."""
+    mv = majority_vote(L, k)
+    return np.array([s["gold_accuracy"] for s in lf_summary(L, k, y_gold=mv)])
+
+
+# --- majority vote -----------------------------------------------------------------------
+
+
+def test_majority_vote_hand_cases_with_ties():
+    assert majority_vote(HAND, 3).tolist() == [0, 1, A, A, 2, A]  # rows 2, 5 tie
+    assert majority_vote(HAND, 3, tie_break="lowest").tolist() == [0, 1, 0, A, 2, 0]
+    L = np.array([[2, 2, 1], [1, 2, 1], [A, 0, A], [0, 1, A], [1, 1, 0]])
+    assert majority_vote(L, 3).tolist() == [2, 1, 0, A, 1]
+
+
+def test_majority_vote_rejects_out_of_range_votes():
+    with pytest.raises(LabelMatrixError, match="L\\[1, 0\\] = 3"):
+        majority_vote(np.array([[0], [3]]), 3)
+    with pytest.raises(LabelMatrixError, match="integer"):
+        majority_vote(np.array([[0.0, 1.0]]), 3)
+    with pytest.raises(ValueError, match="tie_break"):
+        majority_vote(HAND, 3, tie_break="random")
+
+
+# --- lf_summary ----------------------------------------------------------------------------
+
+
+def test_lf_summary_hand_computed():
+    y = np.array([0, 0, 1, 2, 2, 1])
+    gold = np.array([True, True, True, True, False, False])  # rows 4 and 5 are not gold
+    stats = lf_summary(HAND, 3, y_gold=y, gold_mask=gold)
+    got = [
+        (s["coverage"], s["overlap"], s["conflict"], s["polarity"], s["gold_covered"])
+        for s in stats
+    ]
+    assert got == [
+        # votes rows 0,1,2,4; others vote too on 0,2,4; a different class only on row 2
+        (4 / 6, 3 / 6, 1 / 6, [0, 1, 2], 3),
+        # rows 0,2,5; others on all three; different on rows 2 (0 and 2) and 5 (0)
+        (3 / 6, 3 / 6, 2 / 6, [0, 1], 2),
+        # rows 2,4,5; different on rows 2 and 5; row 4 agrees with function 0
+        (3 / 6, 3 / 6, 2 / 6, [0, 2], 1),
+        (0.0, 0.0, 0.0, [], 0),
+    ]
+    acc = [s["gold_accuracy"] for s in stats]
+    # f0 on gold rows 0,1,2 votes 0,1,0 vs 0,0,1; f1 on rows 0,2: 0,1 right; f2 on row 2: 2≠1
+    assert acc[:3] == [1 / 3, 1.0, 0.0]
+    assert math.isnan(acc[3])
+    assert [s["index"] for s in stats] == [0, 1, 2, 3]
+
+
+def test_lf_summary_without_gold_and_gold_from_non_abstain():
+    stats = lf_summary(HAND, 3)
+    assert all(math.isnan(s["gold_accuracy"]) and s["gold_covered"] == 0 for s in stats)
+    # without a mask, the gold rows are those with a label: rows 0 and 2 only
+    stats = lf_summary(HAND, 3, y_gold=np.array([0, A, 0, A, A, A]))
+    assert [s["gold_covered"] for s in stats] == [2, 2, 1, 0]
+    assert [s["gold_accuracy"] for s in stats][:3] == [1.0, 0.5, 0.0]
+    with pytest.raises(LabelMatrixError, match="not a class"):
+        lf_summary(HAND, 3, y_gold=np.array([0, A, 0, A, A, A]), gold_mask=np.ones(6, bool))
+
+
+# --- abstentions and degenerate inputs -----------------------------------------------------
+
+
+def test_all_abstain_rows_and_column():
+    L, _ = synthetic_label_matrix(3000, 3, [0.9, 0.8, 0.7], [0.6, 0.6, 0.6], [1 / 3] * 3, 1)
+    L = np.concatenate([L, np.full((3000, 1), A)], axis=1)  # a function that never votes
+    uncovered = ~(L >= 0).any(1)
+    assert uncovered.sum() > 100  # 0.4^3 of the rows
+
+    ds = DawidSkene().fit(L, 3)
+    assert np.isfinite(ds.confusion_).all() and np.isfinite(ds.prior_).all()
+    np.testing.assert_allclose(ds.confusion_.sum(2), 1.0)
+    np.testing.assert_allclose(ds.confusion_[3], 1 / 3)  # nothing learned about it
+    assert ds.source_accuracy()[3] == pytest.approx(1 / 3)
+    proba = ds.predict_proba(L)
+    np.testing.assert_allclose(proba[uncovered], np.broadcast_to(ds.prior_, (uncovered.sum(), 3)))
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    pred = ds.predict(L)
+    assert (pred[uncovered] == A).all() and (pred[~uncovered] != A).all()
+    assert (majority_vote(L, 3)[uncovered] == A).all()
+
+
+@pytest.mark.parametrize(
+    ("L", "k"),
+    [
+        (np.full((5, 3), A), 3),  # nobody votes
+        (np.zeros((0, 2), dtype=int), 2),  # no rows
+        (np.array([[0, 0], [0, A], [A, A]]), 1),  # a single class
+        (np.array([[1, 1], [1, 1], [A, 1]]), 3),  # one class ever voted, sources identical
+    ],
+)
+def test_degenerate_matrices_stay_finite(L, k):
+    ds = DawidSkene().fit(L, k)
+    assert np.isfinite(ds.confusion_).all() and np.isfinite(ds.prior_).all()
+    assert ds.prior_.sum() == pytest.approx(1.0)
+    proba = ds.predict_proba(L)
+    assert proba.shape == (len(L), k) and np.isfinite(proba).all()
+    pred = ds.predict(L)
+    assert (pred[~(L >= 0).any(1)] == A).all()
+    assert ((pred == A) | ((pred >= 0) & (pred < k))).all()
+
+
+def test_predict_checks_the_fitted_shape():
+    with pytest.raises(RuntimeError, match="fit"):
+        DawidSkene().predict(HAND)
+    ds = DawidSkene().fit(HAND, 3)
+    with pytest.raises(LabelMatrixError, match="4 sources"):
+        ds.predict(HAND[:, :3])
+
+
+# --- recovery on synthetic matrices --------------------------------------------------------
+
+ACCURACIES = [0.9, 0.7, 0.55]
+
+
+def test_recovers_source_accuracies_better_than_majority_vote():
+    # The 0.55 source is copied: with its copy it outvotes the 0.9 source under majority vote.
+    L, y = synthetic_label_matrix(
+        20_000, 3, ACCURACIES, [0.8, 0.9, 0.85], [1 / 3] * 3, seed=0, copies=(2,)
+    )
+    ds = DawidSkene().fit(L, 3)
+    assert ds.duplicates_ == [(2, 3)]
+
+    est = ds.source_accuracy()
+    np.testing.assert_allclose(est[:3], ACCURACIES, atol=0.03)
+    assert est[3] == est[2]  # the copy shares its source's estimate
+    mv_est = mv_source_accuracy(L, 3)
+    ds_mae = np.abs(est[:3] - ACCURACIES).mean()
+    mv_mae = np.abs(mv_est[:3] - ACCURACIES).mean()
+    assert ds_mae < mv_mae
+    assert ds_mae < 0.015 and mv_mae > 0.15  # measured: 0.006 vs 0.218
+
+    # Same rows for both (where majority vote does not abstain); DS also covers the rest.
+    mv = majority_vote(L, 3)
+    pred = ds.predict(L)
+    rows = mv != A
+    ds_acc, mv_acc = (pred[rows] == y[rows]).mean(), (mv[rows] == y[rows]).mean()
+    assert ds_acc >= mv_acc + 0.10  # measured: 0.842 vs 0.715
+    covered = (L >= 0).any(1)
+    assert (pred[covered] != A).all() and (mv[covered] == A).sum() > 0.2 * covered.sum()
+
+
+def test_copy_merging_is_what_keeps_the_estimates_right():
+    L, _ = synthetic_label_matrix(
+        20_000, 3, ACCURACIES, [0.8, 0.9, 0.85], [1 / 3] * 3, seed=0, copies=(2,)
+    )
+    merged = DawidSkene().fit(L, 3).source_accuracy()
+    naive = DawidSkene().fit(L, 3, duplicate_agreement=1.1)  # merging off
+    assert naive.duplicates_ == []
+    # Counted twice, the copy looks perfect and the best source looks poor
+    # (measured: 1.000 and 0.529).
+    assert naive.source_accuracy()[2] > 0.95 and naive.source_accuracy()[0] < 0.7
+    np.testing.assert_allclose(merged[:3], ACCURACIES, atol=0.03)
+
+
+def test_weak_majority_does_not_invert_the_classes():
+    # Two good, consistent sources with low coverage and four near-random ones everywhere.
+    L, y = synthetic_label_matrix(
+        20_000, 2, [0.9, 0.85, 0.52, 0.52, 0.52, 0.52], [0.4, 0.4] + [0.95] * 4, [0.5, 0.5], 0
+    )
+    ds = DawidSkene().fit(L, 2)
+    good = (L[:, :2] >= 0).any(1)
+    pred, mv = ds.predict(L), majority_vote(L, 2, tie_break="lowest")
+    acc = (pred[good] == y[good]).mean()
+    assert acc > 0.8  # measured: 0.871
+    assert acc > (mv[good] == y[good]).mean() + 0.15  # majority vote: 0.646
+    assert (ds.source_accuracy()[:2] > 0.8).all() and (ds.source_accuracy()[2:] < 0.6).all()
+
+
+def test_relabeling_the_classes_relabels_the_predictions():
+    L, _ = synthetic_label_matrix(5000, 3, [0.8, 0.7, 0.6, 0.6], [0.7] * 4, [0.5, 0.3, 0.2], 3)
+    perm = np.array([2, 0, 1])
+    relabeled = np.where(L >= 0, perm[np.maximum(L, 0)], A)
+    pred = DawidSkene().fit(L, 3).predict(L)
+    pred_relabeled = DawidSkene().fit(relabeled, 3).predict(relabeled)
+    np.testing.assert_array_equal(np.where(pred >= 0, perm[np.maximum(pred, 0)], A), pred_relabeled)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_classes_are_put_back_after_em_ends_relabeled(seed):
+    # A worse-than-random source covering most rows, two good ones that rarely overlap: EM
+    # converges to a cyclically relabeled optimum (measured: 0.14 accuracy if left as is).
+    L, y = synthetic_label_matrix(
+        5000, 3, [0.25, 0.76, 0.92], [0.91, 0.13, 0.52], [0.27, 0.26, 0.47], seed
+    )
+    ds = DawidSkene().fit(L, 3, max_iter=2000)
+    assert ds.realigned_
+    pred, mv = ds.predict(L), majority_vote(L, 3)
+    covered = pred != A
+    acc = (pred[covered] == y[covered]).mean()
+    assert acc > 0.65  # measured: 0.716, 0.708
+    assert acc > (mv[mv != A] == y[mv != A]).mean() + 0.15  # majority vote: 0.472, 0.465
+    assert (ds.source_accuracy()[1:] > 0.7).all()
+
+
+def test_gold_undoes_a_flip_that_agreement_cannot_see():
+    # Three inverted sources with high coverage outweigh two good ones: from the votes alone
+    # the inverted labeling explains the data exactly as well, and it is the one chosen.
+    L, y = synthetic_label_matrix(
+        20_000, 2, [0.9, 0.85, 0.3, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9, 0.9], [0.5, 0.5], seed=0
+    )
+    covered = (L >= 0).any(1)
+    blind = DawidSkene().fit(L, 2).predict(L)
+    assert (blind[covered] == y[covered]).mean() < 0.2  # measured: 0.115
+    y_gold = np.where(np.arange(len(y)) < 300, y, A)  # 300 gold rows
+    ds = DawidSkene().fit(L, 2, y_gold=y_gold)
+    assert ds.realigned_
+    assert (ds.predict(L)[covered] == y[covered]).mean() > 0.85  # measured: 0.885
+    np.testing.assert_allclose(ds.source_accuracy(), [0.9, 0.85, 0.3, 0.3, 0.3], atol=0.03)
+
+
+def test_class_imbalance_prior():
+    L, y = synthetic_label_matrix(
+        20_000, 3, [0.85, 0.75, 0.7, 0.65], [0.8, 0.75, 0.85, 0.7], [0.8, 0.1, 0.1], seed=0
+    )
+    ds = DawidSkene().fit(L, 3)
+    np.testing.assert_allclose(ds.prior_, [0.8, 0.1, 0.1], atol=0.03)
+    np.testing.assert_allclose(ds.source_accuracy(), [0.85, 0.75, 0.7, 0.65], atol=0.03)
+    # a pinned prior is kept as given
+    pinned = DawidSkene().fit(L, 3, class_prior=[8, 1, 1])
+    np.testing.assert_allclose(pinned.prior_, [0.8, 0.1, 0.1])
+
+
+# --- the generator -------------------------------------------------------------------------
+
+
+def test_synthetic_matrix_is_deterministic_and_matches_its_parameters():
+    args = (50_000, 4, [0.9, 0.6], [0.8, 0.3], [0.4, 0.3, 0.2, 0.1])
+    L, y = synthetic_label_matrix(*args, seed=7, copies=(1,))
+    L2, y2 = synthetic_label_matrix(*args, seed=7, copies=(1,))
+    np.testing.assert_array_equal(L, L2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(synthetic_label_matrix(*args, seed=8)[1], y)
+    assert L.shape == (50_000, 3)
+    np.testing.assert_array_equal(L[:, 2], L[:, 1])
+    np.testing.assert_allclose(np.bincount(y) / len(y), [0.4, 0.3, 0.2, 0.1], atol=0.01)
+    stats = lf_summary(L[:, :2], 4, y_gold=y)
+    np.testing.assert_allclose([s["coverage"] for s in stats], [0.8, 0.3], atol=0.01)
+    np.testing.assert_allclose([s["gold_accuracy"] for s in stats], [0.9, 0.6], atol=0.01)
+    wrong = (L[:, 1] >= 0) & (L[:, 1] != y)
+    # wrong votes spread evenly over the 3 other classes: shift (vote - y) mod 4 in {1, 2, 3}
+    shares = np.bincount((L[wrong, 1] - y[wrong]) % 4, minlength=4) / wrong.sum()
+    np.testing.assert_allclose(shares, [0, 1 / 3, 1 / 3, 1 / 3], atol=0.02)

@@ -1,0 +1,105 @@
+"""Weak labeling on a real store: functions, quarantine, provenance, idempotence."""
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from configs.schema import load_config
+from tasks.label_model import ABSTAIN
+from tasks.store import LABELS, Store
+from tasks.weak_labeling import (
+    LabelingFunctionError,
+    LFBatch,
+    apply_functions,
+    labeling_function,
+    weak_label_store,
+)
+from tests.tasks.test_training import store_cfg  # noqa: F401 - the shared fixture
+
+
+def bar_position(batch: LFBatch) -> np.ndarray:
+    """A good rule: the class is which third of the image holds the bright bar."""
+    cols = batch.images[:, 0].astype(np.int32).sum(1)  # (B, W)
+    thirds = np.stack([cols[:, 2 + 9 * c : 7 + 9 * c].sum(1) for c in range(3)], 1)
+    return thirds.argmax(1)
+
+
+def coin_flip(batch: LFBatch) -> np.ndarray:
+    """A bad rule: random classes."""
+    seed = int.from_bytes(bytes.fromhex(batch.example_ids[0][:8]), "big")
+    return np.random.default_rng(seed).integers(0, 3, len(batch))
+
+
+def dark_abstains(batch: LFBatch) -> np.ndarray:
+    """Votes only on a third of the rows; abstains elsewhere."""
+    out = bar_position(batch)
+    return np.where(np.arange(len(batch)) % 3 == 0, out, ABSTAIN)
+
+
+FUNCS = [
+    {"name": "bar", "kind": "python", "target": "tests.tasks.test_weak_labeling:bar_position"},
+    {"name": "coin", "kind": "python", "target": "tests.tasks.test_weak_labeling:coin_flip"},
+    {"name": "sparse", "kind": "python", "target": "tests.tasks.test_weak_labeling:dark_abstains"},
+    {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
+]
+
+
+def test_bad_function_is_quarantined_and_labels_carry_provenance(store_cfg):  # noqa: F811
+    cfg = load_config(
+        overrides={
+            **_ov(store_cfg),
+            "weak_labeling.functions": FUNCS,
+            "weak_labeling.min_gold_covered": 10,
+        }
+    )
+    summary = weak_label_store(cfg, "run-A")
+    by_name = {f.name: f for f in summary.functions}
+    assert by_name["coin"].quarantined and "below its floor 0.6" in by_name["coin"].reason
+    assert by_name["coin"].gold_accuracy < 0.5
+    assert not by_name["bar"].quarantined and by_name["bar"].gold_accuracy == 1.0
+    assert by_name["bar"].coverage == 1.0
+    assert by_name["sparse"].coverage == pytest.approx(1 / 3, abs=0.02)
+    assert summary.gold_accuracy == 1.0  # the quarantined coin flips are ignored
+    assert summary.events_written > 0
+
+    events = Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model")
+    assert events.num_rows == summary.events_written
+    assert set(events.column("run_id").to_pylist()) == {"run-A"}
+    names = set(events.column("source_name").to_pylist())
+    assert len(names) == 1 and next(iter(names)).startswith("dawid_skene:")
+    conf = np.array(events.column("confidence").to_pylist())
+    assert ((conf > 0) & (conf <= 1)).all()
+
+    # The same flow on the same data writes nothing twice.
+    again = weak_label_store(cfg, "run-B")
+    assert (again.events_written, again.events_already_present) == (0, summary.events_written)
+    assert (
+        Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model").num_rows
+        == summary.events_written
+    )
+
+
+def test_a_function_returning_garbage_is_named_with_the_record():
+    @labeling_function(name="broken")
+    def broken(batch):
+        return np.full(len(batch), 7)
+
+    batch = LFBatch(["ex-1", "ex-2"], np.zeros((2, 1, 4, 4), np.uint8))
+    with pytest.raises(LabelingFunctionError, match=r"'broken' returned 7 for example ex-1"):
+        apply_functions(iter([batch]), [broken], 3)
+
+    @labeling_function(name="short")
+    def short(batch):
+        return np.zeros(1)
+
+    with pytest.raises(LabelingFunctionError, match="one class index"):
+        apply_functions(iter([batch]), [short], 3)
+
+
+def _ov(cfg) -> dict:
+    return {
+        "store.root": cfg.store.root,
+        "taxonomy.classes": list(cfg.taxonomy.classes),
+        "gold.fraction": cfg.gold.fraction,
+        "mlflow.tracking_uri": cfg.mlflow.tracking_uri,
+    }
