@@ -8,9 +8,9 @@ it accepts.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-import typing
 from typing import Any, Literal
 
 import yaml
