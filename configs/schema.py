@@ -158,15 +158,21 @@ class LabelingFunctionConfig(_Section):
         None, ge=0, le=1, description="Quarantine below this gold accuracy (default: global)."
     )
     embedding: Literal["pixels", "pca", "champion"] = Field(
-        "pca", description="knn/prototype: raw pixels, PCA of pixels, or the champion's "
+        "pca",
+        description="knn/prototype: raw pixels, PCA of pixels, or the champion's "
         "penultimate layer (falls back to pca when there is no champion).",
     )
     dims: int = Field(50, ge=2, description="PCA dimensions.")
     k: int = Field(5, ge=1, description="knn: neighbours.")
-    min_agreement: float = Field(0.8, ge=0, le=1, description="knn: share of neighbours "
-                                 "that must agree, else abstain.")
-    min_margin: float = Field(0.1, ge=0, description="prototype: relative distance margin "
-                              "between the two nearest class means, else abstain.")
+    min_agreement: float = Field(
+        0.8, ge=0, le=1, description="knn: share of neighbours that must agree, else abstain."
+    )
+    min_margin: float = Field(
+        0.1,
+        ge=0,
+        description="prototype: relative distance margin "
+        "between the two nearest class means, else abstain.",
+    )
     model_uri: str | None = Field(None, description="model: an MLflow model URI.")
     min_confidence: float = Field(0.9, ge=0, le=1, description="model: abstain below this.")
     path: str | None = Field(None, description="external: CSV/Parquet with example_id,label.")
