@@ -27,6 +27,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.ssl --quick
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf .semilabel
