@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 SECTION = "## Throughput (bench/throughput)"
+NOTES = "### Throughput notes"  # kept when the section is rewritten
 N_LABELED = 100
 GPU_TARGET = 0.9  # ours >= 0.9 x bare images/s, on a GPU
 DEFAULTS = {  # device type -> (batch sizes, timed student steps, bare warm-up steps)
@@ -126,14 +128,34 @@ def mnist_data(image_size: int):
 # -- timings ---------------------------------------------------------------------------------
 
 
-def time_fit(data, s, device: torch.device) -> float:
+@dataclass
+class Clock:
+    """Wall seconds, and this process's minor page faults and system CPU seconds."""
+
+    wall: float = 0.0
+    faults: float = 0.0
+    sys_s: float = 0.0
+
+    @staticmethod
+    def now() -> Clock:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return Clock(time.perf_counter(), r.ru_minflt, r.ru_stime)
+
+    def __sub__(self, other: Clock) -> Clock:
+        return Clock(self.wall - other.wall, self.faults - other.faults, self.sys_s - other.sys_s)
+
+    def per(self, n: int) -> Clock:
+        return Clock(self.wall / n, self.faults / n, self.sys_s / n)
+
+
+def time_fit(data, s, device: torch.device) -> Clock:
     from models import fit
 
     sync(device)
-    start = time.perf_counter()
+    start = Clock.now()
     fit(data, s)
     sync(device)
-    return time.perf_counter() - start
+    return Clock.now() - start
 
 
 class Bare:
@@ -170,15 +192,15 @@ class Bare:
         loss.backward()
         self.opt.step()
 
-    def time(self, steps: int, warmup: int) -> float:
+    def time(self, steps: int, warmup: int) -> Clock:
         for _ in range(warmup):
             self.step()
         sync(self.device)
-        start = time.perf_counter()
+        start = Clock.now()
         for _ in range(steps):
             self.step()
         sync(self.device)
-        return (time.perf_counter() - start) / steps
+        return (Clock.now() - start).per(steps)
 
 
 def time_augment(data, s, device: torch.device, steps: int, warmup: int) -> dict[str, float]:
@@ -283,6 +305,8 @@ class Row:
     ours_steady: list[float] = field(default_factory=list)  # s per step, differential
     bare: list[float] = field(default_factory=list)  # s per step
     aug: dict[str, float] = field(default_factory=dict)  # s per call, best of repeats
+    ours_os: list[Clock] = field(default_factory=list)  # steady per-step faults, sys time
+    bare_os: list[Clock] = field(default_factory=list)
 
     def ips(self, runs: list[float]) -> float:
         return self.images / min(runs)
@@ -321,9 +345,20 @@ def build_report(
             f"| {100 * total / step:.0f}% (strong {100 * a['strong_ulb'] / step:.0f}%) "
             f"| {1000 * min(r.bare):.1f} |"
         )
-    runs = ["| batch | ours fit/N ms (all runs) | ours steady ms | bare ms |", "|---:|---|---|---|"]
+    runs = [
+        "| batch | ours fit/N ms (all runs) | ours steady ms | bare ms "
+        "| minor page faults/step ours, bare | system CPU ms/step ours, bare |",
+        "|---:|---|---|---|---|---|",
+    ]
     for r in rows:
-        runs.append(f"| {r.batch} | {_ms(r.ours_total)} | {_ms(r.ours_steady)} | {_ms(r.bare)} |")
+        faults = ", ".join(f"{o.faults:,.0f}" for o in r.ours_os)
+        faults += " / " + ", ".join(f"{b.faults:,.0f}" for b in r.bare_os)
+        sys_ms = ", ".join(f"{1000 * o.sys_s:.0f}" for o in r.ours_os)
+        sys_ms += " / " + ", ".join(f"{1000 * b.sys_s:.0f}" for b in r.bare_os)
+        runs.append(
+            f"| {r.batch} | {_ms(r.ours_total)} | {_ms(r.ours_steady)} | {_ms(r.bare)} "
+            f"| {faults} | {sys_ms} |"
+        )
     worst = min(r.ips(r.ours_total) / r.ips(r.bare) for r in rows)
     if device.type == "cuda":
         verdict = f"**worst ours/bare {worst:.2f} (GPU target >= {GPU_TARGET}: " + (
@@ -380,16 +415,24 @@ def build_report(
 
 
 def update_results(md_lines: list[str]) -> None:
-    body = "\n".join([SECTION, "", *md_lines]).rstrip() + "\n"
+    """Replace this benchmark's section of RESULTS.md, keeping its hand-written
+    NOTES subsection (if any) after the generated part."""
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
     lines = text.splitlines(keepends=True)
     start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip() + "\n\n" + body
-    else:
+    notes = ""
+    if start is not None:
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
         )
+        old = lines[start:end]
+        at = next((i for i, ln in enumerate(old) if ln.rstrip() == NOTES), None)
+        notes = "".join(old[at:]).rstrip() + "\n" if at is not None else ""
+    body = "\n".join([SECTION, "", *md_lines]).rstrip() + "\n"
+    body += "\n" + notes if notes else ""
+    if start is None:
+        text = text.rstrip() + "\n\n" + body
+    else:
         after = "".join(lines[end:])
         text = "".join(lines[:start]) + body + ("\n" + after if after else "")
     RESULTS_MD.write_text(text)
@@ -451,9 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             t_n = time_fit(data, s_n, device)
             t_n0 = time_fit(data, s_n0, device)
-            row.ours_total.append(t_n / steps)
-            row.ours_steady.append((t_n - t_n0) / (steps - n0))
-            row.bare.append(bare.time(steps, warmup))
+            steady = (t_n - t_n0).per(steps - n0)
+            bare_step = bare.time(steps, warmup)
+            row.ours_total.append(t_n.wall / steps)
+            row.ours_steady.append(steady.wall)
+            row.ours_os.append(steady)
+            row.bare.append(bare_step.wall)
+            row.bare_os.append(bare_step)
             print(
                 f"  batch {b} ({row.images} images/step): ours {1000 * row.ours_total[-1]:.1f} "
                 f"ms/step (steady {1000 * row.ours_steady[-1]:.1f}), bare "
