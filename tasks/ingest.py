@@ -1,10 +1,14 @@
 """Ingestion: read a source, check every image, dedupe by content, write to the store.
 
-Sources yield `RawRecord`s lazily (bytes, source URI, optional label). Records are
-checked in worker processes in chunks, then written as one examples file, one label
-events file and one quarantine file per chunk, each atomically. Example ids are
-content hashes and ingest label event ids are derived from (example, label, source),
-so running the same ingest twice, or again after a crash, adds nothing twice.
+Sources yield `RawRecord`s lazily (source URI, optional label, and either the bytes or
+the path of a local file to read). Records go to worker processes in small batches;
+the workers read the files, decode and check every image and hash it, and send back
+the results with the bytes they read, so the main process only walks the source,
+dedupes and writes. Results are gathered, in source order, into chunks written as one
+examples file, one label events file and one quarantine file per chunk, each
+atomically. Example ids are content hashes and ingest label event ids are derived from
+(example, label, source), so running the same ingest twice, or again after a crash,
+adds nothing twice.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -32,7 +39,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
-from tasks.image_check import _check_many
+from tasks.image_check import READ_ERROR, read_and_check
 from tasks.progress import stage_progress
 from tasks.store import (
     EXAMPLES,
@@ -48,6 +55,9 @@ log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 64 << 20  # flush a chunk early when its images pass this size
 MIN_RECORDS_FOR_POOL = 2_000  # below this, worker start-up costs more than it saves
+BATCH_ROWS = 256  # records per worker task
+MAX_BATCH_BYTES = 8 << 20  # bytes per worker task (a worker stops reading files there)
+BATCHES_IN_FLIGHT_PER_WORKER = 8  # keeps workers busy while the main process writes
 _URI_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~")
 LOGGED_PER_REASON = 20  # quarantine warnings logged per reason; the store keeps them all
 
@@ -58,14 +68,16 @@ class DataContractError(ValueError):
     """A source as a whole is unusable (e.g. a manifest without its path column)."""
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One input as a source produced it, before any check."""
+class RawRecord(NamedTuple):
+    """One input as a source produced it, before any check: its bytes in `data`, or
+    the local file to read them from in `path` (read where the record is checked)."""
 
     source_uri: str
     data: bytes | None
     label: str | None = None
     error: tuple[str, str] | None = None  # (reason, detail) when the source could not read it
+    path: str | None = None  # a file to read instead of `data`
+    error_uri: str | None = None  # the source URI to record instead when `path` is unreadable
 
 
 @dataclass(frozen=True)
@@ -115,17 +127,11 @@ class IngestSummary:
 # -- sources ----------------------------------------------------------------------------
 
 
-def _read_file(path: Path, uri: str, label: str | None) -> RawRecord:
-    try:
-        return RawRecord(uri, path.read_bytes(), label)
-    except OSError as exc:
-        return RawRecord(uri, None, label, ("unreadable", f"cannot read the file: {exc}"))
-
-
 def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
     """`<class>/` subfolders carry their name as label; `unlabeled/` and top-level files
     carry none. Hidden files and folders are skipped. Streams: one counting pass, then
-    one reading pass, never a list of every file."""
+    one listing pass, never a list of every file. Records carry paths: the files are
+    read where they are checked."""
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise DataContractError(f"source.path {str(root)!r} is not a folder")
@@ -135,22 +141,20 @@ def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             yield dirpath, sorted(f for f in filenames if not f.startswith("."))
 
-    total = sum(len(files) for _, files in walk())
+    total = 0
+    for _, dirnames, filenames in os.walk(base):  # the same files as walk(), unsorted
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        total += len([f for f in filenames if not f.startswith(".")])
 
     def gen() -> Iterator[RawRecord]:
         for dirpath, files in walk():
             rel = Path(dirpath).relative_to(base).parts
             label = rel[0] if rel and rel[0] != "unlabeled" else None
             dir_uri = Path(dirpath).as_uri()
+            prefix = os.path.join(dirpath, "")  # + name == os.path.join(dirpath, name)
             for name in files:
                 uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
-                try:
-                    with open(os.path.join(dirpath, name), "rb") as fh:
-                        yield RawRecord(uri, fh.read(), label)
-                except OSError as exc:
-                    yield RawRecord(
-                        uri, None, label, ("unreadable", f"cannot read the file: {exc}")
-                    )
+                yield RawRecord(uri, None, label, None, prefix + name)
 
     return total, gen()
 
@@ -248,12 +252,8 @@ def manifest_records(
                         ("missing_file", f"row {row}: {raw_path!r} does not exist ({target})"),
                     )
                     continue
-                rec = _read_file(target, target.as_uri(), label)
-                yield (
-                    RawRecord(f"{uri}:{target.as_uri()}", rec.data, rec.label, rec.error)
-                    if rec.error
-                    else rec
-                )
+                target_uri = target.as_uri()
+                yield RawRecord(target_uri, None, label, None, str(target), f"{uri}:{target_uri}")
 
     return total, gen()
 
@@ -346,17 +346,60 @@ def _quarantine_id(kind: str, reason: str, uri: str, data: bytes | None, label: 
     return h.hexdigest()[:32]
 
 
-def _chunks(records: Iterator[RawRecord], max_rows: int) -> Iterator[list[RawRecord]]:
-    chunk: list[RawRecord] = []
+def _batches(records: Iterator[RawRecord], max_rows: int) -> Iterator[list[RawRecord]]:
+    """Consecutive records, at most `max_rows` and (for records that carry their bytes)
+    about MAX_BATCH_BYTES at a time."""
+    batch: list[RawRecord] = []
     size = 0
     for rec in records:
-        chunk.append(rec)
-        size += len(rec.data or b"")
-        if len(chunk) >= max_rows or size >= MAX_CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
+        batch.append(rec)
+        if rec.data:
+            size += len(rec.data)
+        if len(batch) >= max_rows or size >= MAX_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class _Chunk:
+    """Checked records waiting to be written: at most `max_rows` of them, and flushed
+    early once their bytes reach MAX_CHUNK_BYTES (the same boundaries whoever read the
+    bytes, so chunks line up between runs)."""
+
+    def __init__(self, max_rows: int, write: Callable[[list, list, list], None]):
+        self.max_rows = max_rows
+        self._write = write
+        self.records: list[RawRecord] = []
+        self.checks: list[tuple] = []
+        self.datas: list[bytes | None] = []
+        self.size = 0
+
+    def add(self, records: list[RawRecord], checks: list[tuple], datas: list) -> None:
+        n_bytes = sum(map(len, filter(None, datas)))
+        if (
+            len(self.records) + len(records) < self.max_rows
+            and self.size + n_bytes < MAX_CHUNK_BYTES
+        ):  # the common case: no boundary inside this batch
+            self.records += records
+            self.checks += checks
+            self.datas += datas
+            self.size += n_bytes
+            return
+        for rec, check, data in zip(records, checks, datas, strict=True):
+            self.records.append(rec)
+            self.checks.append(check)
+            self.datas.append(data)
+            if data:
+                self.size += len(data)
+            if len(self.records) >= self.max_rows or self.size >= MAX_CHUNK_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.records:
+            records, checks, datas = self.records, self.checks, self.datas
+            self.records, self.checks, self.datas, self.size = [], [], [], 0
+            self._write(records, checks, datas)
 
 
 def ingest_records(
@@ -376,7 +419,7 @@ def ingest_records(
     known_events = store.column_set(LABELS, "event_id")
     known_quarantine = store.column_set(QUARANTINE, "quarantine_id")
     classes = set(cfg.taxonomy.classes)
-    check_args = (cfg.ingest.max_pixels, tuple(cfg.ingest.channels))
+    check_args = (cfg.ingest.max_pixels, tuple(cfg.ingest.channels), MAX_BATCH_BYTES)
 
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -386,65 +429,69 @@ def ingest_records(
         if use_pool
         else None
     )
+    # In process, each batch is checked as it is formed and written before the next is
+    # read; with workers, several batches are out while the main process writes.
+    max_in_flight = BATCHES_IN_FLIGHT_PER_WORKER * cfg.ingest.workers if pool else 1
 
-    def submit(chunk: list[RawRecord]) -> list[Future] | list:
-        data = [r.data if r.error is None else None for r in chunk]
-        if pool is None:
-            return _check_many(data, *check_args)
-        step = -(-len(data) // cfg.ingest.workers)
-        return [
-            pool.submit(_check_many, data[i : i + step], *check_args)
-            for i in range(0, len(data), step)
+    def submit(batch: list[RawRecord]) -> Future | tuple[list, list]:
+        items = [
+            None if r.error is not None else r.data if r.path is None else r.path for r in batch
         ]
-
-    def results(pending: list) -> list:
         if pool is None:
-            return pending
-        return [r for fut in pending for r in fut.result()]
+            return read_and_check(items, *check_args)
+        return pool.submit(read_and_check, items, *check_args)
 
+    def write(chunk: list[RawRecord], checks: list[tuple], datas: list) -> None:
+        _write_chunk(
+            store,
+            cfg,
+            chunk,
+            checks,
+            datas,
+            source_name,
+            run_id,
+            known_examples,
+            known_events,
+            known_quarantine,
+            classes,
+            counts,
+            reasons,
+        )
+        if progress:
+            progress(counts["seen"], total)
+
+    chunk = _Chunk(cfg.store.rows_per_file, write)
+    closing: threading.Thread | None = None
     try:
-        chunks = _chunks(records, cfg.store.rows_per_file)
-        in_flight: list[tuple[list[RawRecord], list]] = []
-        for chunk in chunks:
-            in_flight.append((chunk, submit(chunk)))
-            if len(in_flight) < 2:  # keep one chunk checking while the previous is written
-                continue
-            done_chunk, pending = in_flight.pop(0)
-            _write_chunk(
-                store,
-                cfg,
-                done_chunk,
-                results(pending),
-                source_name,
-                run_id,
-                known_examples,
-                known_events,
-                known_quarantine,
-                classes,
-                counts,
-                reasons,
-            )
-            if progress:
-                progress(counts["seen"], total)
-        for done_chunk, pending in in_flight:
-            _write_chunk(
-                store,
-                cfg,
-                done_chunk,
-                results(pending),
-                source_name,
-                run_id,
-                known_examples,
-                known_events,
-                known_quarantine,
-                classes,
-                counts,
-                reasons,
-            )
-            if progress:
-                progress(counts["seen"], total)
+        batches = _batches(records, BATCH_ROWS)
+        pending: deque[tuple[list[RawRecord], Future | tuple[list, list]]] = deque()
+        more = True
+        while True:
+            while more and len(pending) < max_in_flight:
+                batch = next(batches, None)
+                if batch is None:
+                    more = False
+                else:
+                    pending.append((batch, submit(batch)))
+            if not pending:
+                break
+            batch, job = pending.popleft()
+            checks, read = job.result() if isinstance(job, Future) else job
+            if len(checks) < len(batch):  # the worker stopped at its byte budget
+                rest = batch[len(checks) :]
+                pending.appendleft((rest, submit(rest)))
+                batch = batch[: len(checks)]
+            if pool is not None and not more and not pending:
+                # every result is in: the workers exit while the last chunks are written
+                closing = threading.Thread(target=pool.shutdown, name="ingest-pool-shutdown")
+                closing.start()
+            datas = [r.data if d is None else d for r, d in zip(batch, read, strict=True)]
+            chunk.add(batch, checks, datas)
+        chunk.flush()
     finally:
-        if pool is not None:
+        if closing is not None:
+            closing.join()
+        elif pool is not None:
             pool.shutdown(cancel_futures=True)
 
     return IngestSummary(
@@ -469,6 +516,7 @@ def _write_chunk(
     cfg: Config,
     chunk: list[RawRecord],
     checks: list[tuple],
+    datas: list[bytes | None],
     source_name: str,
     run_id: str,
     known_examples: _IdIndex,
@@ -478,22 +526,24 @@ def _write_chunk(
     counts: Counter[str],
     reasons: Counter[str],
 ) -> None:
+    """Dedupe and write one chunk: `checks[i]` is the check of `chunk[i]`, whose bytes
+    (as the source gave them or as read from its path) are `datas[i]`."""
     now = utcnow()
-    lab_rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
     q_rows: dict[str, list] = {n: [] for n in SCHEMAS[QUARANTINE].names}
 
     def quarantine(
         kind: str,
         reason: str,
         detail: str,
-        rec: RawRecord,
+        uri: str,
+        label: str | None,
         example_id: str | None,
         data: bytes | None,
     ) -> None:
         reasons[reason] += 1
-        qid = _quarantine_id(kind, reason, rec.source_uri, data, rec.label)
+        qid = _quarantine_id(kind, reason, uri, data, label)
         if reasons[reason] <= LOGGED_PER_REASON:
-            log.warning("quarantined %s %s: %s [%s]", kind, rec.source_uri, detail, reason)
+            log.warning("quarantined %s %s: %s [%s]", kind, uri, detail, reason)
         elif reasons[reason] == LOGGED_PER_REASON + 1:
             log.warning("more %r quarantines: see the quarantine/ dataset for all", reason)
         if qid in known_quarantine:
@@ -505,9 +555,9 @@ def _write_chunk(
             ("reason", reason),
             ("detail", detail),
             ("source", source_name),
-            ("source_uri", rec.source_uri),
+            ("source_uri", uri),
             ("example_id", example_id),
-            ("label", rec.label),
+            ("label", label),
             ("data", data),
             ("quarantined_at", now),
             ("run_id", run_id),
@@ -515,81 +565,111 @@ def _write_chunk(
             q_rows[k].append(v)
 
     ok_ids = [c[1] for c in checks if c[0] == "ok"]
-    seen_before = dict(zip(ok_ids, known_examples.contains(ok_ids).tolist(), strict=True))
-    new: list[tuple[RawRecord, tuple]] = []
-    new_set: set[str] = set()
-    duplicates = 0
+    # ids already stored, then also those added by this chunk: a second copy is a duplicate
+    taken = set(compress(ok_ids, known_examples.contains(ok_ids).tolist()))
+    new_ids: list[str] = []
+    images: list[bytes | None] = []
+    heights: list[int] = []
+    widths: list[int] = []
+    n_channels: list[int] = []
+    uris: list[str] = []
+    ev_ids: list[str] = []
+    ev_examples: list[str] = []
+    ev_labels: list[str] = []
+    duplicates = labeled = 0
     counts["seen"] += len(chunk)
-    for rec, check in zip(chunk, checks, strict=True):
+    for rec, check, data in zip(chunk, checks, datas, strict=True):
         if rec.error is not None:
-            quarantine("example", rec.error[0], rec.error[1], rec, None, rec.data)
+            quarantine(
+                "example", rec.error[0], rec.error[1], rec.source_uri, rec.label, None, rec.data
+            )
             continue
-        if check[0] == "reject":
-            quarantine("example", check[1], check[2], rec, None, rec.data)
+        if check[0] != "ok":
+            if check[0] == READ_ERROR:  # `path` could not be read: there are no bytes
+                uri = rec.error_uri or rec.source_uri
+                quarantine("example", check[1], check[2], uri, rec.label, None, None)
+            else:
+                quarantine("example", check[1], check[2], rec.source_uri, rec.label, None, data)
             continue
         example_id = check[1]
-        if seen_before[example_id] or example_id in new_set:
+        label = rec.label
+        if example_id in taken:
             duplicates += 1
         else:
-            new.append((rec, check))
-            new_set.add(example_id)
-        if rec.label is None:
+            taken.add(example_id)
+            new_ids.append(example_id)
+            images.append(data)
+            heights.append(check[2])
+            widths.append(check[3])
+            n_channels.append(check[4])
+            uris.append(rec.source_uri)
+            if label is not None and label in classes:
+                labeled += 1
+        if label is None:
             continue
-        if rec.label not in classes:
+        if label not in classes:
             quarantine(
                 "label",
                 "label_not_in_taxonomy",
-                f"label {rec.label!r} is not one of taxonomy.classes "
+                f"label {label!r} is not one of taxonomy.classes "
                 f"(version {cfg.taxonomy.version}); the image was kept unlabeled",
-                rec,
+                rec.source_uri,
+                label,
                 example_id,
                 None,
             )
             continue
-        event_id = label_event_id(example_id, rec.label, "human", source_name)
+        event_id = label_event_id(example_id, label, "human", source_name)
         if event_id in known_events:
             counts["label_events_duplicate"] += 1
             continue
         known_events.add(event_id)
-        counts["label_events"] += 1
-        for k, v in (
-            ("event_id", event_id),
-            ("example_id", example_id),
-            ("label", rec.label),
-            ("source_kind", "human"),
-            ("source_name", source_name),
-            ("confidence", 1.0),
-            ("created_at", now),
-            ("run_id", run_id),
-            ("taxonomy_version", cfg.taxonomy.version),
-        ):
-            lab_rows[k].append(v)
+        ev_ids.append(event_id)
+        ev_examples.append(example_id)
+        ev_labels.append(label)
 
-    new_ids = [c[1] for _, c in new]
-    n = len(new)
+    n = len(new_ids)
     counts["duplicates"] += duplicates
     counts["ingested"] += n
-    counts["bytes"] += sum(len(r.data or b"") for r, _ in new)
-    counts["labeled"] += sum(1 for r, _ in new if r.label is not None and r.label in classes)
+    counts["bytes"] += sum(map(len, images))
+    counts["labeled"] += labeled
+    counts["label_events"] += len(ev_ids)
     if new_ids:
         counts["gold"] += int(gold_mask(new_ids, cfg.gold.fraction, cfg.gold.salt).sum())
+    ex_schema = SCHEMAS[EXAMPLES]
     examples = pa.table(
-        {
-            "example_id": new_ids,
-            "image": [r.data for r, _ in new],
-            "height": [c[2] for _, c in new],
-            "width": [c[3] for _, c in new],
-            "channels": [c[4] for _, c in new],
-            "source": [source_name] * n,
-            "source_uri": [r.source_uri for r, _ in new],
-            "ingested_at": pa.array([now] * n, SCHEMAS[EXAMPLES].field("ingested_at").type),
-        },
-        schema=SCHEMAS[EXAMPLES],
+        [
+            pa.array(new_ids, pa.string()),
+            pa.array(images, pa.binary()),
+            pa.array(heights, pa.int32()),
+            pa.array(widths, pa.int32()),
+            pa.array(n_channels, pa.int8()),
+            pa.repeat(pa.scalar(source_name, pa.string()), n),
+            pa.array(uris, pa.string()),
+            pa.repeat(pa.scalar(now, ex_schema.field("ingested_at").type), n),
+        ],
+        schema=ex_schema,
     )
     # Examples first: a label event must never point at an example that is not stored.
     store.write(EXAMPLES, examples, when=now)
     known_examples.add(new_ids)
-    store.write(LABELS, pa.table(lab_rows, schema=SCHEMAS[LABELS]), when=now)
+    lab_schema = SCHEMAS[LABELS]
+    n_ev = len(ev_ids)
+    events = pa.table(
+        [
+            pa.array(ev_ids, pa.string()),
+            pa.array(ev_examples, pa.string()),
+            pa.array(ev_labels, pa.string()),
+            pa.repeat(pa.scalar("human", pa.string()), n_ev),
+            pa.repeat(pa.scalar(source_name, pa.string()), n_ev),
+            pa.repeat(pa.scalar(1.0, pa.float32()), n_ev),
+            pa.repeat(pa.scalar(now, lab_schema.field("created_at").type), n_ev),
+            pa.repeat(pa.scalar(run_id, pa.string()), n_ev),
+            pa.repeat(pa.scalar(cfg.taxonomy.version, pa.string()), n_ev),
+        ],
+        schema=lab_schema,
+    )
+    store.write(LABELS, events, when=now)
     store.write(QUARANTINE, pa.table(q_rows, schema=SCHEMAS[QUARANTINE]), when=now)
 
 
