@@ -194,6 +194,25 @@ class WeakLabelingConfig(_Section):
         20, ge=1, description="Gold rows a function must cover before its floor is judged."
     )
     batch_rows: int = Field(8192, ge=1, description="Rows per vectorized batch.")
+    shard_rows: int = Field(
+        50_000,
+        ge=1,
+        description="Rows per shard: the store's row groups are split into shards of about "
+        "this many rows, each applied by one mapped Prefect task.",
+    )
+    runner: Literal["processes", "threads", "dask"] = Field(
+        "processes",
+        description="Prefect task runner for the shards: a process pool, a thread pool, or "
+        "Dask (`pip install semilabel[dask]`). A store of one shard is applied in-process.",
+    )
+    workers: int = Field(
+        0, ge=0, description="Parallel shards (processes, threads or Dask workers); 0 = CPUs."
+    )
+    dask_address: str | None = Field(
+        None,
+        description="runner=dask: the scheduler of an existing Dask cluster "
+        "(tcp://host:8786); a local cluster of `workers` processes when omitted.",
+    )
 
 
 GateMetric = Literal["accuracy", "macro_f1", "ece"]

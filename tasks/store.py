@@ -200,19 +200,24 @@ class Store:
         when = when or utcnow()
         folder = f"{self.path(dataset)}/date={when:%Y-%m-%d}"
         name = f"part-{when:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"
-        final = f"{folder}/{name}"
+        return self.write_file(f"{folder}/{name}", table)
+
+    def write_file(self, path: str, table: pa.Table) -> str:
+        """Write `table` as the Parquet file `path` under this store, atomically: locally a
+        temp name, fsync, then rename; on object stores one PUT (readers never see a part)."""
         if self.is_local:
+            folder, name = path.rsplit("/", 1)
             self.fs.create_dir(folder, recursive=True)
             tmp = f"{folder}/{_temp_prefix()}{name}"
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression="zstd")
                 fh.flush()
                 os.fsync(fh.fileno())  # the bytes are on disk before the name appears
-            os.replace(tmp, final)  # atomic rename on POSIX
+            os.replace(tmp, path)  # atomic rename on POSIX
             _fsync_dir(folder)
         else:
-            pq.write_table(table, final, filesystem=self.fs, compression="zstd")
-        return final
+            pq.write_table(table, path, filesystem=self.fs, compression="zstd")
+        return path
 
     def remove_stale_temp_files(self, max_age_s: float = 3600.0) -> int:
         """Delete temporary files left by writers that died. A temp file is stale when its
@@ -222,7 +227,7 @@ class Store:
             return 0
         removed = 0
         now = time.time()
-        for dataset in DATASETS:
+        for dataset in (*DATASETS, "label_matrices"):
             for info in self._list(dataset):
                 if not info.base_name.startswith(TMP_PREFIX):
                     continue

@@ -25,7 +25,9 @@ import hashlib
 import importlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +38,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import Config, LabelingFunctionConfig
+from configs.schema import Config, LabelingFunctionConfig, WeakLabelingConfig
 from tasks.label_model import ABSTAIN, DawidSkene, lf_summary, majority_vote
 from tasks.progress import stage_progress
 from tasks.store import EXAMPLES, LABELS, SCHEMAS, Store, gold_mask, resolve_labels, utcnow
 
 log = logging.getLogger(__name__)
+
+LF_COLUMNS = ["example_id", "image", "source", "source_uri"]  # what a function may read
+MATRIX_FOLDER = "label_matrices"  # beside the datasets: label_matrices/run=<id>/part-*.parquet
 
 
 class LabelingFunctionError(ValueError):
@@ -260,20 +265,25 @@ def python_function(spec: LabelingFunctionConfig) -> LabelingFunction:
 # -- reading the store in batches -------------------------------------------------------
 
 
-def iter_batches(store: Store, cfg: Config) -> Iterator[LFBatch]:
-    """Examples as decoded uint8 batches, streamed from the store."""
-    from tasks.training import decode_image
+def _lf_batches(
+    record_batches: Iterable[pa.RecordBatch], size: int, channels: int
+) -> Iterator[LFBatch]:
+    """Arrow batches of examples (example_id, image, source, source_uri) -> LFBatches of
+    decoded uint8 images."""
+    from tasks.training import decode_images
 
-    size, ch = cfg.train.image_size, cfg.train.channels
-    cols = ["example_id", "image", "source", "source_uri"]
-    for rb in store.iter_batches(EXAMPLES, cols, batch_size=cfg.weak_labeling.batch_rows):
-        ids = rb.column(0).to_pylist()
-        images = np.stack([decode_image(b, size, ch) for b in rb.column(1).to_pylist()])
+    for rb in record_batches:
         yield LFBatch(
-            ids,
-            images,
+            rb.column(0).to_pylist(),
+            decode_images(rb.column(1).to_pylist(), size, channels),
             {"source": rb.column(2).to_pylist(), "source_uri": rb.column(3).to_pylist()},
         )
+
+
+def iter_batches(store: Store, cfg: Config) -> Iterator[LFBatch]:
+    """Examples as decoded uint8 batches, streamed from the store."""
+    rbs = store.iter_batches(EXAMPLES, LF_COLUMNS, batch_size=cfg.weak_labeling.batch_rows)
+    yield from _lf_batches(rbs, cfg.train.image_size, cfg.train.channels)
 
 
 def load_reference(store: Store, cfg: Config) -> Reference:
@@ -347,6 +357,7 @@ class LabelMatrix:
     names: list[str]
     votes: np.ndarray  # (N, M) int16, ABSTAIN = -1
     elapsed_s: float = 0.0
+    path: str = ""  # where the run's label matrix is stored (a folder of Parquet parts)
 
 
 def apply_functions(
@@ -356,8 +367,6 @@ def apply_functions(
     progress: Callable[[int], None] | None = None,
 ) -> LabelMatrix:
     """Apply every function to every batch (vectorized per batch)."""
-    import time
-
     start = time.perf_counter()
     ids: list[str] = []
     parts: list[np.ndarray] = []
@@ -381,21 +390,218 @@ def apply_functions(
     return LabelMatrix(ids, [f.name for f in functions], votes, time.perf_counter() - start)
 
 
-def write_label_matrix(store: Store, matrix: LabelMatrix, run_id: str) -> str:
-    """The label matrix of a run, as Parquet beside the datasets (example_id + one int16
-    column per function), so any weak label can be traced to the votes behind it."""
-    table = pa.table(
-        {
-            "example_id": matrix.example_ids,
-            **{n: matrix.votes[:, j] for j, n in enumerate(matrix.names)},
+# -- applying in parallel, shard by shard -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Row groups of the examples dataset that one task applies the functions to."""
+
+    index: int
+    parts: tuple[tuple[str, tuple[int, ...]], ...]  # (file, its row groups), in store order
+    rows: int
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    index: int
+    rows: int
+    path: str  # this shard's part of the label matrix
+    seconds: float
+
+
+def plan_shards(store: Store, shard_rows: int) -> list[Shard]:
+    """The examples dataset's Parquet row groups, in file order, grouped into shards of
+    about `shard_rows` rows (a row group is never split). Only footers are read."""
+    shards: list[Shard] = []
+    parts: list[tuple[str, list[int]]] = []
+    rows = 0
+
+    def close() -> None:
+        nonlocal parts, rows
+        if parts:
+            shards.append(Shard(len(shards), tuple((f, tuple(g)) for f, g in parts), rows))
+        parts, rows = [], 0
+
+    for path in store.files(EXAMPLES):
+        with store.fs.open_input_file(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+        for group in range(meta.num_row_groups):
+            if parts and parts[-1][0] == path:
+                parts[-1][1].append(group)
+            else:
+                parts.append((path, [group]))
+            rows += meta.row_group(group).num_rows
+            if rows >= shard_rows:
+                close()
+    close()
+    return shards
+
+
+def apply_to_shard(
+    store_root: str,
+    shard: Shard,
+    functions: list[LabelingFunction],
+    k_classes: int,
+    image_size: int,
+    channels: int,
+    batch_rows: int,
+    out_folder: str,
+) -> ShardResult:
+    """Stream one shard's row groups in Arrow batches, decode, apply every function
+    (vectorized per batch) and write the shard's label matrix part, atomically."""
+    start = time.perf_counter()
+    store = Store(store_root)
+
+    def record_batches() -> Iterator[pa.RecordBatch]:
+        for path, groups in shard.parts:
+            with store.fs.open_input_file(path) as fh:
+                yield from pq.ParquetFile(fh).iter_batches(
+                    batch_size=batch_rows, row_groups=list(groups), columns=LF_COLUMNS
+                )
+
+    matrix = apply_functions(
+        _lf_batches(record_batches(), image_size, channels), functions, k_classes
+    )
+    path = f"{out_folder}/part-{shard.index:05d}.parquet"
+    store.write_file(path, _matrix_table(matrix))
+    return ShardResult(shard.index, len(matrix.example_ids), path, time.perf_counter() - start)
+
+
+@task(
+    name="apply-labeling-functions",
+    task_run_name="apply-labeling-functions-shard-{shard.index}",
+    cache_policy=NO_CACHE,
+)
+def apply_lf_shard(
+    store_root: str,
+    shard: Shard,
+    functions: list[LabelingFunction],
+    k_classes: int,
+    image_size: int,
+    channels: int,
+    batch_rows: int,
+    out_folder: str,
+) -> ShardResult:
+    """One shard of the applier, as a Prefect task (mapped over the shards)."""
+    return apply_to_shard(
+        store_root, shard, functions, k_classes, image_size, channels, batch_rows, out_folder
+    )
+
+
+def shard_task_runner(wl: WeakLabelingConfig, n_shards: int) -> Any:
+    """The Prefect task runner that `weak_labeling.runner` names, sized for the shards."""
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    workers = max(1, min(wl.workers or os.cpu_count() or 1, n_shards))
+    if wl.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if wl.runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise LabelingFunctionError(
+            "weak_labeling.runner is 'dask' but prefect-dask is not installed: "
+            "pip install 'semilabel[dask]' (or choose runner 'processes')"
+        ) from exc
+    if wl.dask_address:
+        return DaskTaskRunner(address=wl.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
         }
     )
-    folder = f"{store.base}/label_matrices/run={run_id}"
+
+
+def apply_in_shards(
+    store: Store,
+    cfg: Config,
+    functions: list[LabelingFunction],
+    run_id: str,
+    progress: Callable[[int], None] | None = None,
+) -> LabelMatrix:
+    """Apply the functions over the whole store, one mapped Prefect task per shard on the
+    configured task runner (in this process when there is a single shard or worker).
+    The parts land in `label_matrices/run=<run_id>/` and are read back in store order."""
+    start = time.perf_counter()
+    wl = cfg.weak_labeling
+    shards = plan_shards(store, wl.shard_rows)
+    folder = f"{store.base}/{MATRIX_FOLDER}/run={_path_safe(run_id)}"
     if store.is_local:
         store.fs.create_dir(folder, recursive=True)
-    path = f"{folder}/label_matrix.parquet"
-    pq.write_table(table, path, filesystem=store.fs, compression="zstd")
-    return path
+    common = {
+        "store_root": cfg.store.root,
+        "functions": functions,
+        "k_classes": len(cfg.taxonomy.classes),
+        "image_size": cfg.train.image_size,
+        "channels": cfg.train.channels,
+        "batch_rows": wl.batch_rows,
+        "out_folder": folder,
+    }
+    results: list[ShardResult] = []
+    done = 0
+    workers = min(wl.workers or os.cpu_count() or 1, len(shards))
+    if workers <= 1:
+        for shard in shards:
+            results.append(apply_to_shard(shard=shard, **common))
+            done += results[-1].rows
+            if progress:
+                progress(done)
+    else:
+        from prefect import unmapped
+        from prefect.futures import as_completed
+
+        log.info(
+            "applying %d functions to %d rows in %d shards on %d %s workers",
+            len(functions),
+            sum(s.rows for s in shards),
+            len(shards),
+            workers,
+            wl.runner,
+        )
+        with shard_task_runner(wl, len(shards)) as runner:
+            futures = runner.map(
+                apply_lf_shard,
+                {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
+            )
+            for future in as_completed(futures):
+                results.append(future.result())
+                done += results[-1].rows
+                if progress:
+                    progress(done)
+    results.sort(key=lambda r: r.index)
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    names = [f.name for f in functions]
+    for r in results:
+        with store.fs.open_input_file(r.path) as fh:
+            table = pq.read_table(fh)
+        ids.extend(table.column("example_id").to_pylist())
+        parts.append(
+            np.stack([table.column(n).to_numpy() for n in names], 1).astype(np.int16)
+            if names
+            else np.zeros((table.num_rows, 0), np.int16)
+        )
+    votes = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.int16)
+    return LabelMatrix(ids, names, votes, time.perf_counter() - start, folder)
+
+
+def _matrix_table(matrix: LabelMatrix) -> pa.Table:
+    """example_id + one int16 column per function (-1 = abstain)."""
+    return pa.table(
+        {
+            "example_id": pa.array(matrix.example_ids, pa.string()),
+            **{n: pa.array(matrix.votes[:, j], pa.int16()) for j, n in enumerate(matrix.names)},
+        }
+    )
+
+
+def _path_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 @dataclass(frozen=True)
@@ -469,8 +675,6 @@ def analyse_and_combine(
     """LF analysis on gold, quarantine of functions below their floor, the label model,
     and `label_model` events for non-gold rows (deterministic ids: re-running on the same
     data writes nothing twice)."""
-    import time
-
     start = time.perf_counter()
     classes = list(cfg.taxonomy.classes)
     k = len(classes)
@@ -608,16 +812,16 @@ def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> W
         )
     champion = _champion_or_none(cfg)
     functions = build_functions(store, cfg, champion)
-    matrix = apply_functions(
-        iter_batches(store, cfg),
+    matrix = apply_in_shards(
+        store,
+        cfg,
         functions,
-        len(cfg.taxonomy.classes),
+        run_id,
         progress=progress.update if progress is not None else None,
     )
-    path = write_label_matrix(store, matrix, run_id)
     summary = analyse_and_combine(store, cfg, matrix, functions, run_id)
     summary = dataclasses.replace(
-        summary, matrix_path=path, elapsed_s=summary.elapsed_s + matrix.elapsed_s
+        summary, matrix_path=matrix.path, elapsed_s=summary.elapsed_s + matrix.elapsed_s
     )
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_experiment(cfg.mlflow.experiment)
@@ -668,12 +872,13 @@ def _champion_or_none(cfg: Config) -> Any:
     ).eval()
 
 
-# -- Prefect tasks ---------------------------------------------------------------------
+# -- inside a flow ---------------------------------------------------------------------
 
 
-@task(name="weak-label", cache_policy=NO_CACHE)
 def weak_label_examples(cfg: Config, run_id: str) -> WeakLabelSummary:
-    """Apply labeling functions, fit the label model, write label_model events."""
+    """Inside a flow: apply the labeling functions (one mapped `apply-labeling-functions`
+    task per shard on the configured task runner), fit the label model, write
+    `label_model` events, and publish the LF analysis as a table artifact."""
     bar = stage_progress("weak-label", Store(cfg.store.root).count(EXAMPLES))
     summary = weak_label_store(cfg, run_id, progress=bar)
     bar.finish(summary.n_rows)

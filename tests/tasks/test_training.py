@@ -175,3 +175,34 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
     assert Store(store_cfg.store.root).count_snapshot(summary.snapshot_id) > 0
+
+
+def test_batch_decoder_gives_exactly_the_pixels_of_the_pillow_decoder():
+    import io
+
+    from PIL import Image
+
+    from tasks.training import decode_image, decode_images
+    from tests.conftest import jpeg, png
+
+    def encode(arr: np.ndarray, mode: str, **kw) -> bytes:
+        buf = io.BytesIO()
+        img = Image.fromarray(arr, mode="RGB" if arr.ndim == 3 else "L").convert(mode)
+        img.save(buf, "PNG", **kw)
+        return buf.getvalue()
+
+    rgb = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    blobs = [
+        png(1),  # 8-bit grey 28x28: the native fast path
+        png(2, size=32),  # needs a resize
+        encode(rgb, "RGB"),  # grey: converted by Pillow; RGB: the fast path
+        encode(rgb, "RGBA"),
+        encode(rgb, "P"),
+        png(3, mode="RGB"),
+        jpeg(4, size=28),
+    ]
+    for channels in (1, 3):
+        got = decode_images(blobs, 28, channels)
+        assert got.shape == (len(blobs), channels, 28, 28) and got.dtype == np.uint8
+        for i, b in enumerate(blobs):
+            np.testing.assert_array_equal(got[i], decode_image(b, 28, channels), err_msg=str(i))

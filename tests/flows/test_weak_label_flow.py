@@ -1,0 +1,154 @@
+"""The weak-label flow as users run it: a real Prefect flow run whose applier is mapped
+over shards of a real store on each task runner, giving the same label matrix as the
+in-process applier."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
+from prefect.testing.utilities import prefect_test_harness
+
+from configs.schema import load_config
+from flows.weak_label import weak_label
+from tasks.ingest import image_folder_records, ingest_records
+from tasks.store import LABELS, Store
+from tasks.weak_labeling import (
+    apply_in_shards,
+    build_functions,
+    plan_shards,
+    weak_label_store,
+)
+from tests.conftest import write
+from tests.tasks.test_training import _digit_png
+
+FUNCS = [
+    {"name": "bar", "kind": "python", "target": "tests.tasks.test_weak_labeling:bar_position"},
+    {"name": "coin", "kind": "python", "target": "tests.tasks.test_weak_labeling:coin_flip"},
+    {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
+    {"name": "proto", "kind": "prototype", "embedding": "pca", "dims": 8},
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _overrides(tmp_path: Path) -> dict:
+    return {
+        "store.root": str(tmp_path / "store"),
+        "store.rows_per_file": 40,  # 240 rows -> 6 files, so there is something to shard
+        "source.kind": "image_folder",
+        "source.path": str(tmp_path / "images"),
+        "taxonomy.classes": ["0", "1", "2"],
+        "ingest.workers": 1,
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "weak_labeling.functions": FUNCS,
+        "weak_labeling.min_gold_covered": 10,
+        "weak_labeling.shard_rows": 60,  # -> 3 shards of 2 files (80 rows)
+        "weak_labeling.batch_rows": 25,  # batches that straddle row groups
+        "weak_labeling.workers": 2,
+    }
+
+
+@pytest.fixture
+def sharded(tmp_path: Path) -> dict:
+    for i in range(240):
+        cls = i % 3
+        sub = str(cls) if i < 150 else "unlabeled"
+        write(tmp_path / "images" / sub / f"{i}.png", _digit_png(cls, i))
+    ov = _overrides(tmp_path)
+    cfg = load_config(overrides=ov)
+    total, records = image_folder_records(cfg.source.path)
+    ingest_records(Store(cfg.store.root), records, cfg, source_name="f", run_id="r", total=total)
+    return ov
+
+
+def test_shards_cover_every_row_group_once_in_store_order(sharded):
+    cfg = load_config(overrides=sharded)
+    store = Store(cfg.store.root)
+    shards = plan_shards(store, 60)
+    files = store.files("examples")
+    assert len(files) == 6
+    assert [s.rows for s in shards] == [80, 80, 80]  # whole files of 40: 2 per shard
+    assert [f for s in shards for f, _ in s.parts] == files
+    assert all(groups == (0,) for s in shards for _, groups in s.parts)
+    assert [s.rows for s in plan_shards(store, 1_000)] == [240]
+    assert [s.rows for s in plan_shards(store, 1)] == [40] * 6
+
+
+def _matrix(folder: str) -> tuple[list[str], np.ndarray]:
+    table = ds.dataset(folder, format="parquet").to_table()
+    names = [n for n in table.column_names if n != "example_id"]
+    votes = np.stack([table.column(n).to_numpy() for n in names], 1)
+    return table.column("example_id").to_pylist(), votes
+
+
+@pytest.mark.parametrize("runner", ["processes", "threads", "dask"])
+def test_flow_maps_shards_on_the_runner_and_matches_the_in_process_applier(
+    prefect_api, sharded, runner
+):
+    if runner == "dask":
+        pytest.importorskip("prefect_dask")
+    cfg = load_config(overrides=sharded)
+    store = Store(cfg.store.root)
+    functions = build_functions(store, cfg)
+    serial = apply_in_shards(
+        store,
+        load_config(overrides={**sharded, "weak_labeling.workers": 1}),
+        functions,
+        "serial",
+    )
+    assert serial.votes.shape == (240, 4)
+    assert len(store.fs.get_file_info(_selector(serial.path))) == 3  # one part per shard
+
+    state = weak_label(overrides={**sharded, "weak_labeling.runner": runner}, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    ids, votes = _matrix(summary.matrix_path)
+    assert ids == serial.example_ids  # store order, whatever order the shards finished in
+    np.testing.assert_array_equal(votes, serial.votes)
+    assert summary.n_rows == 240
+    assert {f.name for f in summary.functions if f.quarantined} == {"coin"}
+
+    # The shards ran as mapped Prefect tasks of this flow run.
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="apply-labeling-functions")),
+        )
+        assert sorted(r.name for r in runs) == [
+            f"apply-labeling-functions-shard-{i}" for i in range(3)
+        ]
+        assert all(r.state.is_completed() for r in runs)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["lf-analysis"]))
+        )
+    assert any(a.flow_run_id == state.state_details.flow_run_id for a in artifacts)
+
+    # Same data, same functions: a second applier run writes no new label events.
+    events = store.read(LABELS).filter(pc.field("source_kind") == "label_model").num_rows
+    assert events == summary.events_written > 0
+    again = weak_label_store(load_config(overrides=sharded), "again")
+    assert again.events_written == 0
+
+
+def _selector(folder: str):
+    from pyarrow import fs
+
+    return fs.FileSelector(folder)
