@@ -32,7 +32,8 @@ from __future__ import annotations
 
 # Only the standard library at module level: ingest's spawned workers re-import the main
 # module (this one, under `python -m bench.ingest`), and a heavy import here would be
-# charged to "ours". pyarrow, Pillow and the project are imported where they are used.
+# charged to "ours" (bench.common is standard library only too). pyarrow, Pillow and the
+# project are imported where they are used.
 import argparse
 import cProfile
 import hashlib
@@ -56,9 +57,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
+from bench.common import (
+    BENCH_DIR,
+    RESULTS_MD,
+    cpu_model,
+    cpu_scaling,
+    load_now,
+    update_results,
+    verdict,
+)
+
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_MD = BENCH_DIR / "RESULTS.md"
 SECTION = "## Ingest (bench/ingest)"
 COMPLETE = ".complete"  # marker file; hidden, so image_folder_records skips it
 LABELED_EVERY = 5  # every 5th image sits in a class folder (20% labeled), the rest unlabeled
@@ -377,51 +386,14 @@ def measure_rss(rows: int, args: argparse.Namespace) -> dict:
 
 # -- reporting ------------------------------------------------------------------------------
 
-_SPIN = (
-    "import time\nt = time.perf_counter()\nx = 0\n"
-    "for i in range(4_000_000):\n    x += i\nprint(time.perf_counter() - t)"
-)
-
-
-def cpu_scaling() -> float:
-    """Speed of each of 2 concurrent CPU-bound processes relative to one alone (1.0 = two
-    free cores, 0.5 = effectively one). The hosts this runs on are often shared."""
-
-    def spin(n: int) -> float:
-        procs = [
-            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
-            for _ in range(n)
-        ]
-        return max(float(p.communicate()[0]) for p in procs)
-
-    solo = min(spin(1) for _ in range(2))
-    pair = min(spin(2) for _ in range(2))
-    return solo / pair
-
-
-def load_now() -> str:
-    """1-minute load average and CPU pressure (share of time something waited for a CPU)."""
-    out = "load 1m " + Path("/proc/loadavg").read_text().split()[0]
-    try:
-        some = Path("/proc/pressure/cpu").read_text().split()[1]  # "avg10=12.34"
-        out += f", cpu pressure {some.split('=')[1]}% (10s)"
-    except (OSError, IndexError):
-        pass
-    return out
-
 
 def machine_facts() -> dict[str, str]:
     import numpy
     import PIL
     import pyarrow as pa
 
-    cpu = "unknown"
     mem = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
@@ -430,7 +402,7 @@ def machine_facts() -> dict[str, str]:
         pass
     return {
         "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "memory": mem,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -452,10 +424,6 @@ class Timing:
 
 def _mib(kib: int) -> float:
     return kib / 1024
-
-
-def _verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
 
 
 @dataclass
@@ -512,7 +480,7 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
     ratio = r.ours.best / r.raw.best
     line = (
         f"ours / raw time: {ratio:.2f}x  (target <= {TARGET_RATIO:.0f}x: "
-        f"{_verdict(ratio <= TARGET_RATIO)})"
+        f"{verdict(ratio <= TARGET_RATIO)})"
     )
     term.append("  " + line)
     md += ["", f"**{line}**", ""]
@@ -562,7 +530,7 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
             w_ratio = hi["worker_peak_kib"] / max(lo["worker_peak_kib"], 1)
             line = (
                 f"main ingest peak {hi['rows']:,} / {lo['rows']:,} rows: {ratio:.2f}x  "
-                f"(target within +-{TARGET_RSS:.0%}: {_verdict(abs(ratio - 1) <= TARGET_RSS)})"
+                f"(target within +-{TARGET_RSS:.0%}: {verdict(abs(ratio - 1) <= TARGET_RSS)})"
             )
             extra = (
                 f"growth {g_hi:.1f} vs {g_lo:.1f} MiB; whole-process peak {whole:.2f}x; "
@@ -579,22 +547,6 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
         md.pop()
     md += ["", f"Command: `{command}` (run {when})."]
     return term, md
-
-
-def update_results(md_lines: list[str]) -> None:
-    body = "\n".join([SECTION, "", *md_lines]).rstrip() + "\n"
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + body + ("\n" + after if after else "")
-    RESULTS_MD.write_text(text)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -707,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(term))
     if not args.no_results:
-        update_results(md)
+        update_results(SECTION, md)
         print(f"\nwrote the '{SECTION}' section of {RESULTS_MD}")
     return 0
 

@@ -46,14 +46,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "RESULTS.md"
+from bench.common import RESULTS_MD, cpu_model, load_now, update_results, verdict
+
 SECTION = "## SSL (bench/ssl)"
 NOTES = "### SSL notes"  # kept when the section is rewritten
 SPLIT_SEED = 0  # the test holdout of each dataset; fixed for good
@@ -283,29 +282,11 @@ def run_network(
 # -- machine ---------------------------------------------------------------------------------
 
 
-def load_now() -> str:
-    out = "load 1m " + Path("/proc/loadavg").read_text().split()[0]
-    try:
-        some = Path("/proc/pressure/cpu").read_text().split()[1]
-        out += f", cpu pressure {some.split('=')[1]}% (10s)"
-    except (OSError, IndexError):
-        pass
-    return out
-
-
 def machine_facts(device: str) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import sklearn
 
     facts = (
-        f"{len(os.sched_getaffinity(0))} CPUs ({cpu}), torch {torch.__version__} "
+        f"{len(os.sched_getaffinity(0))} CPUs ({cpu_model()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
@@ -337,10 +318,6 @@ def _fmt_acc(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def _verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
 def build_report(r: Report) -> tuple[list[str], list[str]]:
     targets = QUICK_TARGETS if r.mode == "quick" else TARGETS
     rows = []
@@ -364,11 +341,11 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
                     goal = table[(dataset, k)]
                     ok = min(accs) >= goal
                     label = "" if kind == r.mode else " (full-mode target, for reference)"
-                    target += f"{'; ' if target else ''}>= {100 * goal:.0f}{label}: {_verdict(ok)}"
+                    target += f"{'; ' if target else ''}>= {100 * goal:.0f}{label}: {verdict(ok)}"
                     verdicts.append(
                         f"{dataset} {k}/class: ours {_fmt_acc(accs)}% (worst seed "
                         f"{100 * min(accs):.1f}%) vs target >= {100 * goal:.0f}%{label}: "
-                        f"{_verdict(ok)}"
+                        f"{verdict(ok)}"
                     )
             seeds = ",".join(str(o.seed) for o in got)
             rows.append(
@@ -386,7 +363,7 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
         ok = r.total_s <= QUICK_BUDGET_S
         budget = (
             f"whole run {r.total_s:.0f} s vs budget <= {QUICK_BUDGET_S} s (--quick on CPU): "
-            f"{_verdict(ok)}"
+            f"{verdict(ok)}"
         )
     command = "python -m bench.ssl " + shlex.join(sys.argv[1:]) if sys.argv[1:] else ""
     command = command or "python -m bench.ssl"
@@ -423,30 +400,6 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
         md.append(f"| {dataset} | {k} | {change} | {r.settings[(dataset, k)]} |")
     md += ["", f"Command: `{command}` (run {when}, total {r.total_s:.0f} s)."]
     return term, md
-
-
-def update_results(md_lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md, keeping its hand-written
-    NOTES subsection (if any) after the generated part."""
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    notes = ""
-    if start is not None:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        old = lines[start:end]
-        at = next((i for i, ln in enumerate(old) if ln.rstrip() == NOTES), None)
-        notes = "".join(old[at:]).rstrip() + "\n" if at is not None else ""
-    body = "\n".join([SECTION, "", *md_lines]).rstrip() + "\n"
-    body += "\n" + notes if notes else ""
-    if start is None:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + body + ("\n" + after if after else "")
-    RESULTS_MD.write_text(text)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -547,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(term))
     if not args.no_results:
-        update_results(md)
+        update_results(SECTION, md, notes=NOTES)
         print(f"\nwrote the '{SECTION}' section of {RESULTS_MD}")
     return 0
 

@@ -36,20 +36,25 @@ import os
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_MD = BENCH_DIR / "RESULTS.md"
+from bench.common import (
+    RESULTS_MD,
+    cpu_model,
+    cpu_scaling,
+    load_now,
+    update_results,
+    verdict,
+)
+
 SECTION = "## Throughput (bench/throughput)"
 NOTES = "### Throughput notes"  # kept when the section is rewritten
 N_LABELED = 100
@@ -243,49 +248,10 @@ def time_augment(data, s, device: torch.device, steps: int, warmup: int) -> dict
 
 # -- machine ---------------------------------------------------------------------------------
 
-_SPIN = (
-    "import time\nt = time.perf_counter()\nx = 0\n"
-    "for i in range(4_000_000):\n    x += i\nprint(time.perf_counter() - t)"
-)
-
-
-def cpu_scaling() -> float:
-    """Speed of each of 2 concurrent CPU-bound processes relative to one alone (1.0 = two
-    free cores, 0.5 = effectively one)."""
-
-    def spin(n: int) -> float:
-        procs = [
-            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
-            for _ in range(n)
-        ]
-        return max(float(p.communicate()[0]) for p in procs)
-
-    solo = min(spin(1) for _ in range(2))
-    pair = min(spin(2) for _ in range(2))
-    return solo / pair
-
-
-def load_now() -> str:
-    out = "load 1m " + Path("/proc/loadavg").read_text().split()[0]
-    try:
-        some = Path("/proc/pressure/cpu").read_text().split()[1]
-        out += f", cpu pressure {some.split('=')[1]}% (10s)"
-    except (OSError, IndexError):
-        pass
-    return out
-
 
 def machine_facts(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     facts = (
-        f"{len(os.sched_getaffinity(0))} CPUs ({cpu}), torch {torch.__version__} "
+        f"{len(os.sched_getaffinity(0))} CPUs ({cpu_model()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}"
     )
@@ -361,11 +327,12 @@ def build_report(
         )
     worst = min(r.ips(r.ours_total) / r.ips(r.bare) for r in rows)
     if device.type == "cuda":
-        verdict = f"**worst ours/bare {worst:.2f} (GPU target >= {GPU_TARGET}: " + (
-            "MET)**" if worst >= GPU_TARGET else "NOT MET)**"
+        judged = (
+            f"**worst ours/bare {worst:.2f} (GPU target >= {GPU_TARGET}: "
+            f"{verdict(worst >= GPU_TARGET)})**"
         )
     else:
-        verdict = (
+        judged = (
             f"worst ours/bare {worst:.2f} on CPU (the >= {GPU_TARGET} target is for a GPU run; "
             "not judged here)"
         )
@@ -383,7 +350,7 @@ def build_report(
         "",
         *aug,
         "",
-        verdict,
+        judged,
     ]
     md = [
         f"Machine: {facts}. Device: {device}. CPU check: 2 concurrent CPU-bound processes ran "
@@ -397,7 +364,7 @@ def build_report(
         "",
         *lines,
         "",
-        verdict,
+        judged,
         "",
         "Augmentation on the same batch composition (each call includes the index gather "
         "and uint8 -> float):",
@@ -412,30 +379,6 @@ def build_report(
         f"{meta['total_s']} s).",
     ]
     return term, md
-
-
-def update_results(md_lines: list[str]) -> None:
-    """Replace this benchmark's section of RESULTS.md, keeping its hand-written
-    NOTES subsection (if any) after the generated part."""
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    notes = ""
-    if start is not None:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        old = lines[start:end]
-        at = next((i for i, ln in enumerate(old) if ln.rstrip() == NOTES), None)
-        notes = "".join(old[at:]).rstrip() + "\n" if at is not None else ""
-    body = "\n".join([SECTION, "", *md_lines]).rstrip() + "\n"
-    body += "\n" + notes if notes else ""
-    if start is None:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + body + ("\n" + after if after else "")
-    RESULTS_MD.write_text(text)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -525,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(term))
     if not args.no_results:
-        update_results(md)
+        update_results(SECTION, md, notes=NOTES)
         print(f"\nwrote the '{SECTION}' section of {RESULTS_MD}")
     return 0
 

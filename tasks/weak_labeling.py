@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -160,10 +161,13 @@ def prototype_function(
     z = embed(reference.images)
     present = np.unique(reference.labels)
     protos = np.stack([z[reference.labels == c].mean(0) for c in present])  # (P, D)
+    protos_sq = (protos**2).sum(1)
 
     def vote(batch: LFBatch) -> np.ndarray:
         e = embed(batch.images)
-        d = np.linalg.norm(e[:, None, :] - protos[None], axis=2)  # (B, P)
+        # |e - p| from one matrix product: no (B, P, D) temporary.
+        sq = (e**2).sum(1)[:, None] + protos_sq[None] - 2.0 * (e @ protos.T)
+        d = np.sqrt(np.maximum(sq, 0.0))  # (B, P)
         order = np.argsort(d, axis=1)
         d1 = d[np.arange(len(d)), order[:, 0]]
         d2 = d[np.arange(len(d)), order[:, 1]] if len(present) > 1 else d1 * 2
@@ -307,13 +311,17 @@ def load_reference(store: Store, cfg: Config) -> Reference:
         )
         if not g
     ]
-    wanted = set(ids)
     images, labels = [], []
-    for batch in iter_batches(store, cfg):
-        for i, e in enumerate(batch.example_ids):
-            if e in wanted:
-                images.append(batch.images[i])
-                labels.append(human[e])
+    # Only the labeled rows are read and decoded, however large the pool is.
+    rbs = store.iter_batches(
+        EXAMPLES,
+        LF_COLUMNS,
+        filter=pc.field("example_id").isin(ids),
+        batch_size=cfg.weak_labeling.batch_rows,
+    )
+    for batch in _lf_batches(rbs, cfg.train.image_size, cfg.train.channels):
+        images.extend(batch.images)
+        labels.extend(human[e] for e in batch.example_ids)
     if not images:
         raise LabelingFunctionError(
             "no human labels outside the gold holdout: knn and "
