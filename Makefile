@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ssl --quick
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.weak_labeling
 
 clean:
 	rm -rf .semilabel

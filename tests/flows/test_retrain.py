@@ -25,6 +25,7 @@ from tests.tasks.test_training import _digit_png
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
+RULES = "tests.tasks.test_weak_labeling"
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +210,35 @@ def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, r
     with pytest.raises(RollbackError, match="no earlier passing version.*stays at version 1"):
         rollback(overrides=ov, reason="test")
     assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "1"
+
+
+def test_retrain_with_weak_labeling_trains_on_label_model_labels(prefect_api, tmp_path: Path):
+    ov = {
+        **_overrides(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        "store.rows_per_file": 100,  # 300 rows in 3 files -> 3 shards on 2 worker processes
+        "weak_labeling.enabled": True,
+        "weak_labeling.functions": [
+            {"name": "bar", "kind": "python", "target": f"{RULES}:bar_position"},
+            {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
+        ],
+        "weak_labeling.shard_rows": 100,
+        "weak_labeling.workers": 2,
+        "weak_labeling.min_gold_covered": 10,
+    }
+    state = retrain(overrides=ov, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.decision == "passed"
+
+    # The label model's events carry this flow run's id, and training used them.
+    run_id = str(state.state_details.flow_run_id)
+    events = Store(ov["store.root"]).read(LABELS).to_pylist()
+    weak = [e for e in events if e["source_kind"] == "label_model"]
+    assert weak and {e["run_id"] for e in weak} == {run_id}
+    ids = Store(ov["store.root"]).read("examples", ["example_id"]).column(0).to_pylist()
+    non_gold = {e for e, g in zip(ids, gold_mask(ids, 0.3, "gold-v1"), strict=True) if not g}
+    assert {e["example_id"] for e in weak} == non_gold  # `bar` votes on every row
+    params = get_client(ov["mlflow.tracking_uri"]).get_run(result.mlflow_run_id).data.params
+    assert int(params["data.n_weak"]) > 0
+    matrix = Path(ov["store.root"]) / "label_matrices" / f"run={run_id}"
+    assert sorted(p.name for p in matrix.iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]

@@ -22,16 +22,14 @@ from prefect.testing.utilities import prefect_test_harness
 from configs.schema import load_config
 from flows.weak_label import weak_label
 from tasks.ingest import image_folder_records, ingest_records
+from tasks.labeling_functions import build_functions
+from tasks.lf_applier import apply_in_shards, plan_shards
 from tasks.store import LABELS, Store
-from tasks.weak_labeling import (
-    apply_in_shards,
-    build_functions,
-    plan_shards,
-    weak_label_store,
-)
+from tasks.weak_labeling import weak_label_store
 from tests.conftest import write
 from tests.tasks.test_training import _digit_png
 
+REPO = Path(__file__).resolve().parents[2]
 FUNCS = [
     {"name": "bar", "kind": "python", "target": "tests.tasks.test_weak_labeling:bar_position"},
     {"name": "coin", "kind": "python", "target": "tests.tasks.test_weak_labeling:coin_flip"},
@@ -152,3 +150,35 @@ def _selector(folder: str):
     from pyarrow import fs
 
     return fs.FileSelector(folder)
+
+
+@pytest.mark.slow
+def test_cli_runs_worker_processes_against_the_runs_own_temporary_server(sharded, tmp_path):
+    """`semilabel weak-label` with no Prefect server configured: Prefect starts one
+    temporary API for the run, and the worker processes report to it rather than each
+    starting their own."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = load_config(overrides={**sharded, "weak_labeling.runner": "processes"})
+    path = tmp_path / "wl.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(REPO)}
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "weak-label", "--config", str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert log.count("Starting temporary server") == 1, log[-3000:]
+    for i in range(3):
+        assert f"apply-labeling-functions-shard-{i}' - Finished in state Completed()" in log
+    assert "label events written" in log

@@ -6,11 +6,11 @@ import pytest
 
 from configs.schema import load_config
 from tasks.label_model import ABSTAIN
+from tasks.lf_applier import apply_functions
 from tasks.store import LABELS, Store
 from tasks.weak_labeling import (
     LabelingFunctionError,
     LFBatch,
-    apply_functions,
     labeling_function,
     weak_label_store,
 )

@@ -1,0 +1,318 @@
+"""The applier: every labeling function over every example of the store, vectorized per
+Arrow batch and parallel over shards of the store's row groups (one mapped Prefect task
+per shard, on a process, thread or Dask task runner). It writes the run's label matrix
+(example x function, -1 = abstain) as Parquet parts beside the datasets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import Config, WeakLabelingConfig
+from tasks.label_model import ABSTAIN
+from tasks.labeling_functions import (
+    LF_COLUMNS,
+    LabelingFunction,
+    LabelingFunctionError,
+    LFBatch,
+    _lf_batches,
+)
+from tasks.store import EXAMPLES, Store
+
+log = logging.getLogger(__name__)
+
+MATRIX_FOLDER = "label_matrices"  # beside the datasets: label_matrices/run=<id>/part-*.parquet
+
+
+@dataclass
+class LabelMatrix:
+    example_ids: list[str]
+    names: list[str]
+    votes: np.ndarray  # (N, M) int16, ABSTAIN = -1
+    elapsed_s: float = 0.0
+    path: str = ""  # where the run's label matrix is stored (a folder of Parquet parts)
+
+
+def apply_functions(
+    batches: Iterator[LFBatch],
+    functions: list[LabelingFunction],
+    k_classes: int,
+    progress: Callable[[int], None] | None = None,
+) -> LabelMatrix:
+    """Apply every function to every batch (vectorized per batch)."""
+    start = time.perf_counter()
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    for batch in batches:
+        cols = []
+        for lf in functions:
+            v = lf(batch)
+            bad = (v < ABSTAIN) | (v >= k_classes)
+            if bad.any():
+                raise LabelingFunctionError(
+                    f"labeling function {lf.name!r} returned {int(v[bad][0])} for example "
+                    f"{batch.example_ids[int(np.flatnonzero(bad)[0])]}; valid: -1 (abstain) "
+                    f"or 0..{k_classes - 1}"
+                )
+            cols.append(v)
+        parts.append(np.stack(cols, 1) if cols else np.zeros((len(batch), 0), np.int16))
+        ids.extend(batch.example_ids)
+        if progress:
+            progress(len(ids))
+    votes = np.concatenate(parts) if parts else np.zeros((0, len(functions)), np.int16)
+    return LabelMatrix(ids, [f.name for f in functions], votes, time.perf_counter() - start)
+
+
+# -- applying in parallel, shard by shard -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Row groups of the examples dataset that one task applies the functions to."""
+
+    index: int
+    parts: tuple[tuple[str, tuple[int, ...]], ...]  # (file, its row groups), in store order
+    rows: int
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    index: int
+    rows: int
+    path: str  # this shard's part of the label matrix
+    seconds: float
+
+
+def plan_shards(store: Store, shard_rows: int) -> list[Shard]:
+    """The examples dataset's Parquet row groups, in file order, grouped into shards of
+    about `shard_rows` rows (a row group is never split). Only footers are read."""
+    shards: list[Shard] = []
+    parts: list[tuple[str, list[int]]] = []
+    rows = 0
+
+    def close() -> None:
+        nonlocal parts, rows
+        if parts:
+            shards.append(Shard(len(shards), tuple((f, tuple(g)) for f, g in parts), rows))
+        parts, rows = [], 0
+
+    for path in store.files(EXAMPLES):
+        with store.fs.open_input_file(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+        for group in range(meta.num_row_groups):
+            if parts and parts[-1][0] == path:
+                parts[-1][1].append(group)
+            else:
+                parts.append((path, [group]))
+            rows += meta.row_group(group).num_rows
+            if rows >= shard_rows:
+                close()
+    close()
+    return shards
+
+
+def apply_to_shard(
+    store_root: str,
+    shard: Shard,
+    functions: list[LabelingFunction],
+    k_classes: int,
+    image_size: int,
+    channels: int,
+    batch_rows: int,
+    out_folder: str,
+) -> ShardResult:
+    """Stream one shard's row groups in Arrow batches, decode, apply every function
+    (vectorized per batch) and write the shard's label matrix part, atomically."""
+    start = time.perf_counter()
+    store = Store(store_root)
+
+    def record_batches() -> Iterator[pa.RecordBatch]:
+        for path, groups in shard.parts:
+            with store.fs.open_input_file(path) as fh:
+                yield from pq.ParquetFile(fh).iter_batches(
+                    batch_size=batch_rows, row_groups=list(groups), columns=LF_COLUMNS
+                )
+
+    matrix = apply_functions(
+        _lf_batches(record_batches(), image_size, channels), functions, k_classes
+    )
+    path = f"{out_folder}/part-{shard.index:05d}.parquet"
+    store.write_file(path, _matrix_table(matrix))
+    return ShardResult(shard.index, len(matrix.example_ids), path, time.perf_counter() - start)
+
+
+@task(
+    name="apply-labeling-functions",
+    task_run_name="apply-labeling-functions-shard-{shard.index}",
+    cache_policy=NO_CACHE,
+)
+def apply_lf_shard(
+    store_root: str,
+    shard: Shard,
+    functions: list[LabelingFunction],
+    k_classes: int,
+    image_size: int,
+    channels: int,
+    batch_rows: int,
+    out_folder: str,
+) -> ShardResult:
+    """One shard of the applier, as a Prefect task (mapped over the shards)."""
+    return apply_to_shard(
+        store_root, shard, functions, k_classes, image_size, channels, batch_rows, out_folder
+    )
+
+
+def shard_task_runner(wl: WeakLabelingConfig, n_shards: int) -> Any:
+    """The Prefect task runner that `weak_labeling.runner` names, sized for the shards."""
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    workers = max(1, min(wl.workers or _cpus(), n_shards))
+    if wl.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if wl.runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise LabelingFunctionError(
+            "weak_labeling.runner is 'dask' but prefect-dask is not installed: "
+            "pip install 'semilabel[dask]' (or choose runner 'processes')"
+        ) from exc
+    if wl.dask_address:
+        return DaskTaskRunner(address=wl.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
+
+
+def apply_in_shards(
+    store: Store,
+    cfg: Config,
+    functions: list[LabelingFunction],
+    run_id: str,
+    progress: Callable[[int], None] | None = None,
+) -> LabelMatrix:
+    """Apply the functions over the whole store, one mapped Prefect task per shard on the
+    configured task runner (in this process when there is a single shard or worker).
+    The parts land in `label_matrices/run=<run_id>/` and are read back in store order."""
+    start = time.perf_counter()
+    wl = cfg.weak_labeling
+    shards = plan_shards(store, wl.shard_rows)
+    folder = f"{store.base}/{MATRIX_FOLDER}/run={_path_safe(run_id)}"
+    # A rerun under the same run id replaces the parts of the one before, all of them.
+    store.fs.delete_dir_contents(folder, missing_dir_ok=True)
+    if store.is_local:
+        store.fs.create_dir(folder, recursive=True)
+    common = {
+        "store_root": cfg.store.root,
+        "functions": functions,
+        "k_classes": len(cfg.taxonomy.classes),
+        "image_size": cfg.train.image_size,
+        "channels": cfg.train.channels,
+        "batch_rows": wl.batch_rows,
+        "out_folder": folder,
+    }
+    results: list[ShardResult] = []
+    done = 0
+    workers = min(wl.workers or _cpus(), len(shards))
+    if workers <= 1:
+        for shard in shards:
+            results.append(apply_to_shard(shard=shard, **common))
+            done += results[-1].rows
+            if progress:
+                progress(done)
+    else:
+        from prefect import unmapped
+        from prefect.futures import as_completed
+
+        log.info(
+            "applying %d functions to %d rows in %d shards on %d %s workers",
+            len(functions),
+            sum(s.rows for s in shards),
+            len(shards),
+            workers,
+            wl.runner,
+        )
+        with _api_url_for_workers(), shard_task_runner(wl, len(shards)) as runner:
+            futures = runner.map(
+                apply_lf_shard,
+                {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
+            )
+            for future in as_completed(futures):
+                results.append(future.result())
+                done += results[-1].rows
+                if progress:
+                    progress(done)
+    results.sort(key=lambda r: r.index)
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    names = [f.name for f in functions]
+    for r in results:
+        with store.fs.open_input_file(r.path) as fh:
+            table = pq.read_table(fh)
+        ids.extend(table.column("example_id").to_pylist())
+        parts.append(
+            np.stack([table.column(n).to_numpy() for n in names], 1).astype(np.int16)
+            if names
+            else np.zeros((table.num_rows, 0), np.int16)
+        )
+    votes = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.int16)
+    return LabelMatrix(ids, names, votes, time.perf_counter() - start, folder)
+
+
+def _matrix_table(matrix: LabelMatrix) -> pa.Table:
+    """example_id + one int16 column per function (-1 = abstain)."""
+    return pa.table(
+        {
+            "example_id": pa.array(matrix.example_ids, pa.string()),
+            **{n: pa.array(matrix.votes[:, j], pa.int16()) for j, n in enumerate(matrix.names)},
+        }
+    )
+
+
+@contextlib.contextmanager
+def _api_url_for_workers() -> Iterator[None]:
+    """Point worker processes at this process's Prefect API. Without a configured
+    `PREFECT_API_URL`, Prefect runs a temporary server inside this process; spawned
+    workers would each start their own (seconds each) and record their task runs there,
+    out of this flow run's sight. Workers inherit the environment, so it names ours."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        os.environ["PREFECT_API_URL"] = str(client.api_url)
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _path_safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
