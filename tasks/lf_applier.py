@@ -249,7 +249,7 @@ def apply_in_shards(
             workers,
             wl.runner,
         )
-        with _api_url_for_workers(), shard_task_runner(wl, len(shards)) as runner:
+        with _worker_environment(), shard_task_runner(wl, len(shards)) as runner:
             futures = runner.map(
                 apply_lf_shard,
                 {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
@@ -287,23 +287,28 @@ def _matrix_table(matrix: LabelMatrix) -> pa.Table:
 
 
 @contextlib.contextmanager
-def _api_url_for_workers() -> Iterator[None]:
-    """Point worker processes at this process's Prefect API. Without a configured
-    `PREFECT_API_URL`, Prefect runs a temporary server inside this process; spawned
-    workers would each start their own (seconds each) and record their task runs there,
-    out of this flow run's sight. Workers inherit the environment, so it names ours."""
+def _worker_environment() -> Iterator[None]:
+    """The environment worker processes start with, restored afterwards.
+
+    Without a configured `PREFECT_API_URL`, Prefect runs a temporary server inside this
+    process; spawned workers would each start their own (seconds each) and record their
+    task runs there, out of this flow run's sight. Workers inherit the environment, so
+    it names ours. Dask's nanny also leaves OMP_NUM_THREADS=1 (and more) in this
+    process's environment for good, which would slow every process started later in the
+    run (ingest workers, training launched as a subprocess): the whole environment is
+    put back as it was."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
-        yield
-        return
-    with get_client(sync_client=True) as client:
-        os.environ["PREFECT_API_URL"] = str(client.api_url)
+    saved = dict(os.environ)
     try:
+        if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
+            with get_client(sync_client=True) as client:
+                os.environ["PREFECT_API_URL"] = str(client.api_url)
         yield
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _cpus() -> int:

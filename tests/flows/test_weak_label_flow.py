@@ -2,6 +2,7 @@
 over shards of a real store on each task runner, giving the same label matrix as the
 in-process applier."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +114,13 @@ def test_flow_maps_shards_on_the_runner_and_matches_the_in_process_applier(
     assert serial.votes.shape == (240, 4)
     assert len(store.fs.get_file_info(_selector(serial.path))) == 3  # one part per shard
 
+    env_before = dict(os.environ)
     state = weak_label(overrides={**sharded, "weak_labeling.runner": runner}, return_state=True)
     assert state.is_completed(), state.message
+    # Nothing leaks into this process's environment (Dask's nanny sets OMP_NUM_THREADS=1
+    # and more), apart from MLflow's own MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID.
+    after = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    assert after == {k: v for k, v in env_before.items() if not k.startswith("MLFLOW_")}
     summary = state.result()
     ids, votes = _matrix(summary.matrix_path)
     assert ids == serial.example_ids  # store order, whatever order the shards finished in
@@ -157,7 +163,6 @@ def test_cli_runs_worker_processes_against_the_runs_own_temporary_server(sharded
     """`semilabel weak-label` with no Prefect server configured: Prefect starts one
     temporary API for the run, and the worker processes report to it rather than each
     starting their own."""
-    import os
     import subprocess
     import sys
 
