@@ -279,20 +279,25 @@ def iter_batches(store: Store, cfg: Config) -> Iterator[LFBatch]:
     yield from _lf_batches(rbs, cfg.train.image_size, cfg.train.channels)
 
 
-def load_reference(store: Store, cfg: Config) -> Reference:
-    """Human-labeled examples outside gold (gold stays evaluation-only)."""
-    classes = {c: i for i, c in enumerate(cfg.taxonomy.classes)}
-    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)
-    human = {
-        e: classes[lab]
+def human_labels(store: Store, classes: list[str]) -> dict[str, int]:
+    """example_id -> class index of its latest human label (taxonomy classes only)."""
+    index = {c: i for i, c in enumerate(classes)}
+    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)  # human only
+    return {
+        e: index[lab]
         for e, lab, kind in zip(
             resolved.column("example_id").to_pylist(),
             resolved.column("label").to_pylist(),
             resolved.column("source_kind").to_pylist(),
             strict=True,
         )
-        if kind == "human" and lab in classes
+        if kind == "human" and lab in index
     }
+
+
+def load_reference(store: Store, cfg: Config) -> Reference:
+    """Human-labeled examples outside gold (gold stays evaluation-only)."""
+    human = human_labels(store, list(cfg.taxonomy.classes))
     ids = [
         e
         for e, g in zip(

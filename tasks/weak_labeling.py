@@ -29,11 +29,12 @@ from tasks.labeling_functions import (
     LabelingFunctionError,
     LFBatch,
     build_functions,
+    human_labels,
     labeling_function,
 )
 from tasks.lf_applier import LabelMatrix, apply_in_shards
 from tasks.progress import stage_progress
-from tasks.store import EXAMPLES, LABELS, SCHEMAS, Store, gold_mask, resolve_labels, utcnow
+from tasks.store import EXAMPLES, LABELS, SCHEMAS, Store, gold_mask, utcnow
 
 __all__ = [
     "ABSTAIN",
@@ -123,19 +124,8 @@ def analyse_and_combine(
     start = time.perf_counter()
     classes = list(cfg.taxonomy.classes)
     k = len(classes)
-    class_idx = {c: i for i, c in enumerate(classes)}
     wl = cfg.weak_labeling
-    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)
-    human = {
-        e: class_idx[lab]
-        for e, lab, kind in zip(
-            resolved.column("example_id").to_pylist(),
-            resolved.column("label").to_pylist(),
-            resolved.column("source_kind").to_pylist(),
-            strict=True,
-        )
-        if kind == "human" and lab in class_idx
-    }
+    human = human_labels(store, classes)
     is_gold = gold_mask(matrix.example_ids, cfg.gold.fraction, cfg.gold.salt)
     y_gold = np.array(
         [
