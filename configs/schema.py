@@ -128,6 +128,14 @@ class TrainConfig(_Section):
     pseudo_label_source: Literal["ema", "teacher", "self"] = Field(
         "self", description="Who pseudo-labels the weak view: student (FixMatch), EMA, teacher."
     )
+    human_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="When weak labels are in the labeled set: the share of every labeled "
+        "batch drawn from human labels (0 = draw uniformly over all labels). No effect "
+        "without weak labels.",
+    )
     augment: AugmentConfig = AugmentConfig()
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1.")
     bf16: bool = Field(True, description="bfloat16 autocast on CUDA.")

@@ -66,6 +66,9 @@ class TrainSettings:
     lambda_u: float = 1.0
     distribution_alignment: bool = False
     pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
+    # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
+    # human_lb), the rest from the weak ones, however many more weak labels there are.
+    human_share: float = 0.0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
@@ -90,6 +93,7 @@ class TrainData:
     x_ulb: torch.Tensor
     x_eval: torch.Tensor | None = None  # evaluation only (e.g. the gold holdout)
     y_eval: torch.Tensor | None = None
+    human_lb: torch.Tensor | None = None  # (N,) bool: which labels are human (for human_share)
 
     def fingerprint(self) -> str:
         """A cheap content hash, so a checkpoint is only resumed on the same data."""
@@ -211,6 +215,37 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
 
 
+def labeled_groups(
+    human_lb: torch.Tensor | None, share: float, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(human indices, weak indices, human rows per batch) when a labeled batch is to be
+    drawn in those proportions; None (uniform draws) when either group is empty."""
+    if share <= 0 or human_lb is None:
+        return None
+    human = torch.nonzero(human_lb, as_tuple=True)[0].to(device)
+    weak = torch.nonzero(~human_lb, as_tuple=True)[0].to(device)
+    if len(human) == 0 or len(weak) == 0:
+        return None
+    return human, weak, min(batch, max(1, round(batch * share)))
+
+
+def sample_labeled(
+    n: int,
+    groups: tuple[torch.Tensor, torch.Tensor, int] | None,
+    batch: int,
+    gen: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """Indices of one labeled batch: uniform over all `n`, or a fixed number of human
+    rows plus weak rows (see `labeled_groups`)."""
+    if groups is None:
+        return torch.randint(0, n, (batch,), generator=gen, device=device)
+    human, weak, b_h = groups
+    pick_h = torch.randint(0, len(human), (b_h,), generator=gen, device=device)
+    pick_w = torch.randint(0, len(weak), (batch - b_h,), generator=gen, device=device)
+    return torch.cat([human[pick_h], weak[pick_w]])
+
+
 def fit(
     data: TrainData,
     s: TrainSettings,
@@ -323,6 +358,7 @@ def fit(
     pseudo_counts = torch.zeros(s.num_classes, device=device)
     n_window = 0
     b_lb, b_ulb = s.batch_size, s.batch_size * s.uratio
+    groups = labeled_groups(data.human_lb, s.human_share, b_lb, device)
     model.train()
     while step < s.total_steps:
         if step == s.teacher_steps and teacher is None:
@@ -334,7 +370,7 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = lr
 
-        idx_lb = torch.randint(0, len(x_lb), (b_lb,), generator=gen, device=device)
+        idx_lb = sample_labeled(len(x_lb), groups, b_lb, gen, device)
         xl = weak(to_float(x_lb[idx_lb]), s.augment, gen)
         metrics: dict[str, torch.Tensor] = {}
         with autocast:

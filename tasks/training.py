@@ -168,7 +168,7 @@ def load_training_data(store: Store, cfg: Config, *, seed: int | None = None) ->
     x = torch.from_numpy(np.stack(images))  # (N, C, H, W) uint8
     gold = gold_mask(ids, cfg.gold.fraction, cfg.gold.salt)
 
-    lb_idx, y_lb, w_lb, events = [], [], [], []
+    lb_idx, y_lb, w_lb, events, is_human = [], [], [], [], []
     gold_idx, y_gold = [], []
     n_human = n_weak = 0
     for i, ex in enumerate(ids):
@@ -185,6 +185,7 @@ def load_training_data(store: Store, cfg: Config, *, seed: int | None = None) ->
         y_lb.append(classes[label])
         w_lb.append(1.0 if kind == "human" else float(conf))
         events.append(event_id)
+        is_human.append(kind == "human")
         n_human += kind == "human"
         n_weak += kind != "human"
     train_idx = np.flatnonzero(~gold)
@@ -206,6 +207,7 @@ def load_training_data(store: Store, cfg: Config, *, seed: int | None = None) ->
         x_ulb=x[train_idx],
         x_eval=x[gold_idx] if gold_idx else None,
         y_eval=torch.tensor(y_gold, dtype=torch.long) if gold_idx else None,
+        human_lb=torch.tensor(is_human, dtype=torch.bool),
     )
     training = TrainingSet(
         data=data,
@@ -256,6 +258,7 @@ def train_settings(cfg: Config) -> TrainSettings:
         lambda_u=t.lambda_u,
         distribution_alignment=t.distribution_alignment,
         pseudo_label_source=t.pseudo_label_source,
+        human_share=t.human_share,
         augment=AugmentSettings(
             pad=t.augment.pad, flip=t.augment.flip, n_ops=t.augment.n_ops, cutout=t.augment.cutout
         ),

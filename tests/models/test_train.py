@@ -1,6 +1,7 @@
 """The training loop: determinism, resume after SIGKILL, early device errors, layering."""
 
 import ast
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from models import Callback, TrainData, TrainSettings, fit, resolve_device
+from models.train import labeled_groups, sample_labeled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,3 +164,29 @@ def test_models_package_never_imports_prefect_or_mlflow():
 def test_cuda_training_with_bf16_and_channels_last():
     result = fit(toy_data(), settings(device="cuda", teacher_steps=40, student_steps=60))
     assert result.device.startswith("cuda") and result.steps == 100
+
+
+def test_a_labeled_batch_keeps_its_share_of_human_labels():
+    cpu = torch.device("cpu")
+    human_lb = torch.zeros(1000, dtype=torch.bool)
+    human_lb[:10] = True  # 10 human labels among 990 weak ones
+    groups = labeled_groups(human_lb, 0.5, 32, cpu)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = sample_labeled(1000, groups, 32, gen, cpu)
+        assert idx.shape == (32,) and int(human_lb[idx].sum()) == 16
+    # Uniform draws (the default) give about 0.3 human rows per batch of 32.
+    uniform = [int(human_lb[sample_labeled(1000, None, 32, gen, cpu)].sum()) for _ in range(20)]
+    assert sum(uniform) < 20
+    # Nothing to balance: uniform draws.
+    assert labeled_groups(torch.ones(5, dtype=torch.bool), 0.5, 32, cpu) is None
+    assert labeled_groups(human_lb, 0.0, 32, cpu) is None
+
+
+def test_human_share_changes_nothing_without_weak_labels():
+    data = toy_data()
+    data.human_lb = torch.ones(len(data.x_lb), dtype=torch.bool)
+    plain = fit(toy_data(), settings())
+    shared = fit(data, dataclasses.replace(settings(), human_share=0.5))
+    for name, p in plain.model.state_dict().items():
+        assert torch.equal(p, shared.model.state_dict()[name]), name

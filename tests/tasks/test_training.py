@@ -138,6 +138,10 @@ def test_weak_labels_count_by_confidence_and_low_confidence_stays_unlabeled(stor
     weights = after.data.w_lb.tolist()
     assert weights.count(1.0) == after.n_human
     assert sorted(set(round(w, 4) for w in weights)) == [0.9, 1.0]
+    # Which rows are human is known to the trainer (for train.human_share).
+    human = after.data.human_lb
+    assert int(human.sum()) == after.n_human and int((~human).sum()) == confident
+    assert (after.data.w_lb[human] == 1.0).all()
 
 
 def test_empty_store_says_what_to_do(tmp_path: Path):
