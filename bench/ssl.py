@@ -160,35 +160,18 @@ def plan_for(mode: str, dataset: str, k: int) -> dict[str, Any]:
 
 
 def base_settings() -> dict[str, Any]:
-    """TrainSettings keyword arguments from configs/default.yaml's `train:` section."""
+    """TrainSettings keyword arguments from configs/default.yaml (`Config.train_settings`),
+    less what each run sets itself, plus the networks' input size."""
+    import dataclasses
+
     from configs.schema import load_config
 
     cfg = load_config()
-    t = cfg.train
-    return {
-        "network": t.network,
-        "teacher_steps": t.teacher_steps,
-        "student_steps": t.student_steps,
-        "batch_size": t.batch_size,
-        "uratio": t.uratio,
-        "lr": t.lr,
-        "weight_decay": t.weight_decay,
-        "ema_decay": t.ema_decay,
-        "threshold": t.threshold,
-        "tau": t.tau,
-        "lambda_u": t.lambda_u,
-        "distribution_alignment": t.distribution_alignment,
-        "pseudo_label_source": t.pseudo_label_source,
-        "augment": {
-            "pad": t.augment.pad,
-            "flip": t.augment.flip,
-            "n_ops": t.augment.n_ops,
-            "cutout": t.augment.cutout,
-        },
-        "bf16": t.bf16,
-        "compile": t.compile,
-        "image_size": t.image_size,
-    }
+    kw = dataclasses.asdict(cfg.train_settings())
+    for key in ("num_classes", "device", "seed", "checkpoint_every", "eval_every", "log_every"):
+        del kw[key]
+    kw["image_size"] = cfg.train.image_size
+    return kw
 
 
 def make_settings(

@@ -74,33 +74,21 @@ def sync(device: torch.device) -> None:
 
 
 def base_settings(device: str, network: str | None, uratio: int | None):
-    """TrainSettings from configs/default.yaml's `train:` section (as tasks.training maps
-    it), with the loop's evaluation, checkpoints and logging off."""
-    from configs.schema import load_config
-    from models import AugmentSettings, TrainSettings
+    """TrainSettings from configs/default.yaml (`Config.train_settings`), with the loop's
+    evaluation, checkpoints and logging off."""
+    import dataclasses
 
-    t = load_config().train
-    return TrainSettings(
+    from configs.schema import load_config
+
+    s = load_config().train_settings()
+    return dataclasses.replace(
+        s,
         num_classes=10,
-        network=network or t.network,
+        network=network or s.network,
         teacher_steps=1,
         student_steps=1,
-        batch_size=t.batch_size,
-        uratio=uratio or t.uratio,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        ema_decay=t.ema_decay,
-        threshold=t.threshold,
-        tau=t.tau,
-        lambda_u=t.lambda_u,
-        distribution_alignment=t.distribution_alignment,
-        pseudo_label_source=t.pseudo_label_source,
-        augment=AugmentSettings(
-            pad=t.augment.pad, flip=t.augment.flip, n_ops=t.augment.n_ops, cutout=t.augment.cutout
-        ),
+        uratio=uratio or s.uratio,
         device=device,
-        bf16=t.bf16,
-        compile=t.compile,
         checkpoint_every=0,
         eval_every=10**9,
         log_every=10**9,

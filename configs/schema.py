@@ -266,6 +266,44 @@ class Config(_Section):
     gate: GateConfig = GateConfig()
     monitor: MonitorConfig = MonitorConfig()
 
+    def train_settings(self) -> Any:
+        """This config as `models.TrainSettings`, the training loop's own settings: the
+        one place the `train:` section is mapped (models is imported only when called,
+        so loading a config needs no torch)."""
+        from models import AugmentSettings, TrainSettings
+
+        t = self.train
+        return TrainSettings(
+            num_classes=len(self.taxonomy.classes),
+            network=t.network,
+            teacher_steps=t.teacher_steps,
+            student_steps=t.student_steps,
+            batch_size=t.batch_size,
+            uratio=t.uratio,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            ema_decay=t.ema_decay,
+            threshold=t.threshold,
+            tau=t.tau,
+            lambda_u=t.lambda_u,
+            distribution_alignment=t.distribution_alignment,
+            pseudo_label_source=t.pseudo_label_source,
+            human_share=t.human_share,
+            augment=AugmentSettings(
+                pad=t.augment.pad,
+                flip=t.augment.flip,
+                n_ops=t.augment.n_ops,
+                cutout=t.augment.cutout,
+            ),
+            device=t.device,
+            bf16=t.bf16,
+            compile=t.compile,
+            checkpoint_every=t.checkpoint_every,
+            eval_every=t.eval_every,
+            log_every=t.log_every,
+            seed=self.seed,
+        )
+
 
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
     """Turn `["a.b=1", "c=x"]` into `{"a.b": 1, "c": "x"}`; values are parsed as YAML."""

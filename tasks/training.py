@@ -28,7 +28,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
-from models import AugmentSettings, Callback, TrainData, TrainResult, TrainSettings, fit
+from models import Callback, TrainData, TrainResult, TrainSettings, fit
 from tasks.progress import stage_progress
 from tasks.store import EXAMPLES, Store, gold_mask, resolve_labels
 
@@ -242,34 +242,7 @@ def assert_no_gold_in_training(training: TrainingSet, cfg: Config) -> None:
 
 
 def train_settings(cfg: Config) -> TrainSettings:
-    t = cfg.train
-    return TrainSettings(
-        num_classes=len(cfg.taxonomy.classes),
-        network=t.network,
-        teacher_steps=t.teacher_steps,
-        student_steps=t.student_steps,
-        batch_size=t.batch_size,
-        uratio=t.uratio,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        ema_decay=t.ema_decay,
-        threshold=t.threshold,
-        tau=t.tau,
-        lambda_u=t.lambda_u,
-        distribution_alignment=t.distribution_alignment,
-        pseudo_label_source=t.pseudo_label_source,
-        human_share=t.human_share,
-        augment=AugmentSettings(
-            pad=t.augment.pad, flip=t.augment.flip, n_ops=t.augment.n_ops, cutout=t.augment.cutout
-        ),
-        device=t.device,
-        bf16=t.bf16,
-        compile=t.compile,
-        checkpoint_every=t.checkpoint_every,
-        eval_every=t.eval_every,
-        log_every=t.log_every,
-        seed=cfg.seed,
-    )
+    return cfg.train_settings()
 
 
 def run_dir_for(cfg: Config, settings: TrainSettings, training: TrainingSet) -> Path:
