@@ -6,9 +6,15 @@ the workers read the files, decode and check every image and hash it, and send b
 the results with the bytes they read, so the main process only walks the source,
 dedupes and writes. Results are gathered, in source order, into chunks written as one
 examples file, one label events file and one quarantine file per chunk, each
-atomically. Example ids are content hashes and ingest label event ids are derived from
-(example, label, source), so running the same ingest twice, or again after a crash,
-adds nothing twice.
+atomically. Example ids are content hashes, and a label event is written only when what
+this source says about an example changed (`tasks.store.SourceLog`), so running the same
+ingest twice, or again after a crash, adds nothing twice, while a label the source
+changed back and forth is a new event every time.
+
+Each chunk is committed under the store's commit lease: the ingest first catches up
+with every file other writers added since it last looked, then dedupes against them and
+writes. Two ingests of overlapping data running at once, on one machine or several,
+store each example and each event once.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from tasks.store import (
     LABELS,
     QUARANTINE,
     SCHEMAS,
+    SourceEvent,
+    SourceLog,
     Store,
     gold_mask,
     utcnow,
@@ -333,11 +341,32 @@ class _IdIndex:
             self._ids = np.insert(self._ids, np.searchsorted(self._ids, new), new)
 
 
-def label_event_id(example_id: str, label: str, source_kind: str, source_name: str) -> str:
-    """Deterministic id for a label read from a source, so re-ingest writes it once."""
-    return hashlib.sha256(f"{example_id}|{label}|{source_kind}|{source_name}".encode()).hexdigest()[
-        :32
-    ]
+class _Known:
+    """What the store already holds that this ingest dedupes against: example ids, this
+    source's label events, quarantine ids, and which files of each dataset were read, so
+    that `catch_up` reads only the files other writers added since."""
+
+    def __init__(self, store: Store, source_name: str):
+        self.store = store
+        self.seen: dict[str, set[str]] = {d: set() for d in (EXAMPLES, LABELS, QUARANTINE)}
+        self.examples = _IdIndex(())
+        self.source = SourceLog("human", source_name)
+        self.quarantine: set[str] = set()
+        self.said_in_run: dict[str, tuple[str, str]] = {}  # example -> (label, source uri)
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        new = {d: [f for f in self.store.files(d) if f not in self.seen[d]] for d in self.seen}
+        ids = list(self.store.ids_in_files(EXAMPLES, "example_id", new[EXAMPLES]))
+        self.examples.add(list(compress(ids, (~self.examples.contains(ids)).tolist())))
+        self.source.add_files(self.store, new[LABELS])
+        self.quarantine |= self.store.ids_in_files(QUARANTINE, "quarantine_id", new[QUARANTINE])
+        for d, files in new.items():
+            self.seen[d].update(files)
+
+    def written(self, dataset: str, path: str | None) -> None:
+        if path is not None:
+            self.seen[dataset].add(path)
 
 
 def _quarantine_id(kind: str, reason: str, uri: str, data: bytes | None, label: str | None) -> str:
@@ -415,9 +444,7 @@ def ingest_records(
     """Check, dedupe and write `records` into `store`; returns what happened."""
     start = time.perf_counter()
     store.remove_stale_temp_files()
-    known_examples = _IdIndex(store.column_set(EXAMPLES, "example_id"))
-    known_events = store.column_set(LABELS, "event_id")
-    known_quarantine = store.column_set(QUARANTINE, "quarantine_id")
+    known = _Known(store, source_name)
     classes = set(cfg.taxonomy.classes)
     check_args = (cfg.ingest.max_pixels, tuple(cfg.ingest.channels), MAX_BATCH_BYTES)
 
@@ -442,21 +469,23 @@ def ingest_records(
         return pool.submit(read_and_check, items, *check_args)
 
     def write(chunk: list[RawRecord], checks: list[tuple], datas: list) -> None:
-        _write_chunk(
-            store,
-            cfg,
-            chunk,
-            checks,
-            datas,
-            source_name,
-            run_id,
-            known_examples,
-            known_events,
-            known_quarantine,
-            classes,
-            counts,
-            reasons,
-        )
+        # The optimistic commit: catch up with what other writers stored meanwhile, then
+        # dedupe and write, all under the store's lease.
+        with store.commit_lock():
+            known.catch_up()
+            _write_chunk(
+                store,
+                cfg,
+                chunk,
+                checks,
+                datas,
+                source_name,
+                run_id,
+                known,
+                classes,
+                counts,
+                reasons,
+            )
         if progress:
             progress(counts["seen"], total)
 
@@ -519,9 +548,7 @@ def _write_chunk(
     datas: list[bytes | None],
     source_name: str,
     run_id: str,
-    known_examples: _IdIndex,
-    known_events: set[str],
-    known_quarantine: set[str],
+    known: _Known,
     classes: set[str],
     counts: Counter[str],
     reasons: Counter[str],
@@ -529,6 +556,7 @@ def _write_chunk(
     """Dedupe and write one chunk: `checks[i]` is the check of `chunk[i]`, whose bytes
     (as the source gave them or as read from its path) are `datas[i]`."""
     now = utcnow()
+    known_quarantine = known.quarantine
     q_rows: dict[str, list] = {n: [] for n in SCHEMAS[QUARANTINE].names}
 
     def quarantine(
@@ -566,7 +594,7 @@ def _write_chunk(
 
     ok_ids = [c[1] for c in checks if c[0] == "ok"]
     # ids already stored, then also those added by this chunk: a second copy is a duplicate
-    taken = set(compress(ok_ids, known_examples.contains(ok_ids).tolist()))
+    taken = set(compress(ok_ids, known.examples.contains(ok_ids).tolist()))
     new_ids: list[str] = []
     images: list[bytes | None] = []
     heights: list[int] = []
@@ -619,11 +647,26 @@ def _write_chunk(
                 None,
             )
             continue
-        event_id = label_event_id(example_id, label, "human", source_name)
-        if event_id in known_events:
+        said = known.said_in_run.get(example_id)
+        if said is not None and said[0] != label:
+            quarantine(
+                "label",
+                "conflicting_labels",
+                f"this source labels the same image {said[0]!r} at {said[1]} and {label!r} "
+                "here; the first label was kept. Remove one of the copies, or move both "
+                "into the right class.",
+                rec.source_uri,
+                label,
+                example_id,
+                None,
+            )
+            continue
+        known.said_in_run[example_id] = (label, rec.source_uri)
+        event_id = known.source.next_event(example_id, label)
+        if event_id is None or event_id in known.source.event_ids:
             counts["label_events_duplicate"] += 1
             continue
-        known_events.add(event_id)
+        known.source.record(example_id, SourceEvent(event_id, label, 1.0), (now, event_id))
         ev_ids.append(event_id)
         ev_examples.append(example_id)
         ev_labels.append(label)
@@ -651,8 +694,8 @@ def _write_chunk(
         schema=ex_schema,
     )
     # Examples first: a label event must never point at an example that is not stored.
-    store.write(EXAMPLES, examples, when=now)
-    known_examples.add(new_ids)
+    known.written(EXAMPLES, store.write(EXAMPLES, examples, when=now))
+    known.examples.add(new_ids)
     lab_schema = SCHEMAS[LABELS]
     n_ev = len(ev_ids)
     events = pa.table(
@@ -666,11 +709,14 @@ def _write_chunk(
             pa.repeat(pa.scalar(now, lab_schema.field("created_at").type), n_ev),
             pa.repeat(pa.scalar(run_id, pa.string()), n_ev),
             pa.repeat(pa.scalar(cfg.taxonomy.version, pa.string()), n_ev),
+            pa.repeat(pa.scalar(False, pa.bool_()), n_ev),
         ],
         schema=lab_schema,
     )
-    store.write(LABELS, events, when=now)
-    store.write(QUARANTINE, pa.table(q_rows, schema=SCHEMAS[QUARANTINE]), when=now)
+    known.written(LABELS, store.write(LABELS, events, when=now))
+    known.written(
+        QUARANTINE, store.write(QUARANTINE, pa.table(q_rows, schema=SCHEMAS[QUARANTINE]), when=now)
+    )
 
 
 # -- Prefect tasks ---------------------------------------------------------------------

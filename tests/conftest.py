@@ -9,6 +9,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before Pre
 import io
 import struct
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,87 @@ def write(path: Path, data: bytes) -> Path:
 @pytest.fixture
 def store_root(tmp_path: Path) -> str:
     return str(tmp_path / "store")
+
+
+def label_events(rows: list[dict]):  # -> pa.Table
+    """Label events as the store's schema wants them, from dicts with at least
+    event_id, example_id and label; everything else gets a plain default."""
+    import pyarrow as pa
+
+    from tasks.store import LABELS, SCHEMAS
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    defaults = {
+        "source_kind": "human",
+        "source_name": "tester",
+        "confidence": 1.0,
+        "created_at": t0,
+        "run_id": "test",
+        "taxonomy_version": "v1",
+        "model_influenced": None,
+    }
+    full = [{**defaults, **r} for r in rows]
+    return pa.Table.from_pylist(full, schema=SCHEMAS[LABELS])
+
+
+def digit_png(cls: int, seed: int) -> bytes:
+    """A 28x28 image whose class is where a bright bar sits, plus unique noise."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 40, (28, 28), dtype=np.uint8)
+    img[4:24, 2 + 9 * cls : 7 + 9 * cls] = 240
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store_cfg(tmp_path: Path):
+    """A real store ingested from a 3-class image folder: 150 labeled (some gold), 90
+    unlabeled, and a config that trains on it in seconds on a CPU."""
+    from configs.schema import load_config
+    from tasks.ingest import image_folder_records, ingest_records
+    from tasks.store import Store
+
+    folder = tmp_path / "images"
+    for i in range(240):
+        cls = i % 3
+        sub = str(cls) if i < 150 else "unlabeled"  # 150 labeled (some gold), 90 unlabeled
+        write(folder / sub / f"{i}.png", digit_png(cls, i))
+    cfg = load_config(
+        overrides={
+            "store.root": str(tmp_path / "store"),
+            "source.kind": "image_folder",
+            "source.path": str(folder),
+            "taxonomy.classes": ["0", "1", "2"],
+            "ingest.workers": 1,
+            "gold.fraction": 0.3,
+            "train.teacher_steps": 30,
+            "train.student_steps": 30,
+            "train.batch_size": 8,
+            "train.uratio": 2,
+            "train.eval_every": 20,
+            "train.checkpoint_every": 0,
+            "train.device": "cpu",
+            "train.run_dir": str(tmp_path / "runs"),
+            "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
+    total, records = image_folder_records(folder)
+    ingest_records(
+        Store(cfg.store.root), records, cfg, source_name="folder", run_id="r", total=total
+    )
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect server (and database) for the whole pytest run, stopped at
+    the end; flows run against it as they would against a real server."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

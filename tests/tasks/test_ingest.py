@@ -16,7 +16,15 @@ from tasks.ingest import (
     manifest_records,
     open_source,
 )
-from tasks.store import EXAMPLES, LABELS, QUARANTINE, Store, content_id, gold_mask
+from tasks.store import (
+    EXAMPLES,
+    LABELS,
+    QUARANTINE,
+    Store,
+    content_id,
+    gold_mask,
+    resolve_labels,
+)
 from tests.conftest import jpeg, png, png_bomb, write
 
 
@@ -245,3 +253,85 @@ def test_mnist5k_default_source_is_semi_labeled(store_root: str):
 
 def labels_event_ids(store: Store) -> list[str]:
     return store.read(LABELS, ["event_id"]).column("event_id").to_pylist()
+
+
+def test_a_correction_back_and_forth_in_a_manifest_is_three_events(store_root: str, tmp_path):
+    # The same source says 3, then 5, then 3 again about one image: three acts of
+    # labeling, and the latest label is 3 (a hash of (example, label, source) would
+    # have dropped the third as a duplicate and left 5 standing).
+    write(tmp_path / "m/img/a.png", png(1))
+    manifest = tmp_path / "m/labels.csv"
+    for label in ("3", "5", "3"):
+        manifest.write_text(f"path,label\nimg/a.png,{label}\n")
+        _ingest(store_root, manifest_records(manifest, "path", "label"))
+    assert Store(store_root).read(LABELS).column("label").to_pylist() == ["3", "5", "3"]
+    (row,) = resolve_labels(
+        Store(store_root), confidence_floor=0.8, max_model_share=0.2
+    ).to_pylist()
+    assert row["label"] == "3"
+    again = _ingest(store_root, manifest_records(manifest, "path", "label"))
+    assert (again.label_events, again.label_events_duplicate) == (0, 1)
+
+
+def test_the_same_image_under_two_classes_is_quarantined_as_a_conflict(store_root, tmp_path):
+    write(tmp_path / "f/3/a.png", png(1))
+    write(tmp_path / "f/5/copy-of-a.png", png(1))
+    summary = _ingest(store_root, image_folder_records(tmp_path / "f"))
+    assert (summary.ingested, summary.label_events) == (1, 1)
+    assert summary.quarantined == {"conflicting_labels": 1}
+    (q,) = Store(store_root).read(QUARANTINE).to_pylist()
+    assert (
+        q["label"] == "5" and "3/a.png" in q["detail"] and q["source_uri"].endswith("copy-of-a.png")
+    )
+    again = _ingest(store_root, image_folder_records(tmp_path / "f"))
+    assert again.label_events == 0 and Store(store_root).count(QUARANTINE) == 1
+
+
+CONCURRENT_INGEST = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from configs.schema import load_config
+from tasks.ingest import image_folder_records, ingest_records
+from tasks.store import Store
+cfg = load_config(overrides={{"store.root": {root!r}, "ingest.workers": 1,
+                              "store.rows_per_file": 40}})
+total, records = image_folder_records({folder!r})
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
+print(ingest_records(Store(cfg.store.root), records, cfg, source_name="folder",
+                     run_id=sys.argv[1], total=total).ingested, flush=True)
+"""
+
+
+N_CONCURRENT = 3000
+
+
+def test_two_ingests_of_the_same_folder_at_once_store_each_example_once(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "images"
+    for i in range(N_CONCURRENT):
+        label = str(i % 4) if i < N_CONCURRENT // 2 else "unlabeled"
+        write(folder / label / f"{i}.png", png(1000 + i))
+    root = str(tmp_path / "store")
+    code = CONCURRENT_INGEST.format(
+        repo=str(Path(__file__).resolve().parents[2]), root=root, folder=str(folder)
+    )
+    start_at = str(time.time() + 15)  # after both have imported everything
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"run-{k}", start_at], stdout=subprocess.PIPE, text=True
+        )
+        for k in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    ingested = [int(o.strip()) for o in outs]
+    assert sum(ingested) == N_CONCURRENT  # between them, every example once
+    store = Store(root)
+    ids = store.read(EXAMPLES, ["example_id"]).column(0).to_pylist()
+    assert len(ids) == len(set(ids)) == N_CONCURRENT
+    events = store.read(LABELS).to_pylist()
+    assert len({e["event_id"] for e in events}) == len(events) == N_CONCURRENT // 2
+    assert len({e["example_id"] for e in events}) == N_CONCURRENT // 2

@@ -223,3 +223,38 @@ def test_ingest_into_s3_store_and_read_back(store_uri: str, s3_client, image_fol
     assert again.quarantined == {"not_an_image": 1}
     assert Store(store_uri).counts() == StoreCounts(8, 5, 1, 0)
     assert _object_keys(s3_client) == keys  # no new objects, not even empty files
+
+
+def test_two_ingests_at_once_on_s3_store_each_example_once(s3_endpoint: str, s3_client, tmp_path):
+    """The commit lease on an object store (no atomic create-if-absent there): two ingests
+    of one folder started together, in two threads, each example and event once."""
+    import threading
+
+    uri = f"s3://{BUCKET}/concurrent?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    folder = tmp_path / "many"
+    for i in range(240):
+        label = str(i % 3) if i < 120 else "unlabeled"
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / f"{i}.png").write_bytes(_png(500 + i))
+    cfg = load_config(overrides={"store.root": uri, "ingest.workers": 1, "store.rows_per_file": 20})
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def run(k: int) -> None:
+        total, records = image_folder_records(folder)
+        barrier.wait()
+        results.append(
+            ingest_records(Store(uri), records, cfg, source_name="f", run_id=f"r{k}", total=total)
+        )
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sum(r.ingested for r in results) == 240
+    store = Store(uri)
+    ids = store.read(EXAMPLES, ["example_id"]).column(0).to_pylist()
+    assert len(ids) == len(set(ids)) == 240
+    events = store.read(LABELS, ["event_id"]).column(0).to_pylist()
+    assert len(events) == len(set(events)) == 120

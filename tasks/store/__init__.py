@@ -1,0 +1,62 @@
+"""The semilabel store: append-only, hive-partitioned Parquet datasets with provenance.
+
+`datasets` holds the files and their schemas, `labels` the label event log (event ids,
+label resolution), `holdout` the gold holdout and its dev/test parts, and `locks` the
+leases writers take so that concurrent runs never write the same thing twice.
+"""
+
+from tasks.store.datasets import (
+    DATASETS,
+    EXAMPLES,
+    LABELS,
+    QUARANTINE,
+    SCHEMAS,
+    SNAPSHOTS,
+    SOURCE_KINDS,
+    TMP_PREFIX,
+    Store,
+    StoreCounts,
+    StoreError,
+    content_id,
+    utcnow,
+)
+from tasks.store.holdout import DEV, TEST, GoldSplit, gold_mask
+from tasks.store.labels import (
+    RESOLVED_SCHEMA,
+    SourceEvent,
+    SourceLog,
+    human_labels,
+    label_event_id,
+    model_influenced,
+    resolve_labels,
+)
+from tasks.store.locks import StoreLock, StoreLockTimeout
+
+__all__ = [
+    "DATASETS",
+    "DEV",
+    "EXAMPLES",
+    "LABELS",
+    "QUARANTINE",
+    "RESOLVED_SCHEMA",
+    "SCHEMAS",
+    "SNAPSHOTS",
+    "SOURCE_KINDS",
+    "TEST",
+    "TMP_PREFIX",
+    "GoldSplit",
+    "SourceEvent",
+    "SourceLog",
+    "Store",
+    "StoreCounts",
+    "StoreError",
+    "StoreLock",
+    "StoreLockTimeout",
+    "content_id",
+    "gold_mask",
+    "human_labels",
+    "label_event_id",
+    "model_influenced",
+    "resolve_labels",
+    "utcnow",
+]

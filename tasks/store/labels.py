@@ -1,0 +1,228 @@
+"""The label event log: event ids, each source's latest word, and one training label per
+example.
+
+An event id identifies one act of labeling. Sources that carry their own annotation id
+(Label Studio) or time use it; sources that are re-read whole (an image folder, a
+manifest, a label-model run) write an event only when what they say about an example
+changes, and the event's id includes the event it follows from that same source. So a
+correction A -> B -> A from one source is three events, while re-reading an unchanged
+source, or two runs reading it at once, adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from tasks.store.datasets import LABELS, Store
+from tasks.store.holdout import GoldSplit
+
+MODEL_KINDS = ("model",)  # source kinds that are a model's output by definition
+
+RESOLVED_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("label", pa.string()),
+        ("source_kind", pa.string()),
+        ("source_name", pa.string()),
+        ("confidence", pa.float32()),
+        ("event_id", pa.string()),
+        ("model_influenced", pa.bool_()),
+    ]
+)
+
+
+def label_event_id(
+    example_id: str, label: str, source_kind: str, source_name: str, *, act: str
+) -> str:
+    """The id of one act of labeling. `act` tells acts of the same source apart: the
+    source's own annotation id or time, or `after:<event id>` for a source that re-states
+    its labels (see `SourceLog`)."""
+    key = f"{example_id}|{label}|{source_kind}|{source_name}|{act}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def model_influenced(source_kind: str, flag: bool | None) -> bool:
+    """Whether an event's label came (partly) from a model; old events carry no flag."""
+    return bool(flag) if flag is not None else source_kind in MODEL_KINDS
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    event_id: str
+    label: str
+    confidence: float
+
+
+class SourceLog:
+    """What one source (kind and name) last said about each example, and the ids of
+    every event it wrote. `next_event` turns "the source says `label` about `example`"
+    into a new event id, or None when that is already the source's latest word."""
+
+    def __init__(self, source_kind: str, source_name: str):
+        self.source_kind = source_kind
+        self.source_name = source_name
+        self._latest: dict[str, tuple[tuple, SourceEvent]] = {}
+        self.event_ids: set[str] = set()
+
+    @classmethod
+    def read(cls, store: Store, source_kind: str, source_name: str) -> SourceLog:
+        log = cls(source_kind, source_name)
+        log.add_files(store, store.files(LABELS))
+        return log
+
+    def add_files(self, store: Store, files: Iterable[str]) -> None:
+        """Take in the events of this source found in `files` of the label log."""
+        files = list(files)
+        if not files:
+            return
+        cols = ["event_id", "example_id", "label", "confidence", "created_at"]
+        flt = (pc.field("source_kind") == self.source_kind) & (
+            pc.field("source_name") == self.source_name
+        )
+        table = ds.dataset(files, format="parquet", filesystem=store.fs).to_table(
+            columns=cols, filter=flt
+        )
+        for ev, ex, lab, conf, ts in zip(*(table.column(c).to_pylist() for c in cols), strict=True):
+            self.record(ex, SourceEvent(ev, lab, float(conf)), (ts, ev))
+
+    def record(self, example_id: str, event: SourceEvent, key: tuple) -> None:
+        self.event_ids.add(event.event_id)
+        cur = self._latest.get(example_id)
+        if cur is None or key > cur[0]:
+            self._latest[example_id] = (key, event)
+
+    def latest(self, example_id: str) -> SourceEvent | None:
+        hit = self._latest.get(example_id)
+        return hit[1] if hit else None
+
+    def next_event(
+        self, example_id: str, label: str, confidence: float = 1.0, *, digits: int = 4
+    ) -> str | None:
+        """The id of a new event for `label` (at `confidence`, compared to `digits`
+        places), or None when the source's latest event already says exactly that."""
+        prev = self.latest(example_id)
+        if (
+            prev is not None
+            and prev.label == label
+            and round(prev.confidence, digits) == round(confidence, digits)
+        ):
+            return None
+        act = f"after:{prev.event_id}" if prev else "first"
+        return label_event_id(example_id, label, self.source_kind, self.source_name, act=act)
+
+
+@dataclass(frozen=True)
+class _Event:
+    key: tuple  # (created_at, event_id): later wins, event_id breaks ties deterministically
+    label: str
+    source_kind: str
+    source_name: str
+    confidence: float
+    event_id: str
+    model_influenced: bool
+
+
+def resolve_labels(
+    store: Store,
+    *,
+    confidence_floor: float,
+    max_model_share: float,
+    leave_out: GoldSplit | None = None,
+) -> pa.Table:
+    """One training label per example, from the append-only event log.
+
+    The latest human label wins. Otherwise the latest label-model label counts when its
+    confidence reaches `confidence_floor`. Every label a model influenced (a model's own
+    prediction, or a label-model label fed by a model-backed labeling function) comes
+    last and, together, they are capped at `max_model_share` of the resolved labels (most
+    confident first), so a model cannot feed on its own output whatever path its labels
+    take. Everything else stays unlabeled. Streams the log batch by batch.
+
+    With `leave_out`, gold examples are left out before the cap is taken, so the share
+    holds for the labels training actually uses.
+    """
+    latest: dict[str, dict[str, _Event]] = {k: {} for k in ("human", "label_model", "model")}
+    cols = [
+        "example_id",
+        "label",
+        "source_kind",
+        "source_name",
+        "confidence",
+        "created_at",
+        "event_id",
+        "model_influenced",
+    ]
+    kinds = pa.array(list(latest))
+    for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
+        rows = batch.to_pydict()
+        for ex, lab, kind, name, conf, ts, ev, infl in zip(*(rows[c] for c in cols), strict=True):
+            key = (ts, ev)
+            table = latest[kind]
+            cur = table.get(ex)
+            if cur is None or key > cur.key:
+                table[ex] = _Event(
+                    key, lab, kind, name, float(conf), ev, model_influenced(kind, infl)
+                )
+
+    if leave_out is not None:
+        for table in latest.values():
+            ids = list(table)
+            for ex, gold in zip(ids, leave_out.is_gold(ids), strict=True):
+                if gold:
+                    del table[ex]
+    chosen: dict[str, _Event] = dict(latest["human"])
+    influenced: dict[str, _Event] = {}
+    for ex, e in latest["label_model"].items():
+        if ex not in chosen and e.confidence >= confidence_floor:
+            (influenced if e.model_influenced else chosen)[ex] = e
+    for ex, e in latest["model"].items():
+        if ex not in chosen and ex not in influenced and e.confidence >= confidence_floor:
+            influenced[ex] = e
+    pool = sorted(
+        ((e.confidence, ex, e) for ex, e in influenced.items()), key=lambda t: (-t[0], t[1])
+    )
+    if max_model_share >= 1.0:
+        cap = len(pool)
+    else:
+        cap = int(max_model_share / (1.0 - max_model_share) * len(chosen))
+    for _, ex, e in pool[:cap]:
+        chosen[ex] = e
+
+    ids = sorted(chosen)
+    evs = [chosen[i] for i in ids]
+    return pa.table(
+        {
+            "example_id": ids,
+            "label": [e.label for e in evs],
+            "source_kind": [e.source_kind for e in evs],
+            "source_name": [e.source_name for e in evs],
+            "confidence": pa.array([e.confidence for e in evs], pa.float32()),
+            "event_id": [e.event_id for e in evs],
+            "model_influenced": [e.model_influenced for e in evs],
+        },
+        schema=RESOLVED_SCHEMA,
+    )
+
+
+def human_labels(store: Store, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """example_id -> (class name, event id) of its latest human label, for labels in
+    `classes` only."""
+    wanted = set(classes)
+    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)
+    return {
+        ex: (lab, ev)
+        for ex, lab, kind, ev in zip(
+            resolved.column("example_id").to_pylist(),
+            resolved.column("label").to_pylist(),
+            resolved.column("source_kind").to_pylist(),
+            resolved.column("event_id").to_pylist(),
+            strict=True,
+        )
+        if kind == "human" and lab in wanted
+    }
