@@ -31,8 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from configs.schema import Config, LabelingFunctionConfig
+from tasks.image_decode import decode_images
 from tasks.label_model import ABSTAIN
-from tasks.store import EXAMPLES, Store, gold_mask, resolve_labels
+from tasks.store import EXAMPLES, Store, gold_mask
+from tasks.store import human_labels as store_human_labels
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ class LabelingFunction:
     fn: Callable[[LFBatch], np.ndarray]
     source_kind: str = "rule"  # provenance of its votes: rule | model | external
     accuracy_floor: float | None = None
+    model_backed: bool = False  # its votes use a model's output (e.g. champion embeddings)
+
+    @property
+    def model_influenced(self) -> bool:
+        """Whether a model shaped its votes: labels built on them count against
+        `labels.max_model_share`, as a model's own predictions do."""
+        return self.model_backed or self.source_kind == "model"
 
     def __call__(self, batch: LFBatch) -> np.ndarray:
         votes = np.asarray(self.fn(batch))
@@ -104,6 +113,7 @@ class Embedder:
     def __init__(self, kind: str, reference: Reference, dims: int, model: Any = None):
         self.kind = kind
         self.model = model
+        self.uses_model = kind == "champion" and model is not None
         self.mean = self.components = None
         if kind == "pca":
             x = _flat(reference.images)
@@ -141,7 +151,7 @@ def knn_function(
         agree = counts.max(1) / k
         return np.where(agree >= spec.min_agreement, best, ABSTAIN)
 
-    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor)
+    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model)
 
 
 def prototype_function(
@@ -163,22 +173,25 @@ def prototype_function(
         margin = (d2 - d1) / np.maximum(d1, 1e-8)
         return np.where(margin >= spec.min_margin, present[order[:, 0]], ABSTAIN)
 
-    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor)
+    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model)
 
 
-def model_function(spec: LabelingFunctionConfig, tracking_uri: str) -> LabelingFunction:
+def model_function(
+    spec: LabelingFunctionConfig, tracking_uri: str, trust_pickle: bool = False
+) -> LabelingFunction:
     import mlflow
     import torch
+
+    from tasks.model_artifact import ModelFormatError, load_classifier
 
     if not spec.model_uri:
         raise LabelingFunctionError(
             f"labeling function {spec.name!r}: kind 'model' needs "
             "model_uri, e.g. models:/semilabel-classifier@champion"
         )
-    mlflow.set_tracking_uri(tracking_uri)
     try:
-        model = mlflow.pytorch.load_model(spec.model_uri, map_location="cpu").eval()
-    except mlflow.exceptions.MlflowException as exc:
+        model = load_classifier(spec.model_uri, tracking_uri, trust_pickle=trust_pickle)
+    except (mlflow.exceptions.MlflowException, ModelFormatError) as exc:
         raise LabelingFunctionError(
             f"labeling function {spec.name!r}: cannot load "
             f"{spec.model_uri!r} from {tracking_uri}: {exc}"
@@ -250,7 +263,11 @@ def python_function(spec: LabelingFunctionConfig) -> LabelingFunction:
         ) from exc
     if isinstance(obj, LabelingFunction):
         return LabelingFunction(
-            spec.name, obj.fn, obj.source_kind, spec.accuracy_floor or obj.accuracy_floor
+            spec.name,
+            obj.fn,
+            obj.source_kind,
+            spec.accuracy_floor or obj.accuracy_floor,
+            obj.model_backed,
         )
     return LabelingFunction(spec.name, obj, "rule", spec.accuracy_floor)
 
@@ -263,8 +280,6 @@ def _lf_batches(
 ) -> Iterator[LFBatch]:
     """Arrow batches of examples (example_id, image, source, source_uri) -> LFBatches of
     decoded uint8 images."""
-    from tasks.training import decode_images
-
     for rb in record_batches:
         yield LFBatch(
             rb.column(0).to_pylist(),
@@ -282,17 +297,7 @@ def iter_batches(store: Store, cfg: Config) -> Iterator[LFBatch]:
 def human_labels(store: Store, classes: list[str]) -> dict[str, int]:
     """example_id -> class index of its latest human label (taxonomy classes only)."""
     index = {c: i for i, c in enumerate(classes)}
-    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)  # human only
-    return {
-        e: index[lab]
-        for e, lab, kind in zip(
-            resolved.column("example_id").to_pylist(),
-            resolved.column("label").to_pylist(),
-            resolved.column("source_kind").to_pylist(),
-            strict=True,
-        )
-        if kind == "human" and lab in index
-    }
+    return {e: index[lab] for e, (lab, _) in store_human_labels(store, classes).items()}
 
 
 def load_reference(store: Store, cfg: Config) -> Reference:
@@ -342,7 +347,9 @@ def build_functions(store: Store, cfg: Config, champion: Any = None) -> list[Lab
             make = knn_function if spec.kind == "knn" else prototype_function
             out.append(make(spec, reference, embed, len(classes)))
         elif spec.kind == "model":
-            out.append(model_function(spec, cfg.mlflow.tracking_uri))
+            out.append(
+                model_function(spec, cfg.mlflow.tracking_uri, cfg.mlflow.trust_pickled_models)
+            )
         elif spec.kind == "external":
             out.append(external_function(spec, classes))
         else:

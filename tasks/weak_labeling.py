@@ -34,7 +34,17 @@ from tasks.labeling_functions import (
 )
 from tasks.lf_applier import LabelMatrix, apply_in_shards
 from tasks.progress import stage_progress
-from tasks.store import EXAMPLES, LABELS, SCHEMAS, Store, gold_mask, utcnow
+from tasks.store import (
+    DEV,
+    EXAMPLES,
+    LABELS,
+    SCHEMAS,
+    GoldSplit,
+    SourceEvent,
+    SourceLog,
+    Store,
+    utcnow,
+)
 
 __all__ = [
     "ABSTAIN",
@@ -126,11 +136,15 @@ def analyse_and_combine(
     k = len(classes)
     wl = cfg.weak_labeling
     human = human_labels(store, classes)
-    is_gold = gold_mask(matrix.example_ids, cfg.gold.fraction, cfg.gold.salt)
+    split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
+    part = split.parts(matrix.example_ids)
+    is_gold = part != ""
+    # Only the dev part of gold chooses (function floors, label-model alignment); the
+    # test part is left for the gate, which would otherwise judge what it helped choose.
     y_gold = np.array(
         [
-            human.get(e, ABSTAIN) if g else ABSTAIN
-            for e, g in zip(matrix.example_ids, is_gold, strict=True)
+            human.get(e, ABSTAIN) if p == DEV else ABSTAIN
+            for e, p in zip(matrix.example_ids, part, strict=True)
         ]
     )
     gold_rows = y_gold != ABSTAIN
@@ -189,33 +203,13 @@ def analyse_and_combine(
         repr([(f.name, f.source_kind) for i, f in enumerate(functions) if i in keep]).encode()
     ).hexdigest()[:8]
     source_name = f"{wl.label_model}:{lf_key}"
-    from tasks.ingest import label_event_id
-
-    known = store.column_set(LABELS, "event_id")
+    # A row's label is model-influenced when a model-backed function voted on it.
+    backed = [j for j in keep if functions[j].model_influenced]
+    influenced = (L[:, backed] != ABSTAIN).any(1) if backed else np.zeros(len(L), bool)
     write = (~is_gold) & (pred != ABSTAIN)
-    now = utcnow()
-    rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
-    present = 0
-    for i in np.flatnonzero(write):
-        ex, label = matrix.example_ids[i], classes[int(pred[i])]
-        event_id = label_event_id(ex, label, "label_model", source_name)
-        if event_id in known:
-            present += 1
-            continue
-        known.add(event_id)
-        for key, v in (
-            ("event_id", event_id),
-            ("example_id", ex),
-            ("label", label),
-            ("source_kind", "label_model"),
-            ("source_name", source_name),
-            ("confidence", float(conf[i])),
-            ("created_at", now),
-            ("run_id", run_id),
-            ("taxonomy_version", cfg.taxonomy.version),
-        ):
-            rows[key].append(v)
-    store.write(LABELS, pa.table(rows, schema=SCHEMAS[LABELS]), when=now)
+    written, present = write_label_model_events(
+        store, cfg, source_name, run_id, matrix.example_ids, write, pred, conf, influenced
+    )
     non_gold = ~is_gold
     return WeakLabelSummary(
         run_id=run_id,
@@ -225,11 +219,56 @@ def analyse_and_combine(
         coverage=float((pred[non_gold] != ABSTAIN).mean()) if non_gold.any() else 0.0,
         gold_accuracy=gold_acc(pred),
         gold_accuracy_majority=gold_acc(mv),
-        events_written=len(rows["event_id"]),
+        events_written=written,
         events_already_present=present,
         matrix_path="",
         elapsed_s=time.perf_counter() - start,
     )
+
+
+def write_label_model_events(
+    store: Store,
+    cfg: Config,
+    source_name: str,
+    run_id: str,
+    example_ids: list[str],
+    write: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    influenced: np.ndarray,
+) -> tuple[int, int]:
+    """`label_model` events for the rows in `write`: a new event only where the label
+    or its confidence changed since this label model's last word on the example (a
+    re-run on the same data writes nothing). Committed under the store's lease, after
+    catching up with other writers. Returns (written, already present)."""
+    classes = list(cfg.taxonomy.classes)
+    with store.commit_lock():
+        source = SourceLog.read(store, "label_model", source_name)
+        now = utcnow()
+        rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
+        present = 0
+        for i in np.flatnonzero(write):
+            ex, label, c = example_ids[i], classes[int(pred[i])], float(conf[i])
+            event_id = source.next_event(ex, label, c)
+            if event_id is None or event_id in source.event_ids:
+                present += 1
+                continue
+            source.record(ex, SourceEvent(event_id, label, c), (now, event_id))
+            for key, v in (
+                ("event_id", event_id),
+                ("example_id", ex),
+                ("label", label),
+                ("source_kind", "label_model"),
+                ("source_name", source_name),
+                ("confidence", c),
+                ("created_at", now),
+                ("run_id", run_id),
+                ("taxonomy_version", cfg.taxonomy.version),
+                ("model_influenced", bool(influenced[i])),
+            ):
+                rows[key].append(v)
+        store.write(LABELS, pa.table(rows, schema=SCHEMAS[LABELS]), when=now)
+    return len(rows["event_id"]), present
 
 
 def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> WeakLabelSummary:
@@ -291,20 +330,17 @@ def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> W
 def _champion_or_none(cfg: Config) -> Any:
     if not any(s.embedding == "champion" for s in cfg.weak_labeling.functions):
         return None
-    from tasks.registry import CHAMPION, get_client, version_by_alias
+    from tasks.model_artifact import load_classifier
+    from tasks.registry import RegistryRef, champion_version
 
-    if (
-        version_by_alias(get_client(cfg.mlflow.tracking_uri), cfg.mlflow.model_name, CHAMPION)
-        is None
-    ):
+    ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
+    version = champion_version(ref)
+    if version is None:
         log.info("no champion yet: champion embeddings fall back to PCA")
         return None
-    import mlflow
-
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    return mlflow.pytorch.load_model(
-        f"models:/{cfg.mlflow.model_name}@{CHAMPION}", map_location="cpu"
-    ).eval()
+    return load_classifier(
+        ref.version_uri(version), ref.tracking_uri, trust_pickle=cfg.mlflow.trust_pickled_models
+    )
 
 
 # -- inside a flow ---------------------------------------------------------------------

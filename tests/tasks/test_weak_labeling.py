@@ -14,7 +14,6 @@ from tasks.weak_labeling import (
     labeling_function,
     weak_label_store,
 )
-from tests.tasks.test_training import store_cfg  # noqa: F401 - the shared fixture
 
 
 def bar_position(batch: LFBatch) -> np.ndarray:
@@ -103,3 +102,40 @@ def _ov(cfg) -> dict:
         "gold.fraction": cfg.gold.fraction,
         "mlflow.tracking_uri": cfg.mlflow.tracking_uri,
     }
+
+
+def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(store_cfg):
+    # A labeling function backed by a model feeds the label model; the label model's
+    # labels then carry the model's influence and share `labels.max_model_share` with
+    # the model's own predictions, instead of passing as plain `label_model` labels.
+    from tasks.registry import RegistryRef
+    from tasks.training import load_training_data
+    from tests.tasks.test_registry import register
+
+    ref = RegistryRef(store_cfg.mlflow.tracking_uri, "lf-model")
+    version = register(ref)
+    cfg = load_config(
+        overrides={
+            **_ov(store_cfg),
+            "labels.max_model_share": 0.2,
+            "weak_labeling.functions": [
+                {
+                    "name": "champ",
+                    "kind": "model",
+                    "model_uri": f"models:/lf-model/{version}",
+                    "min_confidence": 0.0,  # votes on every row
+                    "accuracy_floor": 0.0,
+                }
+            ],
+        }
+    )
+    summary = weak_label_store(cfg, "run-M")
+    events = Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model")
+    assert events.num_rows == summary.events_written > 0
+    assert all(events.column("model_influenced").to_pylist())
+    training = load_training_data(Store(cfg.store.root), cfg)
+    n_labels = training.n_human + training.n_weak
+    assert training.n_weak == training.n_model_influenced > 0  # some, within the cap
+    assert training.n_model_influenced / n_labels <= 0.2
+    uncapped = summary.events_written  # what the old resolution would have trained on
+    assert uncapped / (training.n_human + uncapped) > 0.2
