@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -114,6 +115,33 @@ class Callback:
     def on_progress(self, step: int, total: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything needed to rebuild a `Classifier` before loading its state dict: a model
+    is stored as this config plus weights, never as a pickled module."""
+
+    network: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassifierConfig:
+        return cls(
+            network=str(d["network"]),
+            num_classes=int(d["num_classes"]),
+            in_channels=int(d["in_channels"]),
+            image_size=int(d["image_size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+        )
+
+
 class Classifier(nn.Module):
     """A network with its input normalization: takes float images in [0, 1]."""
 
@@ -122,12 +150,25 @@ class Classifier(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.config: ClassifierConfig | None = None  # set by build_classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         return self.net((x - self.mean) / self.std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
         return self.net.features((x - self.mean) / self.std)
+
+
+def build_classifier(config: ClassifierConfig) -> Classifier:
+    """A fresh classifier (random weights) of the given shape; load a state dict into it."""
+    net = build_network(config.network, config.num_classes, config.in_channels, config.image_size)
+    model = Classifier(net, config.mean, config.std)
+    model.config = config
+    return model
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds more than tensors and plain values (loading it could run code)."""
 
 
 @dataclass
@@ -210,9 +251,78 @@ def predict_proba(
 
 
 def _save(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint's state, read with `weights_only=True`: tensors and plain values only,
+    so a file planted in the run folder cannot run code when it is read."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = [ln.strip() for ln in str(exc).splitlines() if "WeightsUnpickler error" in ln]
+        raise UnsafeCheckpointError(
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain values, "
+            "so it was not loaded: loading it could run code"
+            + (f" ({why[0]})" if why else "")
+            + ". Delete it to start this training run over."
+        ) from None
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    pseudo: torch.Tensor  # (U,) pseudo-labels of the unlabeled batch
+    mask: torch.Tensor  # (U,) 1 where the pseudo-label is used
+
+
+def student_step(
+    model: nn.Module,
+    x_lb: torch.Tensor,
+    y_lb: torch.Tensor,
+    w_lb: torch.Tensor,
+    x_ulb_w: torch.Tensor,
+    x_ulb_s: torch.Tensor,
+    idx_ulb: torch.Tensor,
+    *,
+    thr: FixedThreshold,
+    source: nn.Module | None = None,
+    align: DistributionAlignment | None = None,
+    lambda_u: float = 1.0,
+) -> StepOutput:
+    """One semi-supervised step's loss (USB's `train_step`). Float views (B, C, H, W):
+    the labeled batch, and the weak and strong views of the unlabeled batch.
+
+    The pseudo-label source predicts the weak view: the model itself (`source=None`, as
+    FixMatch; its weak-view logits are detached) or a frozen module (EMA or teacher, run
+    without gradient). Where confident enough its hard label is the target for the strong
+    view, so the unlabeled loss's gradient reaches the model through the strong view only.
+    """
+    b_lb, b_ulb = len(x_lb), len(x_ulb_w)
+    # One forward over labeled, weak and strong views (as FixMatch does), so BatchNorm
+    # statistics see clean-ish images, not only strong ones.
+    logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s]))
+    logits_lb, logits_w, logits_s = logits.split([b_lb, b_ulb, b_ulb])
+    if source is None:
+        logits_w = logits_w.detach()
+    else:
+        with torch.no_grad():
+            logits_w = source(x_ulb_w)
+    probs = torch.softmax(logits_w.float(), 1)
+    if align is not None:
+        probs = align(probs)
+    mask, pseudo = thr.select(probs, idx_ulb)
+    loss_sup = supervised_loss(logits_lb, y_lb, w_lb)
+    loss_u = consistency_loss(logits_s, pseudo, mask)
+    metrics = {
+        "loss_sup": loss_sup.detach(),
+        "loss_unsup": loss_u.detach(),
+        "mask_rate": mask.mean(),
+    }
+    return StepOutput(loss_sup + lambda_u * loss_u, metrics, pseudo, mask)
 
 
 def labeled_groups(
@@ -252,9 +362,12 @@ def fit(
     run_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     keep_checkpoint: bool = False,
+    checkpoint_meta: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Train teacher then student; see the module docstring. The checkpoint is removed
-    once the run completes unless `keep_checkpoint`: it exists only for resuming."""
+    """Train teacher then student; see the module docstring. The checkpoint (with the
+    settings, the classifier's config and `checkpoint_meta`, e.g. the code version) is
+    removed once the run completes unless `keep_checkpoint`: it exists only for
+    resuming."""
     start = time.perf_counter()
     device = resolve_device(s.device)
     if len(data.x_lb) == 0:
@@ -275,8 +388,8 @@ def fit(
     x_ulb = data.x_ulb.to(device).contiguous(memory_format=fmt)
     _, c, h, _ = x_lb.shape
     mean, std = channel_stats(torch.cat([data.x_lb, data.x_ulb[:10_000]]))
-    model = Classifier(build_network(s.network, s.num_classes, c, h), mean, std)
-    model = model.to(device, memory_format=fmt)
+    config = ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
+    model = build_classifier(config).to(device, memory_format=fmt)
     forward = torch.compile(model) if s.compile else model
 
     ema: ModelEMA | None = None
@@ -308,7 +421,7 @@ def fit(
 
     resumed_from = 0
     if ckpt_path and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, device)
         if state["settings"] == settings_dict and state["data"] == fingerprint:
             step = resumed_from = state["step"]
             model.load_state_dict(state["model"])
@@ -349,8 +462,10 @@ def fit(
                 "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "history": history,
-                "versions": {"torch": torch.__version__},
+                "versions": {"torch": str(torch.__version__)},
                 "device": str(device),
+                "classifier": config.to_dict(),
+                "meta": dict(checkpoint_meta or {}),
             },
         )
 
@@ -380,32 +495,27 @@ def fit(
             else:
                 idx_u = torch.randint(0, n_ulb, (b_ulb,), generator=gen, device=device)
                 xu = to_float(x_ulb[idx_u])
-                xw = weak(xu, s.augment, gen)
-                xs = strong(xu, s.augment, gen)
-                # One forward over labeled, weak and strong views (as FixMatch does), so
-                # BatchNorm statistics see clean-ish images, not only strong ones.
-                logits = forward(torch.cat([xl, xw, xs]))
-                logits_lb, logits_w, logits_s = logits.split([b_lb, b_ulb, b_ulb])
-                if s.pseudo_label_source == "self":
-                    logits_w = logits_w.detach()
-                else:
+                source = None
+                if s.pseudo_label_source != "self":
                     source = ema.module if s.pseudo_label_source == "ema" else teacher
                     assert source is not None
-                    with torch.no_grad():
-                        logits_w = source(xw)
-                probs = torch.softmax(logits_w.float(), 1)
-                if align is not None:
-                    probs = align(probs)
-                mask, pseudo = thr.select(probs, idx_u)
-                loss_sup = supervised_loss(logits_lb, y_lb[idx_lb], w_lb[idx_lb])
-                loss_u = consistency_loss(logits_s, pseudo, mask)
-                loss = loss_sup + s.lambda_u * loss_u
-                pseudo_counts += torch.bincount(pseudo[mask.bool()], minlength=s.num_classes)
-                metrics = {
-                    "loss_sup": loss_sup.detach(),
-                    "loss_unsup": loss_u.detach(),
-                    "mask_rate": mask.mean(),
-                }
+                out = student_step(
+                    forward,
+                    xl,
+                    y_lb[idx_lb],
+                    w_lb[idx_lb],
+                    weak(xu, s.augment, gen),
+                    strong(xu, s.augment, gen),
+                    idx_u,
+                    thr=thr,
+                    source=source,
+                    align=align,
+                    lambda_u=s.lambda_u,
+                )
+                loss, metrics = out.loss, out.metrics
+                pseudo_counts += torch.bincount(
+                    out.pseudo[out.mask.bool()], minlength=s.num_classes
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

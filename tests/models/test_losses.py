@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from models.ema import ModelEMA
@@ -10,6 +11,7 @@ from models.losses import (
     consistency_loss,
     supervised_loss,
 )
+from models.train import student_step
 
 
 def test_weighted_supervised_loss_matches_hand_computation():
@@ -34,20 +36,79 @@ def test_consistency_loss_masks_and_averages_over_the_whole_batch():
     assert math.isclose(float(consistency_loss(logits, targets, mask)), expected, rel_tol=1e-6)
 
 
-def test_unlabeled_loss_is_positive_and_its_gradient_reaches_the_student_only():
-    # The trap USB's Mean Teacher fell into: the loss must flow into the strong view's
-    # logits (the student), never into the teacher's weak-view prediction.
+def _tiny_net() -> torch.nn.Module:
+    # No BatchNorm: in train mode BatchNorm couples a batch's samples, so the strong
+    # view's loss would reach the weak view through the batch statistics (by design of
+    # FixMatch's shared forward); without it, any gradient on the weak view is a wiring bug.
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3)
+    )
+
+
+def _views(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x_lb = torch.rand(4, 1, 8, 8, generator=g)
+    y_lb = torch.tensor([0, 1, 2, 0])
+    x_w = torch.rand(6, 1, 8, 8, generator=g).requires_grad_()
+    x_s = torch.rand(6, 1, 8, 8, generator=g).requires_grad_()
+    return x_lb, y_lb, x_w, x_s
+
+
+@pytest.mark.parametrize("source", ["self", "teacher"])
+def test_the_unlabeled_gradient_reaches_the_strong_view_only(source):
+    # USB's Mean Teacher trap: the unlabeled loss must flow into the strong view's logits,
+    # never into the weak view nor the pseudo-label source.
     torch.manual_seed(0)
-    student = torch.nn.Linear(4, 3)
-    teacher = torch.nn.Linear(4, 3)
-    x_weak, x_strong = torch.randn(8, 4), torch.randn(8, 4)
-    probs = torch.softmax(teacher(x_weak), 1)
-    mask, pseudo = FixedThreshold(0.0, 3).select(probs)
-    loss = consistency_loss(student(x_strong), pseudo, mask)
-    assert float(loss.detach()) > 0
-    loss.backward()
-    assert student.weight.grad is not None and float(student.weight.grad.abs().sum()) > 0
-    assert teacher.weight.grad is None
+    student, teacher = _tiny_net(), _tiny_net()
+    x_lb, y_lb, x_w, x_s = _views()
+    out = student_step(
+        student,
+        x_lb,
+        y_lb,
+        torch.ones(4),
+        x_w,
+        x_s,
+        torch.arange(6),
+        thr=FixedThreshold(0.0, 3),  # every pseudo-label used
+        source=None if source == "self" else teacher,
+    )
+    assert float(out.metrics["loss_unsup"]) > 0 and float(out.metrics["mask_rate"]) == 1.0
+    out.loss.backward()
+    assert x_s.grad is not None and float(x_s.grad.abs().sum()) > 0
+    assert x_w.grad is None or float(x_w.grad.abs().sum()) == 0.0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def test_student_step_loss_matches_hand_computation():
+    torch.manual_seed(1)
+    model, teacher = _tiny_net(), _tiny_net()
+    x_lb, y_lb, x_w, x_s = _views(1)
+    w = torch.tensor([1.0, 0.5, 1.0, 0.25])
+    with torch.no_grad():
+        tau = float(torch.softmax(teacher(x_w), 1).max(1).values.median())  # keeps about half
+    out = student_step(
+        model,
+        x_lb,
+        y_lb,
+        w,
+        x_w,
+        x_s,
+        torch.arange(6),
+        thr=FixedThreshold(tau, 3),
+        source=teacher,
+        lambda_u=2.0,
+    )
+    with torch.no_grad():
+        probs = torch.softmax(teacher(x_w), 1)
+        conf, pseudo = probs.max(1)
+        mask = (conf >= tau).float()
+        ce_s = torch.nn.functional.cross_entropy(model(x_s), pseudo, reduction="none")
+        ce_l = torch.nn.functional.cross_entropy(model(x_lb), y_lb, reduction="none")
+        expected = (ce_l * w).mean() + 2.0 * (ce_s * mask).mean()
+    assert 0 < float(mask.sum()) < 6  # some kept, some masked: the mask matters
+    assert math.isclose(float(out.loss), float(expected), rel_tol=1e-5)
+    assert out.pseudo.tolist() == pseudo.tolist()
 
 
 def test_fixed_threshold_mask():

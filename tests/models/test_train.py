@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import Callback, TrainData, TrainSettings, fit, resolve_device
+from models import Callback, TrainData, TrainSettings, UnsafeCheckpointError, fit, resolve_device
 from models.train import labeled_groups, sample_labeled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,3 +190,33 @@ def test_human_share_changes_nothing_without_weak_labels():
     shared = fit(data, dataclasses.replace(settings(), human_share=0.5))
     for name, p in plain.model.state_dict().items():
         assert torch.equal(p, shared.model.state_dict()[name]), name
+
+
+class _Payload:
+    """Unpickling this runs `touch <marker>`: what a planted checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_crafted_to_run_code_is_refused_and_never_run(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"step": 5, "settings": {}, "payload": _Payload(marker)}, run_dir / "checkpoint.pt")
+    with pytest.raises(UnsafeCheckpointError, match="could run code.*Delete it"):
+        fit(toy_data(), settings(), run_dir=run_dir)
+    assert not marker.exists()
+    # the same file through pickle would have run the payload: the test is not vacuous
+    torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path: Path):
+    fit(toy_data(), settings(), run_dir=tmp_path, keep_checkpoint=True)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no error: safe
+    assert state["step"] == 30
+    assert state["classifier"]["network"] == "small_cnn" and state["classifier"]["num_classes"] == 3
