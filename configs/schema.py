@@ -8,7 +8,6 @@ it accepts.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +77,14 @@ class GoldConfig(_Section):
         0.2, gt=0.0, lt=1.0, description="Share of examples (by id hash) in the gold holdout."
     )
     salt: str = Field("gold-v1", description="Hash salt; changing it re-draws the gold set.")
+    test_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Share of the gold holdout (by id hash) in its `test` part, which only "
+        "the gate and the monitor read; the rest is `dev`, for choosing (labeling-function "
+        "floors, label-model alignment, training curves).",
+    )
 
 
 class IngestConfig(_Section):
@@ -155,6 +162,18 @@ class MlflowConfig(_Section):
     )
     experiment: str = Field("semilabel", description="MLflow experiment name.")
     model_name: str = Field("semilabel-classifier", description="Registered model name.")
+    trust_pickled_models: bool = Field(
+        False,
+        description="Load model versions logged in the old pickled format (semilabel 0.1). "
+        "Unpickling runs code stored in the registry: turn on only for a registry no one "
+        "else can write to, e.g. to evaluate an old champion once (README: model format).",
+    )
+    registry_lock_timeout_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="How long retrain, monitor and rollback wait for the registry lock "
+        "(one writer per registered model at a time) before giving up.",
+    )
 
 
 class LabelingFunctionConfig(_Section):
@@ -223,32 +242,69 @@ class WeakLabelingConfig(_Section):
     )
 
 
-GateMetric = Literal["accuracy", "macro_f1", "ece"]
+_DISABLE = " null disables this check (the gate report lists it as disabled by config)."
+
+
+class GateFloorsConfig(_Section):
+    accuracy: float | None = Field(0.9, ge=0, le=1, description="Accuracy floor." + _DISABLE)
+    macro_f1: float | None = Field(0.9, ge=0, le=1, description="Macro-F1 floor." + _DISABLE)
+    ece: float | None = Field(
+        None, ge=0, le=1, description="Expected calibration error ceiling (off by default)."
+    )
+
+
+class GateRegressionConfig(_Section):
+    accuracy: float | None = Field(
+        0.01, ge=0, le=1, description="Largest allowed accuracy drop vs the champion." + _DISABLE
+    )
+    macro_f1: float | None = Field(
+        0.01, ge=0, le=1, description="Largest allowed macro-F1 drop vs the champion." + _DISABLE
+    )
+    ece: float | None = Field(
+        0.05, ge=0, le=1, description="Largest allowed ECE rise vs the champion." + _DISABLE
+    )
 
 
 class GateConfig(_Section):
     min_gold_labels: int = Field(
-        200, ge=1, description="Fewer gold labels than this: the gate refuses to decide."
+        200,
+        ge=1,
+        description="Fewer human labels in the gold test part than this: the gate refuses.",
     )
-    floors: dict[GateMetric, float] = Field(
-        {"accuracy": 0.9, "macro_f1": 0.9},
-        description="Absolute floors (for ece: a ceiling) the candidate must meet.",
+    floors: GateFloorsConfig = Field(
+        GateFloorsConfig(),
+        description="Absolute floors (for ece: a ceiling). A key left out keeps its default.",
     )
-    min_class_recall: float = Field(0.8, ge=0, le=1, description="Per-class recall floor.")
-    max_regression: dict[GateMetric, float] = Field(
-        {"accuracy": 0.01, "macro_f1": 0.01, "ece": 0.05},
-        description="Largest allowed drop vs the champion (for ece: largest rise).",
+    min_class_recall: float | None = Field(
+        0.8, ge=0, le=1, description="Per-class recall floor." + _DISABLE
+    )
+    max_regression: GateRegressionConfig = Field(
+        GateRegressionConfig(),
+        description="Largest allowed change for the worse vs the champion, on the same gold. "
+        "A key left out keeps its default.",
+    )
+
+
+class MonitorToleranceConfig(_Section):
+    accuracy: float | None = Field(
+        0.02, ge=0, le=1, description="Accuracy drop vs gate time that triggers a rollback."
+    )
+    macro_f1: float | None = Field(
+        0.02, ge=0, le=1, description="Macro-F1 drop vs gate time that triggers a rollback."
+    )
+    ece: float | None = Field(
+        None, ge=0, le=1, description="ECE rise vs gate time that triggers a rollback (off)."
     )
 
 
 class MonitorConfig(_Section):
-    tolerance: dict[GateMetric, float] = Field(
-        {"accuracy": 0.02, "macro_f1": 0.02},
+    tolerance: MonitorToleranceConfig = Field(
+        MonitorToleranceConfig(),
         description="Regression of the live champion vs its gate-time metrics that "
-        "triggers an automatic rollback.",
+        "triggers an automatic rollback; null switches a metric off.",
     )
     min_gold_labels: int = Field(
-        100, ge=1, description="Fewer gold labels: monitor reports and does nothing."
+        100, ge=1, description="Fewer gold test labels: monitor reports and does nothing."
     )
 
 
@@ -331,23 +387,8 @@ def _section_model(path: tuple[str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _is_mapping_field(path: tuple[str, ...]) -> bool:
-    parent = _section_model(path[:-1])
-    field = parent.model_fields.get(path[-1]) if parent else None
-    return field is not None and typing.get_origin(field.annotation) is dict
-
-
 def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
-    if len(parts) >= 2 and _is_mapping_field(tuple(parts[:-1])):
-        # A key inside a mapping field, e.g. gate.floors.accuracy=0.95.
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = child = dict(child) if isinstance(child, dict) else {}
-            node = child
-        node[parts[-1]] = value
-        return
     node = data
     for depth, part in enumerate(parts[:-1]):
         section = _section_model(tuple(parts[: depth + 1]))

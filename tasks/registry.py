@@ -1,8 +1,19 @@
 """The MLflow model registry: register every candidate, move the `champion` alias on a
-passing gate, keep the previous champion reachable, and roll back.
+passing gate, keep the previous champion reachable, and roll back. MLflow only: no
+Prefect, no PyTorch.
+
+Every alias move is a compare-and-set: the caller names the version it believes is the
+champion (the one it evaluated or measured), and the move happens only if the alias
+still points there (`ChampionMoved` otherwise, naming both versions). Writers also hold
+the registry lock (`tasks.registry_lock`), so the check and the move are not raced by
+another semilabel run; the check is the last line of defence against anything else
+(a person moving the alias in the UI, a run of an older version).
+
+Only a missing model or alias means "no champion": any other registry error raises
+`RegistryUnavailable`, so an outage can never turn a gate into a floors-only gate.
 
 Who was champion when lives in version tags, so the history survives alias moves:
-`semilabel.gate` (passed | rejected), `semilabel.promoted_at`,
+`semilabel.gate` (passed | rejected), `semilabel.promotion`, `semilabel.promoted_at`,
 `semilabel.previous_champion`, `semilabel.rolled_back`, `semilabel.rollback_reason`,
 and the gate-time gold metrics `gate.<metric>` that monitoring compares against.
 """
@@ -11,34 +22,73 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
 TAG_GATE = "semilabel.gate"
+TAG_PROMOTION = "semilabel.promotion"
 TAG_PROMOTED_AT = "semilabel.promoted_at"
 TAG_PREVIOUS = "semilabel.previous_champion"
 TAG_ROLLED_BACK = "semilabel.rolled_back"
 TAG_ROLLBACK_REASON = "semilabel.rollback_reason"
 TAG_RESTORED_AT = "semilabel.restored_at"
+GATE_METRIC_PREFIX = "gate."
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
 
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be done; the message says why and what to do."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry could not be read or written (not: the model has no champion)."""
+
+
+class ChampionMoved(RegistryError):
+    """The champion is no longer the version the caller compared against."""
+
+    def __init__(self, model_name: str, expected: str | None, actual: str | None, action: str):
+        self.expected, self.actual = expected, actual
+        was = f"v{expected}" if expected else "no champion"
+        now = f"v{actual}" if actual else "no champion"
+        super().__init__(
+            f"{model_name}: champion moved from {was} to {now} during this run; {action}"
+        )
+
+
 class RollbackError(RegistryError):
     """There is nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """Where the registered model lives: the typed value registry functions take."""
+
+    tracking_uri: str
+    model_name: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def version_uri(self, version: str) -> str:
+        """A pinned URI: always that version, wherever the aliases move."""
+        return f"models:/{self.model_name}/{version}"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None  # the champion it replaced
 
 
 @dataclass(frozen=True)
@@ -53,256 +103,195 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def get_client(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+def _unavailable(ref: RegistryRef, what: str, exc: Exception) -> RegistryUnavailable:
+    return RegistryUnavailable(
+        f"MLflow registry at {ref.tracking_uri} failed while {what} for {ref.model_name!r}: "
+        f"{exc}. Nothing was changed; check that the tracking server is reachable and "
+        "re-run."
+    )
 
 
-def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def champion_version(ref: RegistryRef) -> str | None:
+    """The version `champion` points at; None only when the model or the alias does not
+    exist. Any other error raises `RegistryUnavailable`."""
     try:
-        return client.get_model_version_by_alias(name, alias)
+        model = ref.client().get_registered_model(ref.model_name)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code == NOT_FOUND:
             return None
-        raise
+        raise _unavailable(ref, "reading the champion", exc) from exc
+    except Exception as exc:  # noqa: BLE001 - network errors surface as many types
+        raise _unavailable(ref, "reading the champion", exc) from exc
+    version = (model.aliases or {}).get(CHAMPION)
+    return str(version) if version is not None else None
 
 
-def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    """All versions of `name`, oldest first."""
-    found = client.search_model_versions(f"name = '{name}'")
+def get_version(ref: RegistryRef, version: str) -> ModelVersion:
+    try:
+        return ref.client().get_model_version(ref.model_name, version)
+    except MlflowException as exc:
+        raise _unavailable(ref, f"reading version {version}", exc) from exc
+
+
+def gate_baseline(mv: ModelVersion) -> dict[str, float]:
+    """A version's gate-time gold metrics (`gate.<metric>` tags); empty when it has none
+    (e.g. registered by hand)."""
+    out = {}
+    for key, value in (mv.tags or {}).items():
+        if key.startswith(GATE_METRIC_PREFIX) and key != "gate.n_gold":
+            with contextlib.suppress(ValueError):
+                out[key[len(GATE_METRIC_PREFIX) :]] = float(value)
+    return out
+
+
+def versions(ref: RegistryRef) -> list[ModelVersion]:
+    """All versions, oldest first."""
+    try:
+        found = ref.client().search_model_versions(f"name = '{ref.model_name}'")
+    except MlflowException as exc:
+        raise _unavailable(ref, "listing versions", exc) from exc
     return sorted(found, key=lambda v: int(v.version))
 
 
 def register_candidate(
-    client: MlflowClient,
-    tracking_uri: str,
-    name: str,
+    ref: RegistryRef,
     model_uri: str,
     run_id: str,
-    tags: dict[str, str],
-) -> ModelVersion:
-    """A new version of `name` for the candidate, tagged with everything behind it."""
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description="semilabel classifier; alias `champion` is the serving model."
-        )
+    tags: Mapping[str, str],
+    description: str = "",
+) -> str:
+    """A new version of the model for the candidate, tagged with everything behind it.
+    Creates the registered model only when it does not exist. Returns the version."""
     import mlflow
 
+    client = ref.client()
+    try:
+        client.get_registered_model(ref.model_name)
+    except MlflowException as exc:
+        if exc.error_code != NOT_FOUND:
+            raise _unavailable(ref, "reading the registered model", exc) from exc
+        try:
+            client.create_registered_model(
+                ref.model_name,
+                description="semilabel classifier; alias `champion` is the serving model.",
+            )
+        except MlflowException as exc2:
+            if exc2.error_code != ALREADY_EXISTS:  # created meanwhile by another run: fine
+                raise _unavailable(ref, "creating the registered model", exc2) from exc2
     # mlflow.register_model resolves a logged-model URI (models:/m-...) to its source and
     # model id, which a tracking server requires; it uses the global URIs, so set them.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    log.info("registered %s version %s from run %s", name, version.version, run_id)
-    return version
+    mlflow.set_tracking_uri(ref.tracking_uri)
+    mlflow.set_registry_uri(ref.tracking_uri)
+    try:
+        mv = mlflow.register_model(model_uri, ref.model_name, tags=dict(tags))
+        if description:
+            client.update_model_version(ref.model_name, mv.version, description=description)
+    except MlflowException as exc:
+        raise _unavailable(ref, "registering the candidate", exc) from exc
+    log.info("registered %s version %s from run %s", ref.model_name, mv.version, run_id)
+    return str(mv.version)
 
 
-def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Point `champion` at `version`; the old champion becomes `previous_champion`.
-    Returns the previous champion's version, if any."""
-    previous = version_by_alias(client, name, CHAMPION)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, TAG_PROMOTED_AT, _now())
-    if previous is not None and str(previous.version) != str(version):
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, str(previous.version))
-        client.set_model_version_tag(name, version, TAG_PREVIOUS, str(previous.version))
-        log.info("champion of %s: version %s -> %s", name, previous.version, version)
-        return str(previous.version)
-    log.info("champion of %s: version %s (first champion)", name, version)
-    return None
+def _set_alias(ref: RegistryRef, alias: str, version: str | None) -> None:
+    client = ref.client()
+    if version is None:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model_alias(ref.model_name, alias)
+    else:
+        client.set_registered_model_alias(ref.model_name, alias, version)
 
 
-def rollback(client: MlflowClient, name: str, reason: str) -> RollbackResult:
+def _aliases(ref: RegistryRef) -> dict[str, str]:
+    try:
+        model = ref.client().get_registered_model(ref.model_name)
+    except MlflowException as exc:
+        raise _unavailable(ref, "reading the aliases", exc) from exc
+    return {k: str(v) for k, v in (model.aliases or {}).items()}
+
+
+def promote(ref: RegistryRef, version: str, *, expected_champion: str | None) -> Promotion:
+    """Point `champion` at `version` if the champion is still `expected_champion` (the
+    version the gate compared against; None: there was none). The old champion becomes
+    `previous_champion`. All or nothing: if a step fails, both aliases are put back."""
+    before = _aliases(ref)
+    current = before.get(CHAMPION)
+    if current != expected_champion:
+        raise ChampionMoved(
+            ref.model_name,
+            expected_champion,
+            current,
+            f"v{version} was compared against the old champion, so it is not promoted. "
+            "Re-run retrain to gate it against the current one.",
+        )
+    try:
+        _set_alias(ref, CHAMPION, version)
+        if current is not None and current != version:
+            _set_alias(ref, PREVIOUS_CHAMPION, current)
+            ref.client().set_model_version_tag(ref.model_name, version, TAG_PREVIOUS, current)
+        ref.client().set_model_version_tag(ref.model_name, version, TAG_PROMOTED_AT, _now())
+        ref.client().set_model_version_tag(ref.model_name, version, TAG_PROMOTION, "promoted")
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # restore what we can, then report
+            _set_alias(ref, CHAMPION, current)
+            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION))
+        raise _unavailable(ref, f"promoting v{version} (aliases restored)", exc) from exc
+    log.info(
+        "champion of %s: %s -> v%s", ref.model_name, f"v{current}" if current else "none", version
+    )
+    return Promotion(version, current if current != version else None)
+
+
+def rollback(
+    ref: RegistryRef, reason: str, *, expected_champion: str | None = None
+) -> RollbackResult:
     """Move `champion` back to the latest earlier version that passed its gate, was
-    promoted and has not itself been rolled back. Fails clearly when there is none."""
-    current = version_by_alias(client, name, CHAMPION)
+    promoted and has not itself been rolled back. With `expected_champion`, only if the
+    champion is still that version (the one a monitor measured). Fails clearly when
+    there is nothing to roll back to; nothing changes then."""
+    current = champion_version(ref)
     if current is None:
         raise RollbackError(
-            f"model {name!r} has no champion: nothing to roll back. "
+            f"model {ref.model_name!r} has no champion: nothing to roll back. "
             "Run `semilabel retrain` to register and promote a model."
+        )
+    if expected_champion is not None and current != expected_champion:
+        raise ChampionMoved(
+            ref.model_name,
+            expected_champion,
+            current,
+            f"v{expected_champion} was measured, so v{current} is not rolled back.",
         )
     candidates = [
         v
-        for v in versions(client, name)
-        if int(v.version) < int(current.version)
+        for v in versions(ref)
+        if int(v.version) < int(current)
         and v.tags.get(TAG_GATE) == "passed"
         and TAG_PROMOTED_AT in v.tags
         and v.tags.get(TAG_ROLLED_BACK) != "true"
     ]
     if not candidates:
         raise RollbackError(
-            f"model {name!r}: no earlier passing version to roll back to; champion stays at "
-            f"version {current.version}. Fix forward with a new `semilabel retrain`."
+            f"model {ref.model_name!r}: no earlier passing version to roll back to; champion "
+            f"stays at version {current}. Fix forward with a new `semilabel retrain`."
         )
-    target = candidates[-1]
-    client.set_registered_model_alias(name, CHAMPION, target.version)
-    client.set_model_version_tag(name, current.version, TAG_ROLLED_BACK, "true")
-    client.set_model_version_tag(name, current.version, TAG_ROLLBACK_REASON, reason[:4000])
-    client.set_model_version_tag(name, target.version, TAG_RESTORED_AT, _now())
-    earlier = [v for v in candidates if int(v.version) < int(target.version)]
-    if earlier:
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, earlier[-1].version)
-    else:
-        with contextlib.suppress(MlflowException):
-            client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
-    log.warning(
-        "rolled back %s: champion version %s -> %s (%s)",
-        name,
-        current.version,
-        target.version,
-        reason,
-    )
-    return RollbackResult(name, str(current.version), str(target.version), reason)
-
-
-# -- one retrain's decision -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetrainDecision:
-    model_name: str
-    version: str
-    decision: str  # passed | rejected
-    champion_version: str | None  # after the decision
-    previous_champion: str | None
-    gate_summary: str
-    mlflow_run_id: str
-    gold_accuracy: float
-    gold_macro_f1: float
-
-    def rows(self) -> list[dict[str, object]]:
-        return [
-            {"metric": "registered", "value": f"{self.model_name} v{self.version}"},
-            {"metric": "gate", "value": self.decision},
-            {"metric": "gate detail", "value": self.gate_summary[:200]},
-            {
-                "metric": "champion now",
-                "value": f"v{self.champion_version}" if self.champion_version else "none",
-            },
-            {
-                "metric": "previous champion",
-                "value": f"v{self.previous_champion}" if self.previous_champion else "none",
-            },
-            {"metric": "gold accuracy", "value": round(self.gold_accuracy, 4)},
-            {"metric": "gold macro-F1", "value": round(self.gold_macro_f1, 4)},
-            {"metric": "MLflow run", "value": self.mlflow_run_id},
-        ]
-
-
-def record_decision(cfg, train_summary, evaluation, report) -> RetrainDecision:  # noqa: ANN001
-    """Log the gate (metrics, plots, report) to the candidate's MLflow run, register the
-    candidate as a new version with its evidence in tags, and promote it only on a pass."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-
-    from tasks.validation import plot_confusion, plot_reliability
-
-    name = cfg.mlflow.model_name
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    client = get_client(cfg.mlflow.tracking_uri)
-    classes = tuple(cfg.taxonomy.classes)
-    run_id = train_summary.mlflow_run_id
-    cand = evaluation.candidate
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"gold_{k}": v for k, v in cand.scalars().items()})
-        mlflow.log_metrics({f"gold_recall_class_{c}": r for c, r in cand.per_class_recall.items()})
-        if evaluation.champion is not None:
-            mlflow.log_metrics(
-                {f"champion_gold_{k}": v for k, v in evaluation.champion.scalars().items()}
-            )
-        mlflow.set_tags(
-            {
-                "semilabel.gate": report.decision,
-                "semilabel.gold_snapshot_id": evaluation.gold.snapshot_id,
-            }
+    target = str(candidates[-1].version)
+    earlier = [str(v.version) for v in candidates if int(v.version) < int(target)]
+    before = _aliases(ref)
+    if before.get(CHAMPION) != current:  # moved while we were reading the history
+        raise ChampionMoved(
+            ref.model_name, current, before.get(CHAMPION), "nothing was rolled back."
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Path(tmp)
-            (d / "gate_report.md").write_text(report.to_markdown())
-            (d / "gate_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-            (d / "confusion_matrix.png").write_bytes(
-                plot_confusion(cand, classes, "candidate on gold")
-            )
-            (d / "reliability_diagram.png").write_bytes(
-                plot_reliability(
-                    evaluation.candidate_probs, evaluation.gold.y.numpy(), "candidate on gold"
-                )
-            )
-            for f in d.iterdir():
-                mlflow.log_artifact(str(f), artifact_path="gate")
-    tags = {
-        TAG_GATE: report.decision,
-        "semilabel.gate_summary": report.summary()[:4000],
-        "semilabel.snapshot_id": train_summary.snapshot_id,
-        "semilabel.gold_snapshot_id": evaluation.gold.snapshot_id,
-        "semilabel.code_version": _code_version(),
-        "semilabel.champion_at_gate": evaluation.champion_version or "none",
-        **{f"gate.{k}": f"{v:.6f}" for k, v in cand.scalars().items()},
-        "gate.n_gold": str(cand.n),
-    }
-    version = register_candidate(
-        client, cfg.mlflow.tracking_uri, name, train_summary.model_uri, run_id, tags
-    )
-    number = str(version.version)
-    previous = None
-    if report.passed:
-        previous = promote(client, name, number)
-    else:
-        log.warning(
-            "candidate %s v%s rejected by the gate: %s", name, version.version, report.summary()
-        )
-    champion = version_by_alias(client, name, CHAMPION)
-    return RetrainDecision(
-        model_name=name,
-        version=number,
-        decision=report.decision,
-        champion_version=str(champion.version) if champion else None,
-        previous_champion=previous,
-        gate_summary=report.summary(),
-        mlflow_run_id=run_id,
-        gold_accuracy=cand.accuracy,
-        gold_macro_f1=cand.macro_f1,
-    )
-
-
-def _code_version() -> str:
-    from tasks.training import code_version
-
-    return code_version()
-
-
-# -- Prefect tasks ---------------------------------------------------------------------
-
-
-@task(name="register-and-decide", cache_policy=NO_CACHE)
-def register_and_decide(cfg, train_summary, evaluation, report) -> RetrainDecision:  # noqa: ANN001
-    """Register the candidate; promote it only when the gate passed."""
-    decision = record_decision(cfg, train_summary, evaluation, report)
-    get_run_logger().info(
-        "%s v%s %s; champion is %s",
-        decision.model_name,
-        decision.version,
-        decision.decision,
-        f"v{decision.champion_version}" if decision.champion_version else "none",
-    )
-    create_table_artifact(
-        table=decision.rows(),
-        key="retrain-decision",
-        description=f"{decision.model_name} v{decision.version}",
-    )
-    return decision
-
-
-@task(name="rollback-champion", cache_policy=NO_CACHE)
-def rollback_champion(tracking_uri: str, model_name: str, reason: str) -> RollbackResult:
-    result = rollback(get_client(tracking_uri), model_name, reason)
-    create_markdown_artifact(
-        f"# Rollback\n\n{model_name}: champion v{result.from_version} -> "
-        f"v{result.to_version}\n\nReason: {reason}\n",
-        key="rollback",
-    )
-    return result
+    client = ref.client()
+    try:
+        _set_alias(ref, CHAMPION, target)
+        _set_alias(ref, PREVIOUS_CHAMPION, earlier[-1] if earlier else None)
+        client.set_model_version_tag(ref.model_name, current, TAG_ROLLED_BACK, "true")
+        client.set_model_version_tag(ref.model_name, current, TAG_ROLLBACK_REASON, reason[:4000])
+        client.set_model_version_tag(ref.model_name, target, TAG_RESTORED_AT, _now())
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            _set_alias(ref, CHAMPION, current)
+            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION))
+        raise _unavailable(ref, f"rolling back v{current} (aliases restored)", exc) from exc
+    log.warning("rolled back %s: champion v%s -> v%s (%s)", ref.model_name, current, target, reason)
+    return RollbackResult(ref.model_name, current, target, reason)

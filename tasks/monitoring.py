@@ -1,0 +1,176 @@
+"""Monitoring the live champion: re-evaluate it on the current gold test part (human
+corrections and new gold labels arrive between runs) and roll back automatically when
+it has regressed beyond `monitor.tolerance` against its own gate-time metrics.
+
+The monitor measures one pinned version and rolls back only that version: if the
+champion moved meanwhile, it says so and changes nothing. A champion without gate
+metrics (registered by hand, say) is `no_baseline`: the monitor cannot tell whether it
+regressed, so it never reports it as ok.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import MonitorConfig
+from tasks.gold import GoldSpec, load_gold_set
+from tasks.model_artifact import load_classifier
+from tasks.promotion import gold_probabilities
+from tasks.registry import (
+    ChampionMoved,
+    RegistryRef,
+    RollbackError,
+    RollbackResult,
+    champion_version,
+    gate_baseline,
+    get_version,
+    rollback,
+)
+from tasks.reports import monitor_markdown
+from tasks.store import TEST, Store
+from tasks.validation import METRICS, MonitorReport, gold_metrics, regressions_since_gate
+
+log = logging.getLogger(__name__)
+
+
+class ChampionNotVerified(RuntimeError):
+    """A strict monitor run could not vouch for the champion (anything but `ok`)."""
+
+    def __init__(self, report: MonitorReport):
+        self.report = report
+        super().__init__(
+            f"monitor: {report.action} for {report.model_name} "
+            f"{'v' + report.champion_version if report.champion_version else ''}".rstrip()
+            + (f": {report.detail}" if report.detail else "")
+        )
+
+
+def monitor_champion(
+    store: Store, spec: GoldSpec, ref: RegistryRef, policy: MonitorConfig, *, trust_pickle: bool
+) -> MonitorReport:
+    """Measure the champion on current gold; roll it back on regression (see module)."""
+    name = ref.model_name
+    version = champion_version(ref)
+    if version is None:
+        return MonitorReport(name, None, "no_champion", 0, {}, {}, [], detail="no champion yet")
+    baseline = gate_baseline(get_version(ref, version))
+    gold = load_gold_set(store, spec, TEST)
+    if len(gold) < policy.min_gold_labels:
+        return MonitorReport(
+            name,
+            version,
+            "insufficient_gold",
+            len(gold),
+            {},
+            baseline,
+            [],
+            detail=f"{len(gold)} gold test labels, fewer than monitor.min_gold_labels "
+            f"({policy.min_gold_labels}): nothing was judged",
+        )
+    model = load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
+    now = gold_metrics(gold_probabilities(model, gold, spec), gold.y.numpy(), spec.classes)
+    metrics = now.scalars()
+    ref.client().set_model_version_tag(
+        name, version, "monitor.last_accuracy", f"{now.accuracy:.6f}"
+    )
+    enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
+    missing = [m for m in enabled if m not in baseline]
+    common = dict(absent_classes=now.absent_classes)
+    if missing:
+        return MonitorReport(
+            name,
+            version,
+            "no_baseline",
+            now.n,
+            metrics,
+            baseline,
+            [],
+            detail=f"v{version} has no gate-time {', '.join(missing)} (tags gate.<metric>): "
+            "it was not registered through semilabel's gate (e.g. by hand), so whether it "
+            "regressed cannot be told. Run `semilabel retrain` to gate a champion.",
+            **common,
+        )
+    regressions = regressions_since_gate(now, baseline, policy)
+    if not regressions:
+        return MonitorReport(name, version, "ok", now.n, metrics, baseline, [], **common)
+    try:
+        result = rollback(ref, "monitor: " + "; ".join(regressions), expected_champion=version)
+    except ChampionMoved as exc:
+        return MonitorReport(
+            name,
+            version,
+            "champion_moved",
+            now.n,
+            metrics,
+            baseline,
+            regressions,
+            detail=str(exc),
+            **common,
+        )
+    except RollbackError as exc:
+        return MonitorReport(
+            name,
+            version,
+            "regressed_no_rollback",
+            now.n,
+            metrics,
+            baseline,
+            regressions,
+            detail=str(exc),
+            **common,
+        )
+    return MonitorReport(
+        name,
+        version,
+        "rolled_back",
+        now.n,
+        metrics,
+        baseline,
+        regressions,
+        rolled_back_to=result.to_version,
+        **common,
+    )
+
+
+# -- Prefect tasks ---------------------------------------------------------------------
+
+
+@task(name="monitor-champion", cache_policy=NO_CACHE)
+def check_champion(
+    store_root: str, spec: GoldSpec, ref: RegistryRef, policy: MonitorConfig, trust_pickle: bool
+) -> MonitorReport:
+    """Re-evaluate the champion on current gold; roll back on regression."""
+    report = monitor_champion(Store(store_root), spec, ref, policy, trust_pickle=trust_pickle)
+    create_markdown_artifact(
+        monitor_markdown(report), key="monitor-report", description=f"Monitor: {report.action}"
+    )
+    logger = get_run_logger()
+    (logger.info if report.healthy else logger.warning)(
+        "monitor: %s%s%s",
+        report.action,
+        f" ({'; '.join(report.regressions)})" if report.regressions else "",
+        f": {report.detail}" if report.detail else "",
+    )
+    return report
+
+
+@task(name="rollback-champion", cache_policy=NO_CACHE)
+def roll_back_champion(ref: RegistryRef, reason: str) -> RollbackResult:
+    """Move `champion` back to the previous passing version, recording `reason`."""
+    result = rollback(ref, reason)
+    create_markdown_artifact(
+        f"# Rollback\n\n{ref.model_name}: champion v{result.from_version} -> "
+        f"v{result.to_version}\n\nReason: {reason}\n",
+        key="rollback",
+    )
+    get_run_logger().warning(
+        "rolled back %s: champion v%s -> v%s",
+        ref.model_name,
+        result.from_version,
+        result.to_version,
+    )
+    return result

@@ -1,0 +1,167 @@
+"""The decision's reports, for people: the gate report and the monitor report in
+Markdown (Prefect artifacts, MLflow artifacts, the CLI), and the confusion-matrix and
+reliability-diagram images. Rendering only: nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from tasks.validation import (
+    ECE_BINS,
+    GateReport,
+    GoldMetrics,
+    MonitorReport,
+    calibration_bins,
+    expected_calibration_error,
+)
+
+
+def _f(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.4f}"
+
+
+def gate_markdown(report: GateReport, sample_hint: str = "") -> str:
+    """The gate report: the verdict first, then every check (failed, passed, disabled)."""
+    champ = f"v{report.champion_version}" if report.champion_version else None
+    lines = [
+        f"# Gate: **{report.decision.upper()}**",
+        "",
+        report.summary(),
+        "",
+        f"Gold test labels: {report.candidate.n}"
+        + (
+            f" (gold dev: {report.gold_sizes.get('dev', 0)}, used only for choosing)"
+            if report.gold_sizes
+            else ""
+        )
+        + ". Champion: "
+        + (champ or "none (first run: floors only)"),
+        "",
+    ]
+    missing = report.gold_labels_missing
+    if missing:
+        lines += [
+            f"**Too few gold labels: {missing} more human labels on gold test examples are "
+            "needed before the gate will decide.**" + (f" {sample_hint}" if sample_hint else ""),
+            "",
+        ]
+    lines += ["| check | value | threshold | rule | result |", "|---|---:|---:|---|---|"]
+    for c in report.checks:
+        result = "disabled" if c.disabled else ("pass" if c.passed else "**FAIL**")
+        threshold = "—" if c.threshold is None else f"{c.threshold:.4f}"
+        lines.append(f"| {c.name} | {_f(c.value)} | {threshold} | {c.rule} | {result} |")
+    lines += ["", "| metric | candidate | champion |", "|---|---:|---:|"]
+    theirs = report.champion.scalars() if report.champion else {}
+    for name, value in report.candidate.scalars().items():
+        lines.append(f"| {name} | {value:.4f} | {_f(theirs.get(name))} |")
+    lines += ["", "| class | recall | precision |", "|---|---:|---:|"]
+    for cls, r in report.candidate.per_class_recall.items():
+        lines.append(f"| {cls} | {r:.4f} | {report.candidate.per_class_precision[cls]:.4f} |")
+    if report.candidate.absent_classes:
+        lines += [
+            "",
+            "Classes with no gold test example: " + ", ".join(report.candidate.absent_classes),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def monitor_markdown(report: MonitorReport) -> str:
+    champ = f"v{report.champion_version}" if report.champion_version else "none"
+    lines = [
+        f"# Monitor: **{report.action.upper()}**",
+        "",
+        f"Model {report.model_name}, champion {champ}; gold test labels now: {report.n_gold}.",
+        "",
+    ]
+    if report.detail:
+        lines += [report.detail, ""]
+    if report.metrics:
+        lines += ["| metric | at gate | now |", "|---|---:|---:|"]
+        for k, v in report.metrics.items():
+            lines.append(f"| {k} | {_f(report.baseline.get(k))} | {v:.4f} |")
+    if report.absent_classes:
+        lines += ["", "Classes with no gold test example: " + ", ".join(report.absent_classes)]
+    if report.regressions:
+        lines += ["", "Regressions beyond tolerance:", *[f"- {r}" for r in report.regressions]]
+    if report.rolled_back_to:
+        lines += ["", f"Rolled back: champion is now v{report.rolled_back_to}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(metrics: GoldMetrics, classes: tuple[str, ...], title: str) -> bytes:
+    """PNG of the confusion matrix."""
+    plt = _pyplot()
+    cm = np.array(metrics.confusion)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8), dpi=110)
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (gold)")
+    ax.set_title(title)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                color = "white" if cm[i, j] > cm.max() / 2 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(im, ax=ax)
+    return _png(fig)
+
+
+def plot_reliability(probs: np.ndarray, y: np.ndarray, title: str) -> bytes:
+    """PNG of the reliability diagram: accuracy per confidence bin vs the diagonal, with
+    each bin's example count over its bar."""
+    plt = _pyplot()
+    bins = calibration_bins(probs, y, ECE_BINS)
+    acc = [b["accuracy"] if b["count"] else np.nan for b in bins]
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=110)
+    ax.bar(
+        [b["lo"] for b in bins],
+        acc,
+        width=1 / ECE_BINS,
+        align="edge",
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy",
+    )
+    for b, a in zip(bins, acc, strict=True):
+        if b["count"]:
+            ax.text(
+                (b["lo"] + b["hi"]) / 2,
+                min(a, 0.97) + 0.015 if not math.isnan(a) else 0.02,
+                str(b["count"]),
+                ha="center",
+                fontsize=6,
+            )
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("confidence (numbers: examples per bin)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (ECE {expected_calibration_error(probs, y):.3f})")
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,256 @@
+"""One training run: load the data, claim a run folder, train teacher then student
+(models/), and log everything to MLflow (params, config, curves, the model)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import Config
+from models import Callback, TrainResult, TrainSettings, fit
+from tasks.model_artifact import log_classifier
+from tasks.progress import stage_progress
+from tasks.store import Store
+from tasks.training.data import TrainingSet, load_training_data
+from tasks.training.run_dir import claim_run_dir
+
+log = logging.getLogger(__name__)
+
+
+def run_key(cfg: Config, settings: TrainSettings, training: TrainingSet) -> str:
+    """What makes a checkpoint resumable: the same settings, data and store."""
+    key = json.dumps(
+        {"settings": repr(settings), "data": training.data.fingerprint(), "store": cfg.store.root},
+        sort_keys=True,
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_tags(device: str) -> dict[str, str]:
+    import mlflow
+    import torchvision
+
+    return {
+        "semilabel.code_version": code_version(),
+        "semilabel.device": device,
+        "versions.python": platform.python_version(),
+        "versions.torch": torch.__version__,
+        "versions.torchvision": torchvision.__version__,
+        "versions.mlflow": mlflow.__version__,
+    }
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    """{"train": {"lr": 0.03}} -> {"train.lr": 0.03}."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: obj}
+
+
+class MlflowMetrics(Callback):
+    """Send the loop's metric rows to the active MLflow run."""
+
+    def __init__(self) -> None:
+        import mlflow
+
+        self._mlflow = mlflow
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: v for k, v in metrics.items() if v == v}  # NaN -> not logged
+        self._mlflow.log_metrics(clean, step=step)
+
+
+class ProgressCallback(Callback):
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+
+    def on_progress(self, step: int, total: int) -> None:
+        self.progress.update(step)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    mlflow_run_id: str
+    model_uri: str
+    snapshot_id: str
+    steps: int
+    resumed_from: int
+    device: str
+    n_human: int
+    n_weak: int
+    n_model_influenced: int
+    n_unlabeled: int
+    n_gold_dev: int
+    n_gold_duplicates: int
+    teacher_gold_accuracy: float
+    student_gold_accuracy: float
+    pseudo_label_precision: float
+    elapsed_s: float
+    run_dir: str
+
+    def rows(self) -> list[dict[str, object]]:
+        return [
+            {"metric": "labeled (human)", "value": self.n_human},
+            {"metric": "labeled (weak, weighted)", "value": self.n_weak},
+            {"metric": "  of which model-influenced", "value": self.n_model_influenced},
+            {"metric": "unlabeled", "value": self.n_unlabeled},
+            {"metric": "gold dev (training curves only)", "value": self.n_gold_dev},
+            {"metric": "copies of gold images left out", "value": self.n_gold_duplicates},
+            {"metric": "steps", "value": self.steps},
+            {"metric": "resumed from step", "value": self.resumed_from},
+            {"metric": "device", "value": self.device},
+            {"metric": "teacher gold-dev accuracy", "value": round(self.teacher_gold_accuracy, 4)},
+            {"metric": "student gold-dev accuracy", "value": round(self.student_gold_accuracy, 4)},
+            {
+                "metric": "pseudo-label precision (gold dev)",
+                "value": round(self.pseudo_label_precision, 4),
+            },
+            {"metric": "seconds", "value": round(self.elapsed_s, 1)},
+            {"metric": "MLflow run", "value": self.mlflow_run_id},
+            {"metric": "data snapshot", "value": self.snapshot_id},
+        ]
+
+
+def train_and_log(
+    cfg: Config, progress: Any | None = None, *, owner: str | None = None
+) -> tuple[TrainSummary, TrainResult]:
+    """Load data, train, and log to MLflow (params, config, curves, model). `owner` (the
+    flow run id) names the run's checkpoint folder, so a restarted flow run resumes its
+    own checkpoint. The MLflow run stays the caller's if one is active; otherwise one is
+    opened and closed here."""
+    import mlflow
+
+    store = Store(cfg.store.root)
+    training = load_training_data(store, cfg, run_id=owner or "train")
+    settings = cfg.train_settings()
+    key = run_key(cfg, settings, training)
+    snapshot_id = store.write_snapshot(
+        training.train_ids, training.label_event_ids, purpose="train", run_id=owner or key
+    )
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_experiment(cfg.mlflow.experiment)
+    active = mlflow.active_run()
+    run = active or mlflow.start_run(run_name=f"train-{snapshot_id}")
+    try:
+        mlflow.log_params(
+            {k: str(v)[:500] for k, v in flatten("", cfg.model_dump(mode="json")).items()}
+        )
+        mlflow.log_params(
+            {
+                "data.n_human": training.n_human,
+                "data.n_weak": training.n_weak,
+                "data.n_model_influenced": training.n_model_influenced,
+                "data.n_unlabeled": training.n_unlabeled,
+                "data.n_gold_dev": len(training.gold_ids),
+            }
+        )
+        mlflow.set_tags({"semilabel.snapshot_id": snapshot_id, **environment_tags("pending")})
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(tmp) / "config.json"
+            cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            mlflow.log_artifact(str(cfg_path))
+        callbacks: list[Callback] = [MlflowMetrics()]
+        if progress is not None:
+            callbacks.append(ProgressCallback(progress))
+        with claim_run_dir(Path(cfg.train.run_dir), key, owner) as run_dir:
+            mlflow.set_tag("semilabel.run_dir", str(run_dir))
+            result = fit(
+                training.data,
+                settings,
+                run_dir=run_dir,
+                callbacks=callbacks,
+                checkpoint_meta={"code_version": code_version(), "snapshot_id": snapshot_id},
+            )
+        mlflow.set_tag("semilabel.device", result.device)
+        model_uri = log_classifier(result.model, tuple(cfg.taxonomy.classes), training.data.x_lb)
+        last = _last_eval(result)
+        summary = TrainSummary(
+            mlflow_run_id=run.info.run_id,
+            model_uri=model_uri,
+            snapshot_id=snapshot_id,
+            steps=result.steps,
+            resumed_from=result.resumed_from,
+            device=result.device,
+            n_human=training.n_human,
+            n_weak=training.n_weak,
+            n_model_influenced=training.n_model_influenced,
+            n_unlabeled=training.n_unlabeled,
+            n_gold_dev=len(training.gold_ids),
+            n_gold_duplicates=training.n_gold_duplicates,
+            teacher_gold_accuracy=last.get("eval_teacher_accuracy", float("nan")),
+            student_gold_accuracy=last.get(
+                "eval_student_accuracy", last.get("eval_teacher_accuracy", float("nan"))
+            ),
+            pseudo_label_precision=last.get("eval_pseudo_label_precision", float("nan")),
+            elapsed_s=result.elapsed_s,
+            run_dir=str(run_dir),
+        )
+        return summary, result
+    finally:
+        if active is None:
+            mlflow.end_run()
+
+
+def _last_eval(result: TrainResult) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in result.history:
+        out.update({k: v for k, v in row.items() if k.startswith("eval_")})
+    return out
+
+
+# -- Prefect tasks ---------------------------------------------------------------------
+
+
+@task(name="train-candidate", cache_policy=NO_CACHE)
+def train_candidate(cfg: Config, owner: str | None = None) -> TrainSummary:
+    """Train teacher and student on the store's data and log the run to MLflow."""
+    bar = stage_progress("train", cfg.train.teacher_steps + cfg.train.student_steps)
+    summary, _ = train_and_log(cfg, progress=bar, owner=owner)
+    bar.finish(summary.steps)
+    get_run_logger().info(
+        "trained %d steps on %s: gold-dev accuracy teacher %.4f, student %.4f (MLflow run %s)",
+        summary.steps,
+        summary.device,
+        summary.teacher_gold_accuracy,
+        summary.student_gold_accuracy,
+        summary.mlflow_run_id,
+    )
+    return summary
+
+
+@task(name="publish-train-summary", cache_policy=NO_CACHE)
+def publish_train_summary(summary: TrainSummary) -> None:
+    create_table_artifact(
+        table=summary.rows(),
+        key="train-summary",
+        description=f"Training run {summary.mlflow_run_id}",
+    )

@@ -1,0 +1,99 @@
+"""A training run against a real store and a real MLflow (SQLite) store: what it logs,
+and the checkpoint folder it claims."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from models.train import CHECKPOINT
+from tasks.model_artifact import load_classifier
+from tasks.store import Store
+from tasks.training import claim_run_dir, train_and_log
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.slow
+def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
+    summary, result = train_and_log(store_cfg)
+    assert summary.steps == 60 and summary.device == "cpu"
+    assert summary.student_gold_accuracy >= 0.9
+    client = mlflow.MlflowClient(store_cfg.mlflow.tracking_uri)
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.params["train.teacher_steps"] == "30"
+    assert run.data.params["data.n_gold_dev"] == str(summary.n_gold_dev)
+    assert run.data.tags["semilabel.snapshot_id"] == summary.snapshot_id
+    assert run.data.tags["semilabel.device"] == "cpu"
+    for key in (
+        "loss_sup",
+        "loss_unsup",
+        "mask_rate",
+        "pseudo_labels_class_0",
+        "eval_teacher_accuracy",
+        "eval_student_accuracy",
+        "eval_pseudo_label_precision",
+    ):
+        assert client.get_metric_history(summary.mlflow_run_id, key), key
+    assert len(client.get_metric_history(summary.mlflow_run_id, "loss")) == 6  # every 10 steps
+    # The logged model is rebuilt from its spec and weights (no pickle) and predicts
+    # exactly like the trained one; MLflow's pyfunc flavor gives its probabilities.
+    loaded = load_classifier(summary.model_uri, store_cfg.mlflow.tracking_uri)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
+    mlflow.set_tracking_uri(store_cfg.mlflow.tracking_uri)
+    probs = mlflow.pyfunc.load_model(summary.model_uri).predict(x.numpy())
+    assert torch.allclose(torch.from_numpy(probs), torch.softmax(result.model(x), 1), atol=1e-5)
+    assert Store(store_cfg.store.root).count_snapshot(summary.snapshot_id) > 0
+    assert not Path(summary.run_dir).exists()  # a finished run leaves no checkpoint behind
+
+
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tasks.training import claim_run_dir
+with claim_run_dir(Path({base!r}), "k", "run-a") as d:
+    (d / "checkpoint.pt").write_bytes(b"x")
+    print(d, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_two_runs_with_the_same_settings_and_data_get_their_own_folders(tmp_path: Path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLDER.format(repo=str(REPO), base=str(tmp_path)))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        held = Path(holder.stdout.readline().strip())
+        assert held.name == "train-k-run-a"
+        # A concurrent run of the same key does not touch the live run's checkpoint...
+        with claim_run_dir(tmp_path, "k", "run-b") as mine:
+            assert mine != held and mine.name == "train-k-run-b"
+        holder.kill()
+        holder.wait(timeout=30)
+        # ...but once its owner is gone, a new run of the same key resumes its checkpoint.
+        with claim_run_dir(tmp_path, "k", "run-c") as adopted:
+            assert adopted == held and (adopted / CHECKPOINT).exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_a_restarted_flow_run_claims_its_own_folder_first(tmp_path: Path):
+    for owner in ("run-a", "run-b"):
+        (tmp_path / f"train-k-{owner}").mkdir()
+        (tmp_path / f"train-k-{owner}" / CHECKPOINT).write_bytes(owner.encode())
+    with claim_run_dir(tmp_path, "k", "run-b") as d:
+        assert (d / CHECKPOINT).read_bytes() == b"run-b"
+    # finished without a checkpoint: the folder goes, the other one stays
+    with claim_run_dir(tmp_path, "k", "run-a") as d:
+        os.remove(d / CHECKPOINT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-k-run-b"]
