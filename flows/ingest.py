@@ -33,6 +33,6 @@ def ingest(
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["ingest", *sys.argv[1:]]))
+    sys.exit(run_command("ingest", ingest))

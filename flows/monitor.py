@@ -1,8 +1,9 @@
-"""The monitor flow: re-evaluate the live champion on the current gold holdout (new gold
+"""The monitor flow: re-evaluate the live champion on the current gold test part (new gold
 labels arrive between runs) and roll back automatically when it has regressed beyond
 `monitor.tolerance` against its own gate-time metrics.
 
-    semilabel monitor
+    semilabel monitor            # exit 0 whatever it found; the report says what
+    semilabel monitor --strict   # exit 3 unless the champion was checked and is ok
 """
 
 from __future__ import annotations
@@ -13,23 +14,43 @@ from typing import Any
 from prefect import flow
 
 from configs.schema import load_config
-from tasks.validation import MonitorReport, check_champion
+from tasks.gold import GoldSpec
+from tasks.monitoring import ChampionNotVerified, check_champion
+from tasks.registry import RegistryRef
+from tasks.registry_lock import registry_lock
+from tasks.validation import MonitorReport
 
 
 @flow(name="monitor")
 def monitor(
-    config_path: str | None = None, overrides: dict[str, Any] | None = None
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> MonitorReport:
     """Check the champion on current gold; roll back on regression.
 
     Args:
         config_path: YAML config file; the embedded default when omitted.
         overrides: dotted keys overriding the file.
+        strict: fail the run unless the champion was checked and found ok (no champion,
+            no gate baseline, too little gold, a rollback: all fail), for alerting.
     """
-    return check_champion(load_config(config_path, overrides))
+    cfg = load_config(config_path, overrides)
+    ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
+    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+        report = check_champion(
+            cfg.store.root,
+            GoldSpec.from_config(cfg),
+            ref,
+            cfg.monitor,
+            cfg.mlflow.trust_pickled_models,
+        )
+    if strict and not report.healthy:
+        raise ChampionNotVerified(report)
+    return report
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["monitor", *sys.argv[1:]]))
+    sys.exit(run_command("monitor", monitor))

@@ -1,8 +1,12 @@
-"""The retrain flow: ingest -> weak label (when enabled) -> train -> gate on gold -> register ->
-promote or reject. The README's `make run` runs it on the embedded default.
+"""The retrain flow: ingest -> weak label (when enabled) -> train -> gate on the gold test
+part against the pinned champion -> register -> promote (compare-and-set) or reject.
+The README's `make run` runs it on the embedded default.
 
     semilabel retrain
     semilabel retrain --set train.device=cuda --set train.student_steps=5000
+
+The whole run holds the registry lock of its model (`tasks.registry_lock`), so two
+retrains, or a retrain and a monitor or rollback, never interleave.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from configs.schema import load_config
+from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
-from tasks.registry import RetrainDecision, register_and_decide
+from tasks.promotion import RetrainDecision, evaluate_on_gold, gate_candidate, register_and_decide
+from tasks.registry import RegistryRef
+from tasks.registry_lock import registry_lock
 from tasks.training import publish_train_summary, train_candidate
-from tasks.validation import evaluate_on_gold, gate_candidate
+from tasks.validation import GatePolicy
 from tasks.weak_labeling import weak_label_examples
 
 
@@ -26,25 +33,34 @@ def retrain(
     config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> RetrainDecision:
     """Ingest, train a candidate, gate it against the champion on gold, register it, and
-    promote it only if the gate passes.
+    promote it only if the gate passes and the champion did not move meanwhile.
 
     Args:
         config_path: YAML config file; the embedded default when omitted.
         overrides: dotted keys overriding the file, e.g. {"train.student_steps": 3000}.
     """
     cfg = load_config(config_path, overrides)
-    ingested = ingest_source(cfg, run_id=str(flow_run.id or "local"))
-    publish_ingest_summary(ingested, cfg.store.root)
-    if cfg.weak_labeling.enabled:
-        weak_label_examples(cfg, run_id=str(flow_run.id or "local"))
-    trained = train_candidate(cfg)
-    publish_train_summary(trained)
-    evaluation = evaluate_on_gold(cfg, trained.model_uri)
-    report = gate_candidate(cfg, evaluation)
-    return register_and_decide(cfg, trained, evaluation, report)
+    run_id = str(flow_run.id or "local")
+    ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
+    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+        ingested = ingest_source(cfg, run_id=run_id)
+        publish_ingest_summary(ingested, cfg.store.root)
+        if cfg.weak_labeling.enabled:
+            weak_label_examples(cfg, run_id=run_id)
+        trained = train_candidate(cfg, owner=run_id)
+        publish_train_summary(trained)
+        evaluation = evaluate_on_gold(
+            cfg.store.root,
+            GoldSpec.from_config(cfg),
+            ref,
+            trained.model_uri,
+            cfg.mlflow.trust_pickled_models,
+        )
+        report = gate_candidate(evaluation, GatePolicy.from_config(cfg.gate))
+        return register_and_decide(ref, tuple(cfg.taxonomy.classes), trained, evaluation, report)
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["retrain", *sys.argv[1:]]))
+    sys.exit(run_command("retrain", retrain))

@@ -11,7 +11,9 @@ from typing import Any
 from prefect import flow
 
 from configs.schema import load_config
-from tasks.registry import RollbackResult, rollback_champion
+from tasks.monitoring import roll_back_champion
+from tasks.registry import RegistryRef, RollbackResult
+from tasks.registry_lock import registry_lock
 
 
 @flow(name="rollback")
@@ -28,10 +30,12 @@ def rollback(
         reason: why; stored as a tag on the version rolled back from.
     """
     cfg = load_config(config_path, overrides)
-    return rollback_champion(cfg.mlflow.tracking_uri, cfg.mlflow.model_name, reason)
+    ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
+    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+        return roll_back_champion(ref, reason)
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["rollback", *sys.argv[1:]]))
+    sys.exit(run_command("rollback", rollback))

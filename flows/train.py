@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from configs.schema import load_config
 from tasks.training import TrainSummary, publish_train_summary, train_candidate
@@ -24,12 +25,12 @@ def train(config_path: str | None = None, overrides: dict[str, Any] | None = Non
         overrides: dotted keys overriding the file, e.g. {"train.device": "cpu"}.
     """
     cfg = load_config(config_path, overrides)
-    summary = train_candidate(cfg)
+    summary = train_candidate(cfg, owner=str(flow_run.id or "local"))
     publish_train_summary(summary)
     return summary
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(run_command("train", train))

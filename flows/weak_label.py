@@ -31,6 +31,6 @@ def weak_label(
 
 
 if __name__ == "__main__":
-    from flows.cli import main
+    from flows.cli_common import run_command
 
-    sys.exit(main(["weak-label", *sys.argv[1:]]))
+    sys.exit(run_command("weak-label", weak_label))

@@ -1,5 +1,10 @@
 """prefect.yaml is valid for Prefect, and every deployment points at a real flow."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,3 +33,132 @@ def test_entrypoint_is_a_flow_and_parameters_fit_its_signature(deployment, monke
     params = deployment.get("parameters") or {}
     assert flow.validate_parameters(params) == params
     assert deployment.get("concurrency_limit") == 1
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if k != "SEMILABEL_HOME"}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(extra)
+    return env
+
+
+def _prefect(*args: str, env: dict[str, str], timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_deploy_fails_early_and_names_the_variable_when_the_checkout_is_unknown(
+    prefect_api, tmp_path: Path
+):
+    env = _cli_env(SEMILABEL_HOME=str(tmp_path))
+    _prefect("work-pool", "create", "semilabel", "--type", "process", env=env)
+    done = _prefect("deploy", "--all", env=env)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "SEMILABEL_HOME" in said and "is not a semilabel checkout" in said
+
+
+def _digit_folder(root: Path) -> Path:
+    from tests.conftest import digit_png, write
+
+    for i in range(300):
+        write(root / (str(i % 3) if i < 210 else "unlabeled") / f"{i}.png", digit_png(i % 3, i))
+    return root
+
+
+@pytest.mark.slow
+def test_deployments_run_from_the_checkout_and_two_retrains_never_overlap(
+    prefect_api, tmp_path: Path
+):
+    """As a new user sets them up: a process work pool, `prefect deploy --all` from the
+    checkout, a worker; then the nightly and the manual retrain started together. The
+    second waits for the first (one registry lock for every deployment) and is gated
+    against the champion the first promoted."""
+    import mlflow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+
+    env = _cli_env()
+    _prefect("work-pool", "create", "semilabel", "--type", "process", env=env)
+    deployed = _prefect("deploy", "--all", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("retrain/retrain-manual")
+    (step,) = dep.pull_steps
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(
+        REPO.resolve()
+    )
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = {
+        "store.root": str(tmp_path / "store"),
+        "source.kind": "image_folder",
+        "source.path": str(_digit_folder(tmp_path / "images")),
+        "taxonomy.classes": ["0", "1", "2"],
+        "ingest.workers": 1,
+        "gold.fraction": 0.3,
+        "train.teacher_steps": 30,
+        "train.student_steps": 30,
+        "train.batch_size": 8,
+        "train.uratio": 2,
+        "train.eval_every": 30,
+        "train.device": "cpu",
+        "train.run_dir": str(tmp_path / "runs"),
+        "mlflow.tracking_uri": uri,
+        "mlflow.model_name": "deployed",
+        "gate.min_gold_labels": 20,
+    }
+    runs = [  # both scheduled before the worker starts: its first poll takes both
+        run_deployment(name, parameters={"overrides": overrides}, timeout=0)
+        for name in ("retrain/retrain-nightly", "retrain/retrain-manual")
+    ]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "semilabel", "--limit", "2"],
+        cwd=tmp_path,  # not the checkout: the pull step must take the runs there
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 420
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                states = [client.read_flow_run(r.id).state for r in runs]
+                if all(s.is_final() for s in states):
+                    break
+                time.sleep(2)
+        assert all(s.is_completed() for s in states), [s.message for s in states]
+        # Both flow runs started at once, but their work (every task run) never overlaps.
+        with get_client(sync_client=True) as client:
+            spans = []
+            for r in runs:
+                tasks = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id]))
+                )
+                spans.append((min(t.start_time for t in tasks), max(t.end_time for t in tasks)))
+            flows = [client.read_flow_run(r.id) for r in runs]
+        first, second = sorted(spans)
+        assert first[1] <= second[0], spans
+        assert max(f.start_time for f in flows) < first[1]  # the second run was waiting
+    finally:
+        worker.send_signal(signal.SIGINT)  # the documented way to stop a worker
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = sorted(
+        client.search_model_versions("name = 'deployed'"), key=lambda v: int(v.version)
+    )
+    assert [str(v.version) for v in versions] == ["1", "2"]
+    assert versions[0].tags["semilabel.champion_at_gate"] == "none"
+    assert versions[1].tags["semilabel.champion_at_gate"] == "1"  # it waited, then compared

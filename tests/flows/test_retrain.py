@@ -10,28 +10,19 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import mlflow
-import pyarrow as pa
 import pytest
 import torch
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.rollback import rollback
-from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError, get_client
-from tasks.store import LABELS, SCHEMAS, Store, gold_mask
-from tests.conftest import write
-from tests.tasks.test_training import _digit_png
+from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError
+from tasks.store import LABELS, Store, gold_mask
+from tests.conftest import digit_png, label_events, write
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
 RULES = "tests.tasks.test_weak_labeling"
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _free_port() -> int:
@@ -85,7 +76,7 @@ def _overrides(tmp_path: Path, tracking_uri: str) -> dict:
     if not folder.exists():
         for i in range(300):
             cls = i % 3
-            write(folder / (str(cls) if i < 210 else "unlabeled") / f"{i}.png", _digit_png(cls, i))
+            write(folder / (str(cls) if i < 210 else "unlabeled") / f"{i}.png", digit_png(cls, i))
     return {
         "store.root": str(tmp_path / "store"),
         "source.kind": "image_folder",
@@ -103,9 +94,13 @@ def _overrides(tmp_path: Path, tracking_uri: str) -> dict:
         "train.run_dir": str(tmp_path / "runs"),
         "mlflow.tracking_uri": tracking_uri,
         "mlflow.model_name": NAME,
-        "gate.min_gold_labels": 30,
-        "monitor.min_gold_labels": 30,
+        "gate.min_gold_labels": 20,
+        "monitor.min_gold_labels": 20,
     }
+
+
+def get_client(uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _spoil_gold_labels(store_root: str, gold_fraction: float) -> int:
@@ -117,19 +112,18 @@ def _spoil_gold_labels(store_root: str, gold_fraction: float) -> int:
     gold = gold_mask(ids, gold_fraction, "gold-v1")
     rows = [r for r, g in zip(labels, gold, strict=True) if g][::2]  # half of gold
     now = datetime.now(UTC)
-    table = pa.table(
-        {
-            "event_id": [f"fix-{i}" for i in range(len(rows))],
-            "example_id": [r["example_id"] for r in rows],
-            "label": [str((int(r["label"]) + 1) % 3) for r in rows],
-            "source_kind": ["human"] * len(rows),
-            "source_name": ["reviewer-7"] * len(rows),
-            "confidence": pa.array([1.0] * len(rows), pa.float32()),
-            "created_at": [now] * len(rows),
-            "run_id": ["review"] * len(rows),
-            "taxonomy_version": ["v1"] * len(rows),
-        },
-        schema=SCHEMAS[LABELS],
+    table = label_events(
+        [
+            {
+                "event_id": f"fix-{i}",
+                "example_id": r["example_id"],
+                "label": str((int(r["label"]) + 1) % 3),
+                "source_name": "reviewer-7",
+                "created_at": now,
+                "run_id": "review",
+            }
+            for i, r in enumerate(rows)
+        ]
     )
     store.write(LABELS, table)
     return len(rows)
@@ -174,16 +168,27 @@ def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, r
     }
     assert run.data.metrics["gold_accuracy"] == pytest.approx(first.gold_accuracy)
 
-    # The champion loads through its alias URI and predicts.
+    # The champion loads through its alias URI and predicts class probabilities.
     mlflow.set_tracking_uri(uri)
-    champ = mlflow.pytorch.load_model(f"models:/{NAME}@{CHAMPION}", map_location="cpu")
-    assert champ(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+    champ = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}")
+    probs = champ.predict(torch.rand(2, 1, 28, 28).numpy())
+    assert probs.shape == (2, 3) and abs(float(probs.sum()) - 2.0) < 1e-5
 
-    # Sabotaged training: registered, tagged rejected, champion untouched.
-    bad = retrain(overrides={**ov, "train.shuffle_labels": True})
+    # A sabotaged candidate that clears every floor (set low here) but is far worse than
+    # the champion: registered, tagged rejected, not promoted, champion untouched.
+    lenient_floors = {
+        "gate.floors.accuracy": 0.05,
+        "gate.floors.macro_f1": 0.01,
+        "gate.min_class_recall": None,
+    }
+    bad = retrain(overrides={**ov, **lenient_floors, "train.shuffle_labels": True})
     assert (bad.decision, bad.version, bad.champion_version) == ("rejected", "2", "1")
-    assert client.get_model_version(NAME, "2").tags["semilabel.gate"] == "rejected"
-    assert "accuracy" in client.get_model_version(NAME, "2").tags["semilabel.gate_summary"]
+    assert bad.gate_summary.startswith("rejected: accuracy_vs_champion")
+    assert "_floor" not in bad.gate_summary  # it failed on the comparison alone
+    v2 = client.get_model_version(NAME, "2")
+    assert v2.tags["semilabel.gate"] == "rejected" and v2.tags["semilabel.champion_at_gate"] == "1"
+    assert v2.tags["semilabel.promotion"].startswith("not promoted: rejected")
+    assert "semilabel.promoted_at" not in v2.tags
 
     third = retrain(overrides=ov)
     assert (third.decision, third.champion_version, third.previous_champion) == ("passed", "3", "1")

@@ -18,7 +18,6 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterName,
 )
-from prefect.testing.utilities import prefect_test_harness
 
 from configs.schema import load_config
 from flows.weak_label import weak_label
@@ -27,8 +26,7 @@ from tasks.labeling_functions import build_functions
 from tasks.lf_applier import apply_in_shards, plan_shards
 from tasks.store import LABELS, Store
 from tasks.weak_labeling import weak_label_store
-from tests.conftest import write
-from tests.tasks.test_training import _digit_png
+from tests.conftest import digit_png, write
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCS = [
@@ -37,12 +35,6 @@ FUNCS = [
     {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
     {"name": "proto", "kind": "prototype", "embedding": "pca", "dims": 8},
 ]
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _overrides(tmp_path: Path) -> dict:
@@ -68,7 +60,7 @@ def sharded(tmp_path: Path) -> dict:
     for i in range(240):
         cls = i % 3
         sub = str(cls) if i < 150 else "unlabeled"
-        write(tmp_path / "images" / sub / f"{i}.png", _digit_png(cls, i))
+        write(tmp_path / "images" / sub / f"{i}.png", digit_png(cls, i))
     ov = _overrides(tmp_path)
     cfg = load_config(overrides=ov)
     total, records = image_folder_records(cfg.source.path)

@@ -1,0 +1,151 @@
+"""What every `semilabel` subcommand shares: `--config` and `--set`, a progress bar, a
+printed summary, and exit codes. It knows command names, not flows: the flow to run is
+passed in (by `flows.cli`, or by a flow module run as `python -m flows.<name>`).
+
+Exit codes: 0 done; 1 the run failed (the message says why); 2 bad configuration;
+3 `monitor --strict` could not vouch for the champion.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from configs.schema import ConfigError, load_config, parse_set_args
+
+console = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_VERIFIED = 1, 2, 3
+
+# Options beyond --config/--set, by command: (flags, argparse keywords); the option's
+# dest is the flow's keyword argument.
+OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
+    "rollback": [
+        (("--reason",), {"default": "manual rollback", "help": "recorded on the version"}),
+    ],
+    "monitor": [
+        (
+            ("--strict",),
+            {
+                "action": "store_true",
+                "help": "fail (exit 3; a Failed flow run under Prefect) unless the champion "
+                "was checked and found ok: for schedulers and alerting",
+            },
+        ),
+    ],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML config (default: the embedded configs/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="sets",
+        help="override a config key, e.g. --set source.kind=image_folder (repeatable)",
+    )
+    for flags, kwargs in OPTIONS.get(command, []):
+        parser.add_argument(*flags, **kwargs)
+
+
+def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for row in rows:
+        table.add_row(str(row["metric"]), str(row["value"]))
+    out.print(table)
+
+
+def present(command: str, result: Any) -> None:
+    """Print a flow's result for a person."""
+    from tasks.reports import monitor_markdown
+    from tasks.validation import MonitorReport
+
+    if isinstance(result, MonitorReport):
+        out.print(monitor_markdown(result))
+        return
+    if command == "rollback":
+        out.print(
+            f"rolled back {result.model_name}: champion v{result.from_version} -> "
+            f"v{result.to_version} ({result.reason})"
+        )
+        return
+    if hasattr(result, "table") and getattr(result, "functions", None):
+        table = Table(title="labeling functions")
+        rows = result.table()
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        out.print(table)
+    title = {
+        "ingest": f"ingest: {getattr(result, 'source', '')}",
+        "retrain": f"retrain: {getattr(result, 'decision', '')}",
+    }.get(command, command)
+    _print_rows(title, result.rows())
+
+
+def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) -> int:
+    """Validate the config, run `flow` with a progress bar, print its result."""
+    try:
+        overrides = parse_set_args(args.sets)
+        load_config(args.config, overrides)  # fail fast, before Prefect starts
+    except ConfigError as exc:
+        console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+        return EXIT_CONFIG
+    dests = [flags[0].lstrip("-").replace("-", "_") for flags, _ in OPTIONS.get(command, [])]
+    extra = {dest: getattr(args, dest) for dest in dests}
+
+    from tasks.monitoring import ChampionNotVerified
+    from tasks.progress import set_listener
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bars: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.update(bars[stage], completed=done, total=total)
+
+        set_listener(on_progress)
+        try:
+            result = flow(config_path=args.config, overrides=overrides, **extra)
+        except ChampionNotVerified as exc:
+            present(command, exc.report)
+            console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+            return EXIT_NOT_VERIFIED
+        except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
+            console.print(f"[red]semilabel {command} failed: {exc}[/red]", highlight=False)
+            return EXIT_FAILED
+        finally:
+            set_listener(None)
+    present(command, result)
+    return 0
+
+
+def run_command(command: str, flow: Callable[..., Any], argv: Sequence[str] | None = None) -> int:
+    """`python -m flows.<name>`: the same command line as `semilabel <name>`."""
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{command.replace('-', '_')}")
+    add_arguments(parser, command)
+    return execute(command, flow, parser.parse_args(argv))

@@ -1,0 +1,65 @@
+"""The monitor as schedulers run it: `semilabel monitor --strict` (and the flow's `strict`
+parameter) fail unless the champion was checked and is ok."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from flows.monitor import monitor
+from tasks.monitoring import ChampionNotVerified
+from tasks.registry import RegistryRef, promote
+from tests.tasks.test_registry import register
+
+
+@pytest.fixture
+def hand_registered_champion(store_cfg) -> dict:
+    """A champion registered by hand (no gate tags: no baseline); the overrides that
+    point a monitor at it."""
+    ref = RegistryRef(store_cfg.mlflow.tracking_uri, "by-hand")
+    promote(ref, register(ref), expected_champion=None)
+    return {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": ["0", "1", "2"],
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "mlflow.model_name": "by-hand",
+        "monitor.min_gold_labels": 5,
+    }
+
+
+def _sets(overrides: dict) -> list[str]:
+    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+
+
+def test_strict_monitor_exits_3_on_no_baseline(prefect_api, hand_registered_champion, capsys):
+    args = _sets(hand_registered_champion)
+    assert main(["monitor", *args]) == 0  # reported, not failed
+    assert "NO_BASELINE" in capsys.readouterr().out
+    assert main(["monitor", "--strict", *args]) == 3
+    captured = capsys.readouterr()
+    assert "NO_BASELINE" in captured.out and "monitor: no_baseline for by-hand v1" in captured.err
+
+
+def test_strict_flow_run_fails_for_the_scheduler(prefect_api, hand_registered_champion):
+    state = monitor(overrides=hand_registered_champion, strict=True, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ChampionNotVerified, match="no_baseline"):
+        state.result()
+
+
+def test_flow_modules_run_alone_without_the_cli(tmp_path: Path):
+    """`python -m flows.<name>` defines its flow once: no flow module imports the CLI."""
+    import ast
+
+    flows_dir = Path(__file__).resolve().parents[2] / "flows"
+    for path in flows_dir.glob("*.py"):
+        if path.name in ("cli.py", "__init__.py"):
+            continue
+        imported = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom)
+        }
+        assert "flows.cli" not in imported, path.name
