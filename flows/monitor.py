@@ -37,7 +37,7 @@ def monitor(
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
         report = check_champion(
             cfg.store.root,
             GoldSpec.from_config(cfg),

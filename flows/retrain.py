@@ -42,7 +42,7 @@ def retrain(
     cfg = load_config(config_path, overrides)
     run_id = str(flow_run.id or "local")
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
         ingested = ingest_source(cfg, run_id=run_id)
         publish_ingest_summary(ingested, cfg.store.root)
         if cfg.weak_labeling.enabled:

@@ -31,7 +31,7 @@ def rollback(
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref.model_name, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
         return roll_back_champion(ref, reason)
 
 

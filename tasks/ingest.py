@@ -471,8 +471,9 @@ def ingest_records(
     def write(chunk: list[RawRecord], checks: list[tuple], datas: list) -> None:
         # The optimistic commit: catch up with what other writers stored meanwhile, then
         # dedupe and write, all under the store's lease.
-        with store.commit_lock():
+        with store.commit_lock() as lease:
             known.catch_up()
+            lease.check()
             _write_chunk(
                 store,
                 cfg,

@@ -120,7 +120,12 @@ def load_classifier(uri: str, tracking_uri: str, *, trust_pickle: bool = False) 
         meta = Model.load(str(local))
         pyfunc = meta.flavors.get("python_function", {})
         if pyfunc.get("loader_module") == __name__:
-            return read_model_data(local / pyfunc["data"]).classifier
+            data = (local / pyfunc["data"]).resolve()
+            if not data.is_relative_to(local.resolve()):  # the MLmodel file is registry data
+                raise ModelFormatError(
+                    f"{uri}: model data path {pyfunc['data']!r} points outside the model"
+                )
+            return read_model_data(data).classifier
         if "pytorch" in meta.flavors:
             if not trust_pickle:
                 raise ModelFormatError(

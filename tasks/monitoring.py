@@ -29,6 +29,7 @@ from tasks.registry import (
     gate_baseline,
     get_version,
     rollback,
+    tag_version,
 )
 from tasks.reports import monitor_markdown
 from tasks.store import TEST, Store
@@ -74,9 +75,7 @@ def monitor_champion(
     model = load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
     now = gold_metrics(gold_probabilities(model, gold, spec), gold.y.numpy(), spec.classes)
     metrics = now.scalars()
-    ref.client().set_model_version_tag(
-        name, version, "monitor.last_accuracy", f"{now.accuracy:.6f}"
-    )
+    tag_version(ref, version, "monitor.last_accuracy", f"{now.accuracy:.6f}")
     enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
     missing = [m for m in enabled if m not in baseline]
     common = dict(absent_classes=now.absent_classes)

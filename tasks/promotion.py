@@ -33,6 +33,7 @@ from tasks.registry import (
     champion_version,
     promote,
     register_candidate,
+    tag_version,
 )
 from tasks.reports import gate_markdown, plot_confusion, plot_reliability
 from tasks.store import TEST, Store
@@ -200,16 +201,14 @@ def record_decision(
             reason = str(exc)
             log.warning("%s", reason)
     if not promoted:
-        ref.client().set_model_version_tag(
-            ref.model_name, version, TAG_PROMOTION, f"not promoted: {reason}"[:4000]
-        )
+        tag_version(ref, version, TAG_PROMOTION, f"not promoted: {reason}")
     return RetrainDecision(
         model_name=ref.model_name,
         version=version,
         gate=report.decision,
         promoted=promoted,
         reason=reason,
-        champion_version=champion_version(ref),
+        champion_version=version if promoted else champion_version(ref),
         previous_champion=previous,
         gate_summary=report.summary(),
         mlflow_run_id=trained.mlflow_run_id,

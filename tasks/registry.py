@@ -133,6 +133,13 @@ def get_version(ref: RegistryRef, version: str) -> ModelVersion:
         raise _unavailable(ref, f"reading version {version}", exc) from exc
 
 
+def tag_version(ref: RegistryRef, version: str, key: str, value: str) -> None:
+    try:
+        ref.client().set_model_version_tag(ref.model_name, version, key, value[:4000])
+    except MlflowException as exc:
+        raise _unavailable(ref, f"tagging version {version}", exc) from exc
+
+
 def gate_baseline(mv: ModelVersion) -> dict[str, float]:
     """A version's gate-time gold metrics (`gate.<metric>` tags); empty when it has none
     (e.g. registered by hand)."""

@@ -1,25 +1,32 @@
 """One writer of a registered model at a time: retrain, monitor and rollback each hold
 this lock for their whole run, across processes, machines and deployments.
 
-With a Prefect server (PREFECT_API_URL set, as under a worker) it is a Prefect global
-concurrency limit, `semilabel-registry-<model>` with one slot, created on first use and
-visible in the Prefect UI (Concurrency). Its lease is renewed while the run lives and
-expires when the run's process dies, so a crashed run frees it.
+Two locks, always taken in this order:
 
-Without a server, each command starts its own temporary Prefect server, whose leases die
-with it: a run killed while holding a slot would leave the slot taken for good. There,
-the lock is a lease in the store (`tasks.store.locks`), which has the same meaning for
-every run that shares the store and frees itself when its holder dies.
+1. With a Prefect server (PREFECT_API_URL set, as under a worker): a Prefect global
+   concurrency limit, `semilabel-registry-<model>` with one slot, created on first use
+   (and put back to one active slot if someone changed it) and visible in the Prefect
+   UI (Concurrency). Its lease is renewed while the run lives and expires when the
+   run's process dies. It orders every run that talks to that server, whatever store
+   they use.
+2. Always: a lease in the store (`tasks.store.locks`) named after the registry and the
+   model, which a run of a `semilabel` command without a server takes too, so a manual
+   rollback at a terminal and a retrain under a worker exclude each other. (Without a
+   server there is no limit 1: each command starts its own temporary Prefect server,
+   whose leases die with it, so a run killed while holding a slot would keep it taken
+   for good.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
+from tasks.registry import RegistryRef
 from tasks.store import Store, StoreLockTimeout
 
 log = logging.getLogger(__name__)
@@ -42,13 +49,18 @@ def prefect_server_configured() -> bool:
 
 
 def _ensure_limit(name: str) -> None:
+    """The limit exists, is active and has one slot (an inactive limit is skipped by the
+    server, which would silently lift the lock)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(
@@ -57,37 +69,62 @@ def _ensure_limit(name: str) -> None:
                 log.info("created Prefect global concurrency limit %s (1 slot)", name)
             except ObjectAlreadyExists:  # another run created it first
                 pass
+            return
+        if not limit.active or limit.limit != 1:
+            log.warning(
+                "Prefect concurrency limit %s was %s with %d slot(s); setting it back to "
+                "one active slot: it keeps two runs from writing the registry at once",
+                name,
+                "active" if limit.active else "inactive",
+                limit.limit,
+            )
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(active=True, limit=1)
+            )
 
 
 @contextmanager
-def registry_lock(model_name: str, store_root: str, timeout_s: float) -> Iterator[str]:
-    """Hold the one write slot of `model_name` for the body; yields where the lock lives.
-    Raises `RegistryLockTimeout` after `timeout_s` without it."""
+def registry_lock(ref: RegistryRef, store_root: str, timeout_s: float) -> Iterator[str]:
+    """Hold the one write slot of the registered model `ref` for the body; yields where
+    the lock lives. Raises `RegistryLockTimeout` after `timeout_s` without it."""
+    model_name = ref.model_name
     start = time.monotonic()
-    if prefect_server_configured():
-        from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
-        from prefect.concurrency.sync import concurrency
+    lease = f"registry-{lock_name(model_name)}-{_digest(ref.tracking_uri)}"
+    with ExitStack() as held:
+        where = []
+        if prefect_server_configured():
+            from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
+            from prefect.concurrency.sync import concurrency
 
-        name = lock_name(model_name)
-        _ensure_limit(name)
+            name = lock_name(model_name)
+            _ensure_limit(name)
+            try:
+                held.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        timeout_seconds=timeout_s,
+                        strict=True,
+                        lease_duration=LEASE_S,
+                    )
+                )
+            except AcquireConcurrencySlotTimeoutError as exc:
+                raise RegistryLockTimeout(_timeout_message(model_name, name, timeout_s)) from exc
+            where.append(f"prefect:{name}")
+        left = max(1.0, timeout_s - (time.monotonic() - start))
         try:
-            with concurrency(
-                name, occupy=1, timeout_seconds=timeout_s, strict=True, lease_duration=LEASE_S
-            ):
-                _log_wait(model_name, f"prefect:{name}", start)
-                yield f"prefect:{name}"
-        except AcquireConcurrencySlotTimeoutError as exc:
-            raise RegistryLockTimeout(_timeout_message(model_name, name, timeout_s)) from exc
-        return
-    where = f"registry-{lock_name(model_name)}"
-    try:
-        with Store(store_root).lock(where, timeout_s=timeout_s):
-            _log_wait(model_name, f"store:{where}", start)
-            yield f"store:{where}"
-    except StoreLockTimeout as exc:
-        raise RegistryLockTimeout(
-            f"{_timeout_message(model_name, where, timeout_s)} ({exc})"
-        ) from exc
+            held.enter_context(Store(store_root).lock(lease, timeout_s=left))
+        except StoreLockTimeout as exc:
+            raise RegistryLockTimeout(
+                f"{_timeout_message(model_name, lease, timeout_s)} ({exc})"
+            ) from exc
+        where.append(f"store:{lease}")
+        _log_wait(model_name, " + ".join(where), start)
+        yield " + ".join(where)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _log_wait(model_name: str, where: str, start: float) -> None:

@@ -53,8 +53,11 @@ def gate_markdown(report: GateReport, sample_hint: str = "") -> str:
     lines += ["| check | value | threshold | rule | result |", "|---|---:|---:|---|---|"]
     for c in report.checks:
         result = "disabled" if c.disabled else ("pass" if c.passed else "**FAIL**")
-        threshold = "—" if c.threshold is None else f"{c.threshold:.4f}"
-        lines.append(f"| {c.name} | {_f(c.value)} | {threshold} | {c.rule} | {result} |")
+        if c.name == "gold_labels":  # a count
+            value, threshold = f"{c.value:.0f}", f"{c.threshold:.0f}"
+        else:
+            value, threshold = _f(c.value), _f(c.threshold)
+        lines.append(f"| {c.name} | {value} | {threshold} | {c.rule} | {result} |")
     lines += ["", "| metric | candidate | champion |", "|---|---:|---:|"]
     theirs = report.champion.scalars() if report.champion else {}
     for name, value in report.candidate.scalars().items():

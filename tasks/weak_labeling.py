@@ -199,8 +199,17 @@ def analyse_and_combine(
         sel = gold_rows & (p != ABSTAIN)
         return float((p[sel] == y_gold[sel]).mean()) if sel.any() else math.nan
 
+    # The key names the functions used and whether a model shaped each one's votes (a
+    # champion-embedding function is model-backed only once there is a champion), so a
+    # change of influence starts a new source whose labels carry the new flag.
     lf_key = hashlib.sha256(
-        repr([(f.name, f.source_kind) for i, f in enumerate(functions) if i in keep]).encode()
+        repr(
+            [
+                (f.name, f.source_kind, f.model_influenced)
+                for i, f in enumerate(functions)
+                if i in keep
+            ]
+        ).encode()
     ).hexdigest()[:8]
     source_name = f"{wl.label_model}:{lf_key}"
     # A row's label is model-influenced when a model-backed function voted on it.
@@ -242,8 +251,12 @@ def write_label_model_events(
     re-run on the same data writes nothing). Committed under the store's lease, after
     catching up with other writers. Returns (written, already present)."""
     classes = list(cfg.taxonomy.classes)
-    with store.commit_lock():
-        source = SourceLog.read(store, "label_model", source_name)
+    source = SourceLog("label_model", source_name)
+    read = store.files(LABELS)
+    source.add_files(store, read)  # the bulk of the log, read before taking the lease
+    with store.commit_lock() as lease:
+        source.add_files(store, sorted(set(store.files(LABELS)) - set(read)))  # catch up
+        lease.check()
         now = utcnow()
         rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
         present = 0

@@ -23,6 +23,7 @@ from tasks.store.datasets import (
 from tasks.store.holdout import DEV, TEST, GoldSplit, gold_mask
 from tasks.store.labels import (
     RESOLVED_SCHEMA,
+    LatestLabels,
     SourceEvent,
     SourceLog,
     human_labels,
@@ -30,7 +31,7 @@ from tasks.store.labels import (
     model_influenced,
     resolve_labels,
 )
-from tasks.store.locks import StoreLock, StoreLockTimeout
+from tasks.store.locks import StoreLock, StoreLockLost, StoreLockTimeout
 
 __all__ = [
     "DATASETS",
@@ -45,12 +46,14 @@ __all__ = [
     "TEST",
     "TMP_PREFIX",
     "GoldSplit",
+    "LatestLabels",
     "SourceEvent",
     "SourceLog",
     "Store",
     "StoreCounts",
     "StoreError",
     "StoreLock",
+    "StoreLockLost",
     "StoreLockTimeout",
     "content_id",
     "gold_mask",

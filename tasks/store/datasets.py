@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tasks.store.locks import StoreLock
+from tasks.store.locks import StoreLock, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,7 @@ def _writer_alive(temp_name: str) -> bool:
     host, pid = parts[0], int(parts[1])
     if host != socket.gethostname():
         return True  # another machine's writer: only age can tell
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or pid_alive(pid)
 
 
 def _fsync_dir(folder: str) -> None:

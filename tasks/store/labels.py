@@ -128,12 +128,112 @@ class _Event:
     model_influenced: bool
 
 
+class LatestLabels:
+    """The latest event per example of each kind that can become a training label
+    (human, label model, model), read in one streaming pass over the log."""
+
+    KINDS = ("human", "label_model", "model")
+
+    def __init__(self, by_kind: dict[str, dict[str, _Event]]):
+        self.by_kind = by_kind
+
+    @classmethod
+    def read(cls, store: Store) -> LatestLabels:
+        latest: dict[str, dict[str, _Event]] = {k: {} for k in cls.KINDS}
+        cols = [
+            "example_id",
+            "label",
+            "source_kind",
+            "source_name",
+            "confidence",
+            "created_at",
+            "event_id",
+            "model_influenced",
+        ]
+        kinds = pa.array(list(cls.KINDS))
+        for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
+            rows = batch.to_pydict()
+            for ex, lab, kind, name, conf, ts, ev, infl in zip(
+                *(rows[c] for c in cols), strict=True
+            ):
+                key = (ts, ev)
+                table = latest[kind]
+                cur = table.get(ex)
+                if cur is None or key > cur.key:
+                    table[ex] = _Event(
+                        key, lab, kind, name, float(conf), ev, model_influenced(kind, infl)
+                    )
+        return cls(latest)
+
+    def human(self, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """example_id -> (class name, event id) of its latest human label, for labels in
+        `classes` only."""
+        wanted = set(classes)
+        return {
+            ex: (e.label, e.event_id)
+            for ex, e in self.by_kind["human"].items()
+            if e.label in wanted
+        }
+
+    def resolve(
+        self,
+        *,
+        confidence_floor: float,
+        max_model_share: float,
+        leave_out: GoldSplit | None = None,
+        classes: Iterable[str] | None = None,
+    ) -> pa.Table:
+        """One training label per example (see `resolve_labels`)."""
+        wanted = set(classes) if classes is not None else None
+        latest: dict[str, dict[str, _Event]] = {}
+        for kind, table in self.by_kind.items():
+            keep = {ex: e for ex, e in table.items() if wanted is None or e.label in wanted}
+            if leave_out is not None and keep:
+                ids = list(keep)
+                for ex, gold in zip(ids, leave_out.is_gold(ids), strict=True):
+                    if gold:
+                        del keep[ex]
+            latest[kind] = keep
+        chosen: dict[str, _Event] = dict(latest["human"])
+        influenced: dict[str, _Event] = {}
+        for ex, e in latest["label_model"].items():
+            if ex not in chosen and e.confidence >= confidence_floor:
+                (influenced if e.model_influenced else chosen)[ex] = e
+        for ex, e in latest["model"].items():
+            if ex not in chosen and ex not in influenced and e.confidence >= confidence_floor:
+                influenced[ex] = e
+        pool = sorted(
+            ((e.confidence, ex, e) for ex, e in influenced.items()), key=lambda t: (-t[0], t[1])
+        )
+        if max_model_share >= 1.0:
+            cap = len(pool)
+        else:
+            cap = int(max_model_share / (1.0 - max_model_share) * len(chosen))
+        for _, ex, e in pool[:cap]:
+            chosen[ex] = e
+        ids = sorted(chosen)
+        evs = [chosen[i] for i in ids]
+        return pa.table(
+            {
+                "example_id": ids,
+                "label": [e.label for e in evs],
+                "source_kind": [e.source_kind for e in evs],
+                "source_name": [e.source_name for e in evs],
+                "confidence": pa.array([e.confidence for e in evs], pa.float32()),
+                "event_id": [e.event_id for e in evs],
+                "model_influenced": [e.model_influenced for e in evs],
+            },
+            schema=RESOLVED_SCHEMA,
+        )
+
+
 def resolve_labels(
     store: Store,
     *,
     confidence_floor: float,
     max_model_share: float,
     leave_out: GoldSplit | None = None,
+    classes: Iterable[str] | None = None,
 ) -> pa.Table:
     """One training label per example, from the append-only event log.
 
@@ -144,85 +244,18 @@ def resolve_labels(
     confident first), so a model cannot feed on its own output whatever path its labels
     take. Everything else stays unlabeled. Streams the log batch by batch.
 
-    With `leave_out`, gold examples are left out before the cap is taken, so the share
-    holds for the labels training actually uses.
+    With `leave_out` (gold) and `classes` (the taxonomy), labels training cannot use are
+    left out before the cap is taken, so the share holds for the labels it does use.
     """
-    latest: dict[str, dict[str, _Event]] = {k: {} for k in ("human", "label_model", "model")}
-    cols = [
-        "example_id",
-        "label",
-        "source_kind",
-        "source_name",
-        "confidence",
-        "created_at",
-        "event_id",
-        "model_influenced",
-    ]
-    kinds = pa.array(list(latest))
-    for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
-        rows = batch.to_pydict()
-        for ex, lab, kind, name, conf, ts, ev, infl in zip(*(rows[c] for c in cols), strict=True):
-            key = (ts, ev)
-            table = latest[kind]
-            cur = table.get(ex)
-            if cur is None or key > cur.key:
-                table[ex] = _Event(
-                    key, lab, kind, name, float(conf), ev, model_influenced(kind, infl)
-                )
-
-    if leave_out is not None:
-        for table in latest.values():
-            ids = list(table)
-            for ex, gold in zip(ids, leave_out.is_gold(ids), strict=True):
-                if gold:
-                    del table[ex]
-    chosen: dict[str, _Event] = dict(latest["human"])
-    influenced: dict[str, _Event] = {}
-    for ex, e in latest["label_model"].items():
-        if ex not in chosen and e.confidence >= confidence_floor:
-            (influenced if e.model_influenced else chosen)[ex] = e
-    for ex, e in latest["model"].items():
-        if ex not in chosen and ex not in influenced and e.confidence >= confidence_floor:
-            influenced[ex] = e
-    pool = sorted(
-        ((e.confidence, ex, e) for ex, e in influenced.items()), key=lambda t: (-t[0], t[1])
-    )
-    if max_model_share >= 1.0:
-        cap = len(pool)
-    else:
-        cap = int(max_model_share / (1.0 - max_model_share) * len(chosen))
-    for _, ex, e in pool[:cap]:
-        chosen[ex] = e
-
-    ids = sorted(chosen)
-    evs = [chosen[i] for i in ids]
-    return pa.table(
-        {
-            "example_id": ids,
-            "label": [e.label for e in evs],
-            "source_kind": [e.source_kind for e in evs],
-            "source_name": [e.source_name for e in evs],
-            "confidence": pa.array([e.confidence for e in evs], pa.float32()),
-            "event_id": [e.event_id for e in evs],
-            "model_influenced": [e.model_influenced for e in evs],
-        },
-        schema=RESOLVED_SCHEMA,
+    return LatestLabels.read(store).resolve(
+        confidence_floor=confidence_floor,
+        max_model_share=max_model_share,
+        leave_out=leave_out,
+        classes=classes,
     )
 
 
 def human_labels(store: Store, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
     """example_id -> (class name, event id) of its latest human label, for labels in
     `classes` only."""
-    wanted = set(classes)
-    resolved = resolve_labels(store, confidence_floor=1.1, max_model_share=0.0)
-    return {
-        ex: (lab, ev)
-        for ex, lab, kind, ev in zip(
-            resolved.column("example_id").to_pylist(),
-            resolved.column("label").to_pylist(),
-            resolved.column("source_kind").to_pylist(),
-            resolved.column("event_id").to_pylist(),
-            strict=True,
-        )
-        if kind == "human" and lab in wanted
-    }
+    return LatestLabels.read(store).human(classes)

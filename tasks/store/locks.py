@@ -9,10 +9,14 @@ other's file and steps back. That needs nothing but read-after-write consistent 
 list and delete, which local filesystems and S3 (since 2020) give; not an atomic
 create-if-absent, which pyarrow's S3 filesystem does not offer.
 
-A holder refreshes its file while it holds (a heartbeat thread). A file not refreshed for
-`stale_after_s`, or whose writer on this host is no longer running, is stale: the next
-contender deletes it and goes on, so a writer killed with SIGKILL blocks others for a
-moment (same host) or `stale_after_s` (another host), never for good.
+A holder refreshes its file while it holds (a heartbeat thread). A file whose writer on
+this host is no longer running is stale at once; a file from another host is stale when
+a contender has watched it go unrefreshed for `stale_after_s` of its own clock (never
+by comparing clocks across machines). The contender deletes it and goes on, so a writer
+killed with SIGKILL blocks others for a moment (same host) or about `stale_after_s`
+(another host), never for good. A holder whose file was deleted anyway (it stalled for
+longer than that) notices at its next heartbeat and reports the lease `lost`, which
+writers check before they commit.
 """
 
 from __future__ import annotations
@@ -41,18 +45,23 @@ class StoreLockTimeout(RuntimeError):
     """A store lease could not be taken in time; the message names who holds it."""
 
 
+class StoreLockLost(RuntimeError):
+    """A holder's lease was cleared as stale by another writer while it held it."""
+
+
 @dataclass(frozen=True)
 class LockHolder:
     path: str
     host: str
     pid: int
-    age_s: float
+    age_s: float  # how long the contender has seen it unrefreshed
 
     def describe(self) -> str:
-        return f"process {self.pid} on {self.host} (refreshed {self.age_s:.0f} s ago)"
+        return f"process {self.pid} on {self.host} (unchanged for {self.age_s:.0f} s)"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,6 +92,8 @@ class StoreLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._local = fs.type_name == "local"
+        self._watched: dict[str, tuple[float | None, float]] = {}  # path -> (mtime, seen at)
+        self.lost = False
 
     # -- the lease's files ---------------------------------------------------------------
 
@@ -97,12 +108,37 @@ class StoreLock:
         return path
 
     def _touch_own(self) -> None:
+        """Refresh our file; never re-create it: if it is gone, the lease is lost."""
         assert self._path is not None
         if self._local:
-            os.utime(self._path)
+            try:
+                os.utime(self._path)
+            except FileNotFoundError:
+                self._mark_lost()
+        elif self.fs.get_file_info(self._path).type != pafs.FileType.File:
+            self._mark_lost()
         else:
             with self.fs.open_output_stream(self._path) as fh:
                 fh.write(json.dumps({"host": self.host, "pid": self.pid}).encode())
+
+    def _mark_lost(self) -> None:
+        if not self.lost:
+            self.lost = True
+            log.error(
+                "store lock %s was cleared by another writer while this process held it "
+                "(it was not refreshed for %.0f s); writes under it are refused",
+                self._path,
+                self.stale_after_s,
+            )
+
+    def check(self) -> None:
+        """Raise `StoreLockLost` if the lease was lost; writers call it before committing."""
+        if self.lost or self._path is None:
+            raise StoreLockLost(
+                f"the store lock {self.folder!r} is no longer held by this process; "
+                "nothing was written. Re-run: the next attempt catches up with what "
+                "others wrote."
+            )
 
     def _delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError, OSError):
@@ -114,8 +150,13 @@ class StoreLock:
         parts = stem.rsplit("-", 2)
         if len(parts) == 3 and parts[1].isdigit():
             host, pid = parts[0], int(parts[1])
-        age = time.time() - info.mtime.timestamp() if info.mtime else 0.0
-        return LockHolder(info.path, host, pid, max(age, 0.0))
+        # How long *we* have seen this file go unrefreshed, on our own clock.
+        mtime = info.mtime.timestamp() if info.mtime else None
+        now = time.monotonic()
+        seen = self._watched.get(info.path)
+        if seen is None or seen[0] != mtime:
+            self._watched[info.path] = seen = (mtime, now)
+        return LockHolder(info.path, host, pid, now - seen[1])
 
     def live_holders(self) -> list[LockHolder]:
         """Every other live lock file in the folder; stale ones are deleted on the way."""
@@ -128,7 +169,7 @@ class StoreLock:
                 continue
             holder = self._holder(info)
             dead_here = holder.host == self.host and holder.pid != self.pid
-            if (dead_here and not _pid_alive(holder.pid)) or holder.age_s > self.stale_after_s:
+            if (dead_here and not pid_alive(holder.pid)) or holder.age_s > self.stale_after_s:
                 log.warning(
                     "removing a stale store lock %s left by %s", info.path, holder.describe()
                 )
@@ -148,6 +189,7 @@ class StoreLock:
                 self._path = self._write_own()
                 holders = self.live_holders()
                 if not holders:
+                    self.lost = False
                     self._start_heartbeat()
                     return
                 self._delete(self._path)  # someone else wrote at the same time: step back
@@ -160,11 +202,12 @@ class StoreLock:
                     f"{self.stale_after_s:.0f} s after its last refresh (or delete "
                     f"{holders[0].path!r})."
                 )
-            time.sleep(random.uniform(0.0, min(MAX_BACKOFF_S, 0.02 * 2**attempt)))
+            time.sleep(random.uniform(0.0, min(MAX_BACKOFF_S, 0.02 * 2 ** min(attempt, 8))))
             attempt += 1
 
     def release(self) -> None:
         self._stop.set()
+        self._watched.clear()
         if self._heartbeat is not None:
             self._heartbeat.join()
             self._heartbeat = None

@@ -28,9 +28,8 @@ from tasks.store import (
     QUARANTINE,
     SCHEMAS,
     GoldSplit,
+    LatestLabels,
     Store,
-    human_labels,
-    resolve_labels,
     utcnow,
 )
 
@@ -120,13 +119,14 @@ def load_training_data(
     gold dev part's human labels as the evaluation set for the training curves."""
     classes = {c: i for i, c in enumerate(cfg.taxonomy.classes)}
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
-    resolved = resolve_labels(
-        store,
+    latest = LatestLabels.read(store)  # one pass over the label log
+    resolved = latest.resolve(
         confidence_floor=cfg.labels.confidence_floor,
         max_model_share=cfg.labels.max_model_share,
         leave_out=split,
+        classes=cfg.taxonomy.classes,
     )
-    dev_labels = human_labels(store, cfg.taxonomy.classes)  # gold truth: latest human label
+    dev_labels = latest.human(cfg.taxonomy.classes)  # gold truth: latest human label
     label_of = dict(
         zip(
             resolved.column("example_id").to_pylist(),

@@ -36,11 +36,14 @@ def _try_claim(folder: Path) -> int | None:
     fd = os.open(folder / CLAIM, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -70,7 +73,11 @@ def claim_run_dir(base: Path, key: str, owner: str | None) -> Iterator[Path]:
                 break
     if fd is None:
         fd = _try_claim(own)
-        assert fd is not None  # a fresh folder of our own
+        if fd is None:
+            raise RuntimeError(
+                f"run folder {own} was claimed by another process at the same moment; "
+                "two runs share one flow run id?"
+            )
     try:
         yield chosen
     finally:

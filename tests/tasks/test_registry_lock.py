@@ -7,7 +7,10 @@ import time
 import pytest
 
 import tasks.registry_lock as registry_lock_module
+from tasks.registry import RegistryRef
 from tasks.registry_lock import RegistryLockTimeout, lock_name, registry_lock
+
+REF = RegistryRef("sqlite:///unused.db", "model-x")
 
 
 def _contend(store_root: str, hold_s: float, timeout_s: float) -> tuple[list, list]:
@@ -18,7 +21,7 @@ def _contend(store_root: str, hold_s: float, timeout_s: float) -> tuple[list, li
     held = threading.Event()
 
     def a() -> None:
-        with registry_lock("model-x", store_root, 60):
+        with registry_lock(REF, store_root, 60):
             events.append(("a-in", time.monotonic()))
             held.set()
             time.sleep(hold_s)
@@ -27,7 +30,7 @@ def _contend(store_root: str, hold_s: float, timeout_s: float) -> tuple[list, li
     def b() -> None:
         held.wait(30)
         try:
-            with registry_lock("model-x", store_root, timeout_s):
+            with registry_lock(REF, store_root, timeout_s):
                 events.append(("b-in", time.monotonic()))
         except RegistryLockTimeout as exc:
             errors.append(exc)
@@ -71,3 +74,47 @@ def test_a_writer_that_waits_too_long_gives_up_and_says_why(
     (err,) = errors
     assert "another retrain, monitor or rollback of 'model-x'" in str(err)
     assert "mlflow.registry_lock_timeout_s" in str(err)
+
+
+def test_a_run_without_a_server_and_one_under_a_worker_exclude_each_other(prefect_api, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store_root = str(tmp_path / "store")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from tasks.registry import RegistryRef; from tasks.registry_lock import registry_lock;"
+        "ref = RegistryRef('sqlite:///unused.db', 'model-x');"
+        'exec(\'try:\\n with registry_lock(ref, sys.argv[2], 1.0): print("GOT")\\n'
+        "except Exception as e: print(type(e).__name__, e)')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a plain CLI run
+    with registry_lock(REF, store_root, 60):  # as a retrain under a worker holds it
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(Path(__file__).resolve().parents[2]), store_root],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.stdout.startswith("RegistryLockTimeout"), done.stdout + done.stderr
+    assert "held by process" in done.stdout
+
+
+def test_a_limit_someone_switched_off_is_put_back(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    name = lock_name("model-x")
+    with registry_lock(REF, str(tmp_path / "store"), 60):
+        pass  # made on first use
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(active=False, limit=5)
+        )
+    with registry_lock(REF, str(tmp_path / "store"), 60):
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        assert limit.active and limit.limit == 1 and limit.active_slots == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import Store, StoreLockTimeout
+from tasks.store import Store, StoreLockLost, StoreLockTimeout
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -77,19 +77,56 @@ def test_a_killed_holder_on_this_host_frees_the_lease_at_once(tmp_path: Path):
             holder.kill()
 
 
-def test_a_silent_holder_on_another_host_expires_after_stale_after_s(tmp_path: Path):
+def test_a_silent_holder_on_another_host_expires_once_watched_for_stale_after_s(tmp_path):
     store = Store(tmp_path / "store")
     folder = Path(store.base) / "_locks" / "test"
     folder.mkdir(parents=True)
     other = folder / "build-box-7-4242-abcdef123456.lock"
     other.write_text("{}")
-    lock = store.lock("test", timeout_s=0.3)
+    old = time.time() - 3600
+    os.utime(other, (old, old))  # an old mtime alone proves nothing across clocks
+    lock = store.lock("test", timeout_s=0.5)
+    lock.stale_after_s = 4.0
     with pytest.raises(StoreLockTimeout, match="process 4242 on build-box-7"):
         lock.acquire()
-    old = time.time() - 3600
-    os.utime(other, (old, old))  # no heartbeat for an hour: stale
-    with store.lock("test", timeout_s=5):
+    # Watched long enough without a refresh (on our own clock): cleared, lease taken.
+    lock.timeout_s = 30
+    start = time.monotonic()
+    with lock:
         assert not other.exists()
+        assert 3.0 <= time.monotonic() - start < 10
+
+
+def test_a_holder_whose_lease_was_cleared_knows_it_lost_it(tmp_path: Path):
+    store = Store(tmp_path / "store")
+    lock = store.lock("test")
+    lock.stale_after_s = 0.4  # heartbeat every 0.1 s
+    with lock:
+        lock.check()  # held: fine
+        (path,) = (Path(store.base) / "_locks" / "test").iterdir()
+        path.unlink()  # what a contender does to a lease it judged stale
+        time.sleep(0.3)
+        assert lock.lost and not path.exists()  # the heartbeat did not re-create it
+        with pytest.raises(StoreLockLost, match="no longer held"):
+            lock.check()
+
+
+def test_a_long_wait_ends_in_a_timeout_that_names_the_holder(tmp_path: Path, monkeypatch):
+    # Thousands of retries (a six-hour wait for the registry lock) must not overflow the
+    # backoff: the wait ends in StoreLockTimeout, on a fake clock.
+    import tasks.store.locks as locks
+
+    store = Store(tmp_path / "store")
+    folder = Path(store.base) / "_locks" / "test"
+    folder.mkdir(parents=True)
+    (folder / "other-host-77-abcdef123456.lock").write_text("{}")
+    clock = iter(range(10**7))
+    monkeypatch.setattr(locks.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(locks.time, "sleep", lambda s: None)
+    lock = store.lock("test", timeout_s=6 * 3600)
+    lock.stale_after_s = 10**9
+    with pytest.raises(StoreLockTimeout, match="process 77 on other-host"):
+        lock.acquire()
 
 
 def test_the_holder_refreshes_its_lease_while_it_holds(tmp_path: Path):
