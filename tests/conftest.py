@@ -92,6 +92,37 @@ def digit_png(cls: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
+def digit_folder(root: Path, n: int = 300, n_labeled: int = 210) -> Path:
+    """An image folder of `digit_png`s: classes 0-2 in class folders, then unlabeled."""
+    if not root.exists():
+        for i in range(n):
+            sub = str(i % 3) if i < n_labeled else "unlabeled"
+            write(root / sub / f"{i}.png", digit_png(i % 3, i))
+    return root
+
+
+def tiny_run_overrides(tmp_path: Path, folder: Path, tracking_uri: str) -> dict:
+    """Config overrides for a run on `folder` that trains in seconds on a CPU, with its
+    store, checkpoints and MLflow store under `tmp_path`."""
+    return {
+        "store.root": str(tmp_path / "store"),
+        "source.kind": "image_folder",
+        "source.path": str(folder),
+        "taxonomy.classes": ["0", "1", "2"],
+        "ingest.workers": 1,
+        "gold.fraction": 0.3,
+        "train.teacher_steps": 30,
+        "train.student_steps": 30,
+        "train.batch_size": 8,
+        "train.uratio": 2,
+        "train.eval_every": 30,
+        "train.checkpoint_every": 0,
+        "train.device": "cpu",
+        "train.run_dir": str(tmp_path / "runs"),
+        "mlflow.tracking_uri": tracking_uri,
+    }
+
+
 @pytest.fixture
 def store_cfg(tmp_path: Path):
     """A real store ingested from a 3-class image folder: 150 labeled (some gold), 90
@@ -100,29 +131,9 @@ def store_cfg(tmp_path: Path):
     from tasks.ingest import image_folder_records, ingest_records
     from tasks.store import Store
 
-    folder = tmp_path / "images"
-    for i in range(240):
-        cls = i % 3
-        sub = str(cls) if i < 150 else "unlabeled"  # 150 labeled (some gold), 90 unlabeled
-        write(folder / sub / f"{i}.png", digit_png(cls, i))
+    folder = digit_folder(tmp_path / "images", n=240, n_labeled=150)
     cfg = load_config(
-        overrides={
-            "store.root": str(tmp_path / "store"),
-            "source.kind": "image_folder",
-            "source.path": str(folder),
-            "taxonomy.classes": ["0", "1", "2"],
-            "ingest.workers": 1,
-            "gold.fraction": 0.3,
-            "train.teacher_steps": 30,
-            "train.student_steps": 30,
-            "train.batch_size": 8,
-            "train.uratio": 2,
-            "train.eval_every": 20,
-            "train.checkpoint_every": 0,
-            "train.device": "cpu",
-            "train.run_dir": str(tmp_path / "runs"),
-            "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        }
+        overrides=tiny_run_overrides(tmp_path, folder, f"sqlite:///{tmp_path / 'mlflow.db'}")
     )
     total, records = image_folder_records(folder)
     ingest_records(

@@ -12,6 +12,8 @@ import yaml
 from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.flows import Flow, load_flow_from_entrypoint
 
+from tests.conftest import digit_folder, tiny_run_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
 
@@ -66,14 +68,6 @@ def test_deploy_fails_early_and_names_the_variable_when_the_checkout_is_unknown(
     assert "SEMILABEL_HOME" in said and "is not a semilabel checkout" in said
 
 
-def _digit_folder(root: Path) -> Path:
-    from tests.conftest import digit_png, write
-
-    for i in range(300):
-        write(root / (str(i % 3) if i < 210 else "unlabeled") / f"{i}.png", digit_png(i % 3, i))
-    return root
-
-
 @pytest.mark.slow
 def test_deployments_run_from_the_checkout_and_two_retrains_never_overlap(
     prefect_api, tmp_path: Path
@@ -100,20 +94,7 @@ def test_deployments_run_from_the_checkout_and_two_retrains_never_overlap(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = {
-        "store.root": str(tmp_path / "store"),
-        "source.kind": "image_folder",
-        "source.path": str(_digit_folder(tmp_path / "images")),
-        "taxonomy.classes": ["0", "1", "2"],
-        "ingest.workers": 1,
-        "gold.fraction": 0.3,
-        "train.teacher_steps": 30,
-        "train.student_steps": 30,
-        "train.batch_size": 8,
-        "train.uratio": 2,
-        "train.eval_every": 30,
-        "train.device": "cpu",
-        "train.run_dir": str(tmp_path / "runs"),
-        "mlflow.tracking_uri": uri,
+        **tiny_run_overrides(tmp_path, digit_folder(tmp_path / "images"), uri),
         "mlflow.model_name": "deployed",
         "gate.min_gold_labels": 20,
     }

@@ -18,7 +18,7 @@ from flows.retrain import retrain
 from flows.rollback import rollback
 from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError
 from tasks.store import LABELS, Store, gold_mask
-from tests.conftest import digit_png, label_events, write
+from tests.conftest import digit_folder, label_events, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
@@ -72,27 +72,9 @@ def mlflow_server(tmp_path_factory):
 
 
 def _overrides(tmp_path: Path, tracking_uri: str) -> dict:
-    folder = tmp_path / "images"
-    if not folder.exists():
-        for i in range(300):
-            cls = i % 3
-            write(folder / (str(cls) if i < 210 else "unlabeled") / f"{i}.png", digit_png(cls, i))
+    folder = digit_folder(tmp_path / "images")
     return {
-        "store.root": str(tmp_path / "store"),
-        "source.kind": "image_folder",
-        "source.path": str(folder),
-        "taxonomy.classes": ["0", "1", "2"],
-        "ingest.workers": 1,
-        "gold.fraction": 0.3,
-        "train.teacher_steps": 30,
-        "train.student_steps": 30,
-        "train.batch_size": 8,
-        "train.uratio": 2,
-        "train.eval_every": 30,
-        "train.checkpoint_every": 0,
-        "train.device": "cpu",
-        "train.run_dir": str(tmp_path / "runs"),
-        "mlflow.tracking_uri": tracking_uri,
+        **tiny_run_overrides(tmp_path, folder, tracking_uri),
         "mlflow.model_name": NAME,
         "gate.min_gold_labels": 20,
         "monitor.min_gold_labels": 20,
