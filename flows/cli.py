@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "ingest": "ingest images and labels from the configured source into the store",
     "train": "train teacher and student on the store's data; log to MLflow",
     "weak-label": "apply labeling functions and write label-model labels",
+    "sample": "choose what people should label next and hand it over (sampling.mode)",
+    "annotate": "move annotation requests and answers: export | import | push | pull",
     "retrain": "ingest, train, gate on gold, register, promote or reject",
     "monitor": "re-check the champion on current gold; roll back on regression",
     "rollback": "move the champion alias back to the previous passing version",
@@ -34,6 +36,10 @@ def load_flow(command: str) -> Callable[..., Any]:
         from flows.train import train as flow
     elif command == "weak-label":
         from flows.weak_label import weak_label as flow
+    elif command == "sample":
+        from flows.sample import sample as flow
+    elif command == "annotate":
+        from flows.annotate import annotate as flow
     elif command == "retrain":
         from flows.retrain import retrain as flow
     elif command == "monitor":

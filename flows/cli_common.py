@@ -29,6 +29,17 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
     "rollback": [
         (("--reason",), {"default": "manual rollback", "help": "recorded on the version"}),
     ],
+    "annotate": [
+        (
+            ("action",),
+            {
+                "choices": ["export", "import", "push", "pull"],
+                "help": "export open requests as files; import a Label Studio JSON export or "
+                "a CSV; push open requests to Label Studio; pull its annotations",
+            },
+        ),
+        (("--file",), {"default": None, "help": "import: the .json export or .csv to read"}),
+    ],
     "monitor": [
         (
             ("--strict",),

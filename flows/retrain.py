@@ -1,5 +1,6 @@
 """The retrain flow: ingest -> weak label (when enabled) -> train -> gate on the gold test
-part against the pinned champion -> register -> promote (compare-and-set) or reject.
+part against the pinned champion -> register -> promote (compare-and-set) or reject ->
+sample what people should label next (when `sampling.mode` is not off).
 The README's `make run` runs it on the embedded default.
 
     semilabel retrain
@@ -11,6 +12,7 @@ retrains, or a retrain and a monitor or rollback, never interleave.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -18,11 +20,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from configs.schema import load_config
+from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
 from tasks.promotion import RetrainDecision, evaluate_on_gold, gate_candidate, register_and_decide
 from tasks.registry import RegistryRef
 from tasks.registry_lock import registry_lock
+from tasks.sampling import sample_examples
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
 from tasks.weak_labeling import weak_label_examples
@@ -57,7 +61,13 @@ def retrain(
             cfg.mlflow.trust_pickled_models,
         )
         report = gate_candidate(evaluation, GatePolicy.from_config(cfg.gate))
-        return register_and_decide(ref, tuple(cfg.taxonomy.classes), trained, evaluation, report)
+        decision = register_and_decide(
+            ref, tuple(cfg.taxonomy.classes), trained, evaluation, report
+        )
+        if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
+            delivery = deliver_requests(cfg, sample_examples(cfg, run_id), run_id)
+            decision = dataclasses.replace(decision, next_labels=delivery.summary())
+        return decision
 
 
 if __name__ == "__main__":

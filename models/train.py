@@ -158,6 +158,11 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
         return self.net.features((x - self.mean) / self.std)
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The penultimate layer (B, D) and the logits (B, K) from one forward pass."""
+        z = self.features(x)
+        return z, self.net.head(z)
+
 
 def build_classifier(config: ClassifierConfig) -> Classifier:
     """A fresh classifier (random weights) of the given shape; load a state dict into it."""

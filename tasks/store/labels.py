@@ -117,6 +117,18 @@ class SourceLog:
         return label_event_id(example_id, label, self.source_kind, self.source_name, act=act)
 
 
+def _majority(votes: list[_Event]) -> _Event | None:
+    """The most voted label's latest event, or None on a tie for the most votes."""
+    counts: dict[str, int] = {}
+    for e in votes:
+        counts[e.label] = counts.get(e.label, 0) + 1
+    best = max(counts.values())
+    winners = [label for label, n in counts.items() if n == best]
+    if len(winners) > 1:
+        return None
+    return max((e for e in votes if e.label == winners[0]), key=lambda e: e.key)
+
+
 @dataclass(frozen=True)
 class _Event:
     key: tuple  # (created_at, event_id): later wins, event_id breaks ties deterministically
@@ -129,17 +141,28 @@ class _Event:
 
 
 class LatestLabels:
-    """The latest event per example of each kind that can become a training label
-    (human, label model, model), read in one streaming pass over the log."""
+    """The label each example currently has from each kind of source that can become a
+    training label (human, label model, model), read in one streaming pass over the log.
+
+    For label-model and model labels that is the latest event. Human labels come in
+    rounds: the events one run wrote (an ingest, an annotation import) are one round,
+    and the latest round decides. Within a round each annotator's latest answer is one
+    vote and the majority wins; a tie leaves the example without a human label (listed
+    in `unresolved`) until a later round settles it. A round of one source (a folder,
+    a reviewer's correction) is simply that source's latest word.
+    """
 
     KINDS = ("human", "label_model", "model")
 
-    def __init__(self, by_kind: dict[str, dict[str, _Event]]):
+    def __init__(self, by_kind: dict[str, dict[str, _Event]], unresolved: dict[str, list[str]]):
         self.by_kind = by_kind
+        self.unresolved = unresolved  # example -> the tied labels of its latest round
 
     @classmethod
     def read(cls, store: Store) -> LatestLabels:
         latest: dict[str, dict[str, _Event]] = {k: {} for k in cls.KINDS}
+        # human: example -> run -> source -> latest event of that source in that run
+        rounds: dict[str, dict[str, dict[str, _Event]]] = {}
         cols = [
             "example_id",
             "label",
@@ -149,21 +172,35 @@ class LatestLabels:
             "created_at",
             "event_id",
             "model_influenced",
+            "run_id",
         ]
         kinds = pa.array(list(cls.KINDS))
         for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
             rows = batch.to_pydict()
-            for ex, lab, kind, name, conf, ts, ev, infl in zip(
+            for ex, lab, kind, name, conf, ts, ev, infl, run in zip(
                 *(rows[c] for c in cols), strict=True
             ):
-                key = (ts, ev)
-                table = latest[kind]
-                cur = table.get(ex)
-                if cur is None or key > cur.key:
-                    table[ex] = _Event(
-                        key, lab, kind, name, float(conf), ev, model_influenced(kind, infl)
-                    )
-        return cls(latest)
+                event = _Event(
+                    (ts, ev), lab, kind, name, float(conf), ev, model_influenced(kind, infl)
+                )
+                table = (
+                    rounds.setdefault(ex, {}).setdefault(run, {})
+                    if kind == "human"
+                    else latest[kind]
+                )
+                key = name if kind == "human" else ex
+                cur = table.get(key)
+                if cur is None or event.key > cur.key:
+                    table[key] = event
+        unresolved: dict[str, list[str]] = {}
+        for ex, by_run in rounds.items():
+            last = max(by_run.values(), key=lambda votes: max(e.key for e in votes.values()))
+            decided = _majority(list(last.values()))
+            if decided is None:
+                unresolved[ex] = sorted({e.label for e in last.values()})
+            else:
+                latest["human"][ex] = decided
+        return cls(latest, unresolved)
 
     def human(self, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
         """example_id -> (class name, event id) of its latest human label, for labels in

@@ -4,7 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.store import SourceEvent, SourceLog, Store, label_event_id, resolve_labels
+from tasks.store import (
+    LatestLabels,
+    SourceEvent,
+    SourceLog,
+    Store,
+    label_event_id,
+    resolve_labels,
+)
 from tests.conftest import label_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -21,12 +28,13 @@ def test_latest_human_label_wins_over_everything(store_root: str):
         label_events(
             [
                 {"event_id": "e1", "example_id": "x", "label": "3", "source_name": "alice"},
-                {  # a later correction
+                {  # a later correction, in a later run
                     "event_id": "e2",
                     "example_id": "x",
                     "label": "5",
                     "source_name": "bob",
                     "created_at": _at(10),
+                    "run_id": "review",
                 },
                 {
                     "event_id": "e3",
@@ -190,3 +198,37 @@ def test_event_ids_differ_in_every_part(field):
     ) != label_event_id(
         "x", other["label"], other["source_kind"], other["source_name"], act=other["act"]
     )
+
+
+def test_answers_of_one_round_are_settled_by_majority_and_a_tie_waits(store_root: str):
+    store = Store(store_root)
+
+    def answer(ev, ex, label, who, minute, run):
+        return {
+            "event_id": ev,
+            "example_id": ex,
+            "label": label,
+            "source_name": who,
+            "created_at": _at(minute),
+            "run_id": run,
+        }
+
+    store.write(
+        "labels",
+        label_events(
+            [
+                answer("a1", "x", "3", "ann-1", 0, "import-1"),
+                answer("a2", "x", "3", "ann-2", 1, "import-1"),
+                answer("a3", "x", "5", "ann-3", 2, "import-1"),  # outvoted, though latest
+                answer("b1", "y", "1", "ann-1", 0, "import-1"),
+                answer("b2", "y", "2", "ann-2", 1, "import-1"),  # 1 vs 1: a tie
+            ]
+        ),
+    )
+    latest = LatestLabels.read(store)
+    assert latest.human(["1", "2", "3", "5"]) == {"x": ("3", "a2")}
+    assert latest.unresolved == {"y": ["1", "2"]}
+    # a later round (a reviewer) settles the tie
+    store.write("labels", label_events([answer("c1", "y", "2", "reviewer", 9, "review-1")]))
+    latest = LatestLabels.read(store)
+    assert latest.human(["1", "2"])["y"] == ("2", "c1") and not latest.unresolved

@@ -1,0 +1,63 @@
+"""The annotate flow: move annotation requests and answers between the store and people.
+
+semilabel annotate export               # open requests -> Label Studio tasks JSON + CSV
+semilabel annotate import --file F      # a Label Studio JSON export or a CSV of answers
+semilabel annotate push                 # open requests -> the Label Studio project
+semilabel annotate pull                 # the project's annotations -> human label events
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from configs.schema import load_config
+from tasks.annotation.answers import ImportSummary
+from tasks.annotation.delivery import (
+    Delivery,
+    export_open_requests,
+    import_annotations,
+    pull_annotations,
+    push_open_requests,
+)
+
+ACTIONS = ("export", "import", "push", "pull")
+
+
+@flow(name="annotate")
+def annotate(
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    action: str = "export",
+    file: str | None = None,
+) -> Delivery | ImportSummary:
+    """Export, import, push or pull annotations.
+
+    Args:
+        config_path: YAML config file; the embedded default when omitted.
+        overrides: dotted keys overriding the file.
+        action: export | import | push | pull.
+        file: import: the Label Studio JSON export or CSV to read.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"annotate: unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+    cfg = load_config(config_path, overrides)
+    run_id = str(flow_run.id or "local")
+    if action == "import":
+        if not file:
+            raise ValueError("annotate import needs --file (a Label Studio .json export or a .csv)")
+        return import_annotations(cfg, file, run_id)
+    if action == "export":
+        return export_open_requests(cfg)
+    if action == "push":
+        return push_open_requests(cfg)
+    return pull_annotations(cfg, run_id)
+
+
+if __name__ == "__main__":
+    from flows.cli_common import run_command
+
+    sys.exit(run_command("annotate", annotate))

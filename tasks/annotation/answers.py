@@ -1,0 +1,265 @@
+"""People's answers, from any tool, into the label log: one `human` event per act of
+labeling, every answer kept (several annotators per example are normal), rows that
+cannot be used quarantined one by one with the reason, and the annotators' agreement.
+
+An answer's event id comes from the tool's own id for the act (a Label Studio
+annotation id and its update time: an updated annotation is a new event, a re-import of
+the same export writes nothing twice); answers without one (a CSV without a timestamp)
+are new only when what that annotator says about the example changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.store import (
+    EXAMPLES,
+    LABELS,
+    QUARANTINE,
+    SCHEMAS,
+    SourceEvent,
+    SourceLog,
+    Store,
+    label_event_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    example_id: str
+    label: str
+    annotator: str
+    tool: str  # label_studio | csv | simulated
+    origin: str  # where it came from, for a person: "export.json task 12 annotation 5"
+    act: str | None = None  # the tool's own id for this act of labeling, if it has one
+    answered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that cannot become a label, with why: it goes to quarantine."""
+
+    origin: str
+    reason: str  # unknown_example | label_not_in_taxonomy | malformed
+    detail: str
+    example_id: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Krippendorff's alpha (nominal) over examples with two or more annotators."""
+
+    alpha: float  # NaN when fewer than two annotated twice
+    per_class: dict[str, float]  # one class against the rest
+    examples: int  # examples with at least two answers
+    ties: list[str]  # examples whose answers tie for the most votes
+
+    def rows(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = [
+            {"metric": "examples with 2+ annotators", "value": self.examples},
+            {"metric": "agreement (Krippendorff's alpha)", "value": _r(self.alpha)},
+        ]
+        out += [
+            {"metric": f"  alpha: class {c}", "value": _r(a)} for c, a in self.per_class.items()
+        ]
+        out.append({"metric": "ties (left unresolved)", "value": len(self.ties)})
+        return out
+
+
+def _r(x: float) -> object:
+    return "n/a" if x != x else round(x, 4)
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    tool: str
+    run_id: str
+    answers: int
+    events_written: int
+    already_present: int
+    skipped: int  # cancelled / skipped in the tool: dropped, counted
+    quarantined: dict[str, int]
+    agreement: Agreement
+    annotators: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = [
+            {"metric": "answers read", "value": self.answers},
+            {"metric": "label events written", "value": self.events_written},
+            {"metric": "label events already present", "value": self.already_present},
+            {"metric": "skipped or cancelled (dropped)", "value": self.skipped},
+            {"metric": "quarantined", "value": sum(self.quarantined.values())},
+        ]
+        rows += [
+            {"metric": f"  quarantined: {k}", "value": n}
+            for k, n in sorted(self.quarantined.items())
+        ]
+        rows.append({"metric": "annotators", "value": ", ".join(self.annotators) or "—"})
+        return rows + self.agreement.rows()
+
+
+def krippendorff_alpha(units: list[list[str]]) -> float:
+    """Nominal Krippendorff's alpha of units, each the labels it received (units with
+    fewer than two are not pairable and are ignored). 1: perfect agreement, 0: chance."""
+    units = [u for u in units if len(u) >= 2]
+    cats = sorted({c for u in units for c in u})
+    if not units or len(cats) < 2:
+        return 1.0 if units else float("nan")
+    index = {c: i for i, c in enumerate(cats)}
+    o = np.zeros((len(cats), len(cats)))  # the coincidence matrix
+    for u in units:
+        m = len(u)
+        counts = np.bincount([index[c] for c in u], minlength=len(cats)).astype(float)
+        o += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
+    n_c = o.sum(1)
+    n = n_c.sum()
+    off = ~np.eye(len(cats), dtype=bool)
+    expected = (np.outer(n_c, n_c)[off]).sum()
+    return float(1.0 - (n - 1) * o[off].sum() / expected) if expected else 1.0
+
+
+def agreement(answers: list[Answer], classes: tuple[str, ...]) -> Agreement:
+    """Agreement of this batch of answers: each annotator's latest answer per example."""
+    per_example: dict[str, dict[str, str]] = defaultdict(dict)
+    for a in sorted(answers, key=lambda a: (a.answered_at or datetime.min).isoformat()):
+        per_example[a.example_id][a.annotator] = a.label
+    units = [list(v.values()) for v in per_example.values() if len(v) >= 2]
+    ties = []
+    for ex, votes in per_example.items():
+        if len(votes) >= 2:
+            top = Counter(votes.values()).most_common()
+            if len(top) > 1 and top[0][1] == top[1][1]:
+                ties.append(ex)
+    per_class = {
+        c: krippendorff_alpha([[str(label == c) for label in u] for u in units])
+        for c in classes
+        if any(c in u for u in units)
+    }
+    return Agreement(krippendorff_alpha(units), per_class, len(units), sorted(ties))
+
+
+def _quarantine_rows(rejected: list[Rejected], tool: str, run_id: str, now: datetime) -> pa.Table:
+    rows = [
+        {
+            "quarantine_id": hashlib.sha256(
+                f"{r.origin}|{r.reason}|{r.label}".encode()
+            ).hexdigest()[:32],
+            "record_kind": "label",
+            "reason": r.reason,
+            "detail": r.detail,
+            "source": tool,
+            "source_uri": r.origin,
+            "example_id": r.example_id,
+            "label": r.label,
+            "data": None,
+            "quarantined_at": now,
+            "run_id": run_id,
+        }
+        for r in rejected
+    ]
+    return pa.Table.from_pylist(rows, schema=SCHEMAS[QUARANTINE])
+
+
+def import_answers(
+    store: Store,
+    answers: list[Answer],
+    rejected: list[Rejected],
+    *,
+    classes: tuple[str, ...],
+    taxonomy_version: str,
+    tool: str,
+    run_id: str,
+    skipped: int = 0,
+) -> ImportSummary:
+    """Validate answers (known example, class in the taxonomy), write one `human` event
+    per new act of labeling, quarantine the rest with their reasons. The answers of one
+    call are one round: the store settles an example by their majority."""
+    now = utcnow()
+    known_examples = store.column_set(EXAMPLES, "example_id")
+    rejected = list(rejected)
+    good: list[Answer] = []
+    for a in answers:
+        if a.example_id not in known_examples:
+            rejected.append(
+                Rejected(
+                    a.origin,
+                    "unknown_example",
+                    f"example id {a.example_id!r} is not in the store: was the task made "
+                    "from another store?",
+                    a.example_id,
+                    a.label,
+                )
+            )
+        elif a.label not in classes:
+            rejected.append(
+                Rejected(
+                    a.origin,
+                    "label_not_in_taxonomy",
+                    f"label {a.label!r} is not one of taxonomy.classes ({taxonomy_version})",
+                    a.example_id,
+                    a.label,
+                )
+            )
+        else:
+            good.append(a)
+    for r in rejected[:20]:
+        log.warning("quarantined answer %s: %s", r.origin, r.detail)
+    rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
+    present = 0
+    with store.commit_lock() as lease:
+        logs: dict[str, SourceLog] = {}
+        for a in good:
+            source = f"{tool}:{a.annotator}"
+            if source not in logs:
+                logs[source] = SourceLog.read(store, "human", source)
+            slog = logs[source]
+            if a.act is not None:
+                event_id = label_event_id(a.example_id, a.label, "human", source, act=a.act)
+            else:
+                event_id = slog.next_event(a.example_id, a.label)
+            if event_id is None or event_id in slog.event_ids:
+                present += 1
+                continue
+            at = a.answered_at or now
+            slog.record(a.example_id, SourceEvent(event_id, a.label, 1.0), (at, event_id))
+            for k, v in (
+                ("event_id", event_id),
+                ("example_id", a.example_id),
+                ("label", a.label),
+                ("source_kind", "human"),
+                ("source_name", source),
+                ("confidence", 1.0),
+                ("created_at", at),
+                ("run_id", run_id),
+                ("taxonomy_version", taxonomy_version),
+                ("model_influenced", False),
+            ):
+                rows[k].append(v)
+        quarantine = _quarantine_rows(rejected, tool, run_id, now)
+        seen = store.column_set(QUARANTINE, "quarantine_id")  # a re-import adds none twice
+        new = [i for i, q in enumerate(quarantine.column(0).to_pylist()) if q not in seen]
+        lease.check()
+        store.write(LABELS, pa.table(rows, schema=SCHEMAS[LABELS]), when=now)
+        store.write(QUARANTINE, quarantine.take(pa.array(new, pa.int64())), when=now)
+    return ImportSummary(
+        tool=tool,
+        run_id=run_id,
+        answers=len(answers),
+        events_written=len(rows["event_id"]),
+        already_present=present,
+        skipped=skipped,
+        quarantined=dict(Counter(r.reason for r in rejected)),
+        agreement=agreement(good, classes),
+        annotators=sorted({a.annotator for a in good}),
+    )

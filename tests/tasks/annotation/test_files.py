@@ -1,0 +1,122 @@
+"""Annotation files: the tasks we write, and the exports and CSVs we read, row by row."""
+
+import base64
+import csv
+import json
+
+import pytest
+
+from tasks.annotation.files import (
+    AnnotationFileError,
+    TaskInput,
+    labeling_config,
+    parse_answers_csv,
+    parse_label_studio_export,
+    write_exports,
+)
+from tests.conftest import png
+
+
+def test_tasks_carry_the_image_meta_and_a_pre_annotation_but_gold_does_not(tmp_path):
+    image = png(1)
+    tasks = [
+        TaskInput("r1", "ex1", "train", image, "3", 0.71, "semilabel-classifier@v4"),
+        TaskInput("r2", "ex2", "gold", image, None, None, "none"),
+    ]
+    json_path, csv_path = write_exports(tasks, tmp_path, "batch-1")
+    out = json.loads(json_path.read_text())
+    head, data = out[0]["data"]["image"].split(",", 1)
+    assert head == "data:image/png;base64" and base64.b64decode(data) == image
+    assert out[0]["meta"] == {"example_id": "ex1", "stream": "train", "request_id": "r1"}
+    (pred,) = out[0]["predictions"]
+    assert pred["model_version"] == "semilabel-classifier@v4" and pred["score"] == 0.71
+    assert pred["result"][0]["value"] == {"choices": ["3"]}
+    assert (pred["result"][0]["from_name"], pred["result"][0]["to_name"]) == ("label", "image")
+    assert "predictions" not in out[1]
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert [r["example_id"] for r in rows] == ["ex1", "ex2"] and rows[0]["label"] == ""
+
+
+def test_the_labeling_config_lists_every_class_escaped():
+    import xml.etree.ElementTree as ET
+
+    classes = ["0", 'a "quoted" & <odd> class', "it's"]
+    root = ET.fromstring(labeling_config(classes))
+    choices = root.find("Choices")
+    assert (choices.get("name"), choices.get("toName")) == ("label", "image")
+    assert [c.get("value") for c in choices.findall("Choice")] == classes
+    assert root.find("Image").get("value") == "$image"
+
+
+def _ann(i, choices, who=1, cancelled=False, when="2026-11-30T10:00:00.000000Z"):
+    return {
+        "id": i,
+        "completed_by": who,
+        "was_cancelled": cancelled,
+        "updated_at": when,
+        "result": [
+            {
+                "from_name": "label",
+                "to_name": "image",
+                "type": "choices",
+                "value": {"choices": choices},
+            }
+        ],
+    }
+
+
+def test_a_label_studio_export_is_read_row_by_row():
+    export = [
+        {
+            "id": 1,
+            "meta": {"example_id": "ex1"},
+            "annotations": [_ann(10, ["3"]), _ann(11, ["4"], who={"id": 2, "email": "bo@x.org"})],
+        },
+        {"id": 2, "meta": {"example_id": "ex2"}, "annotations": [_ann(12, ["3"], cancelled=True)]},
+        {"id": 3, "meta": {"example_id": "ex3"}, "annotations": [_ann(13, [])]},  # no choice
+        {"id": 4, "data": {"example_id": "ex4"}, "annotations": [_ann(14, ["1", "2"])]},  # two
+        {"id": 5, "annotations": [_ann(15, ["1"])]},  # no example id
+        "not a task",
+        {"id": 7, "meta": {"example_id": "ex7"}, "annotations": "nope"},
+    ]
+    answers, rejected, skipped = parse_label_studio_export(export, "export.json")
+    assert [(a.example_id, a.label, a.annotator) for a in answers] == [
+        ("ex1", "3", "user1"),
+        ("ex1", "4", "bo@x.org"),
+    ]
+    assert answers[0].act == "annotation 10 at 2026-11-30T10:00:00.000000Z"
+    assert answers[0].answered_at is not None and skipped == 1
+    assert [(r.origin, r.reason) for r in rejected] == [
+        ("export.json task 3 annotation 13", "malformed"),
+        ("export.json task 4 annotation 14", "malformed"),
+        ("export.json task 5 annotation 15", "malformed"),
+        ("export.json task 5", "malformed"),
+        ("export.json task 7", "malformed"),
+    ]
+    with pytest.raises(AnnotationFileError, match="expected a JSON list of tasks"):
+        parse_label_studio_export({"tasks": []}, "export.json")
+
+
+def test_a_csv_of_answers_is_read_row_by_row():
+    text = (
+        "example_id,label,annotator,timestamp\n"
+        "ex1,3,alice,\n"
+        "ex2,,,\n"  # not answered yet: counted, not an error
+        "ex3,4,,\n"  # no annotator
+        "ex4,5,bob,yesterday\n"  # bad timestamp
+        "ex5,6,bob,2026-11-30T09:00:00+00:00\n"
+        "ex6,7,bob,2026-11-30T09:00:00+00:00,extra\n"
+    )
+    answers, rejected, unanswered = parse_answers_csv(text, "answers.csv")
+    assert [(a.example_id, a.label, a.annotator, a.act) for a in answers] == [
+        ("ex1", "3", "alice", None),
+        ("ex5", "6", "bob", "at 2026-11-30T09:00:00+00:00"),
+    ]
+    assert unanswered == 1
+    assert [(r.origin, r.reason) for r in rejected] == [
+        ("answers.csv line 4", "malformed"),
+        ("answers.csv line 5", "malformed"),
+        ("answers.csv line 7", "malformed"),
+    ]
+    with pytest.raises(AnnotationFileError, match="missing column.*annotator"):
+        parse_answers_csv("example_id,label\nex1,3\n", "short.csv")

@@ -1,0 +1,104 @@
+"""The sampling stage on a real store: what each stream may pick, no example asked
+twice, and the backlog."""
+
+import pytest
+
+from configs.schema import load_config
+from tasks.annotation.answers import Answer, import_answers
+from tasks.sampling import sample_for_annotation
+from tasks.sampling.requests import RequestLog
+from tasks.store import GoldSplit, LatestLabels, Store
+
+
+def _cfg(store_cfg, **budget_and_more):
+    overrides = {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": list(store_cfg.taxonomy.classes),
+        "gold.fraction": store_cfg.gold.fraction,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "train.device": "cpu",
+        "train.batch_size": 8,
+        "sampling.cold_start_steps": 30,
+        "sampling.budget.train": 0,
+        **budget_and_more,
+    }
+    return load_config(overrides=overrides)
+
+
+def _answer(store, cfg, requests, run_id="answers-1"):
+    truth = {r["example_id"]: "0" for r in requests}
+    answers = [Answer(ex, label, "ann-1", "csv", f"test {ex[:8]}") for ex, label in truth.items()]
+    return import_answers(
+        store,
+        answers,
+        [],
+        classes=tuple(cfg.taxonomy.classes),
+        taxonomy_version="v1",
+        tool="csv",
+        run_id=run_id,
+    )
+
+
+def test_the_gold_stream_picks_only_gold_examples_without_a_human_label(store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.gold": 1000})
+    store = Store(cfg.store.root)
+    human = set(LatestLabels.read(store).human(cfg.taxonomy.classes))
+    result = sample_for_annotation(store, cfg, "run-1")
+    ids = [r["example_id"] for r in result.requests]
+    split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
+    assert ids and split.is_gold(ids).all()
+    assert not set(ids) & human
+    assert {r["stream"] for r in result.requests} == {"gold"}
+    assert all(r["suggestion"] is None for r in result.requests)  # no pre-annotation bias
+    # every unlabeled gold example was a candidate, and each was asked for once
+    assert len(ids) == len(set(ids)) == result.candidates["gold"]
+
+
+def test_a_cold_start_is_scored_by_a_teacher_and_nothing_is_asked_twice(store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.train": 10, "sampling.budget.gold": 5})
+    store = Store(cfg.store.root)
+    first = sample_for_annotation(store, cfg, "run-1")
+    assert first.model_version.startswith("teacher@")  # no champion yet
+    train = [r for r in first.requests if r["stream"] == "train"]
+    assert len(train) == 10 and all(r["suggestion"] in ("0", "1", "2") for r in train)
+    human = set(LatestLabels.read(store).human(cfg.taxonomy.classes))
+    assert not {r["example_id"] for r in train} & human
+    assert not GoldSplit(0.3, "gold-v1", 0.5).is_gold([r["example_id"] for r in train]).any()
+
+    # open requests are not asked again...
+    second = sample_for_annotation(store, cfg, "run-2")
+    asked = [r["example_id"] for r in first.requests]
+    assert not {r["example_id"] for r in second.requests} & set(asked)
+    # ...nor, once answered, examples with a human label (the review stream excepted)
+    _answer(store, cfg, first.requests)
+    third = sample_for_annotation(store, cfg, "run-3")
+    assert not {r["example_id"] for r in third.requests} & set(asked)
+    log = RequestLog.read(store)
+    ids = [r["example_id"] for r in log.requests]
+    assert len(ids) == len(set(ids)) == 45  # three batches of 10 + 5
+
+
+def test_the_backlog_counts_open_requests_and_time_to_answer(store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.gold": 6})
+    store = Store(cfg.store.root)
+    result = sample_for_annotation(store, cfg, "run-1")
+    assert result.backlog.open == {"train": 0, "gold": 6, "review": 0}
+    _answer(store, cfg, result.requests[:4])
+    backlog = RequestLog.read(store).backlog()
+    assert backlog.open["gold"] == 2 and backlog.answered == 4
+    assert backlog.median_latency_s is not None and backlog.median_latency_s >= 0
+
+
+def test_review_may_ask_about_labeled_examples_again(store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.review": 50})
+    store = Store(cfg.store.root)
+    log = RequestLog.read(store)
+    assert log.blocked("review") == set()  # human labels do not block a review
+    assert log.blocked("train") >= set(LatestLabels.read(store).human(cfg.taxonomy.classes))
+
+
+@pytest.mark.parametrize("strategy", ["random", "kcenter", "cluster_margin"])
+def test_every_train_strategy_runs_on_a_real_store(store_cfg, strategy):
+    cfg = _cfg(store_cfg, **{"sampling.budget.train": 7, "sampling.strategy": strategy})
+    result = sample_for_annotation(Store(cfg.store.root), cfg, "run-1")
+    assert result.strategy == strategy and len(result.requests) == 7
