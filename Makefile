@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ssl --quick
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.weak_labeling
+	$(BIN)/python -m bench.active_learning
 
 clean:
 	rm -rf .semilabel

@@ -89,3 +89,17 @@ def test_an_unreachable_registry_fails_the_evaluation(store_cfg, monkeypatch):
             candidate,
             trust_pickle=False,
         )
+
+
+def test_a_gate_short_of_gold_says_how_many_more_and_the_command_that_asks_for_them():
+    from tasks.promotion import sample_gold_hint
+    from tasks.reports import gate_markdown
+    from tasks.validation import GoldMetrics
+
+    thin = GoldMetrics(8, 1.0, 1.0, 0.0, {"0": 1.0}, {"0": 1.0}, [[8]])
+    policy = GatePolicy(200, Thresholds(0.9, 0.9, None), 0.8, Thresholds(0.01, 0.01, 0.05))
+    report = decide(thin, None, policy)
+    md = gate_markdown(report, sample_gold_hint(report.gold_labels_missing))
+    assert "192 more human labels on gold test examples are needed" in md
+    assert "semilabel sample --set sampling.budget.gold=384" in md  # half of gold is test
+    assert "semilabel annotate import" in md
