@@ -52,7 +52,10 @@ def load_flow(command: str) -> Callable[..., Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semilabel", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="semilabel",
+        description="Turn semi-labeled data into better models: one subcommand per flow.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text), name)
