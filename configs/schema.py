@@ -104,6 +104,12 @@ class LabelsConfig(_Section):
     max_model_share: float = Field(
         0.2, ge=0.0, le=1.0, description="Cap on the share of model-originated training labels."
     )
+    cost_per_label: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cost of one label event by source: a source name (label_studio:alice), "
+        "a source-name prefix ending in ':' (label_studio:), or a source kind (human). "
+        "Feeds the cost-per-verified-label SLI; empty: the SLI is not reported.",
+    )
 
 
 class AugmentConfig(_Section):
@@ -373,6 +379,73 @@ class LabelStudioConfig(_Section):
     )
 
 
+class DriftConfig(_Section):
+    reference_size: int = Field(
+        2000, ge=50, description="Examples of earlier ingests the newest batch is compared with."
+    )
+    sample_size: int = Field(
+        400, ge=20, description="Examples drawn from each side for the embedding test."
+    )
+    permutations: int = Field(200, ge=20, description="Permutations of the MMD test.")
+    p_value: float = Field(
+        0.01, gt=0, lt=1, description="MMD permutation test: drift when p is below this."
+    )
+    js_threshold: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Jensen-Shannon distance of pixel-intensity histograms above which the "
+        "images drifted.",
+    )
+    on_breach: Literal["report", "block", "sample"] = Field(
+        "report",
+        description="report: in the label-health report; block: the gate refuses promotion; "
+        "sample: also request annotation of the drifted batch (the train stream's budget).",
+    )
+
+
+class HealthConfig(_Section):
+    pseudo_label_precision_floor: float | None = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Feedback-loop guard: pseudo-labels right less often than this on the "
+        "gold dev part switch pseudo-labeling off for the run (null: no guard).",
+    )
+    max_label_age_h: float = Field(
+        24 * 30, gt=0, description="Median age of training labels above this: stale labels."
+    )
+    max_backlog: int = Field(1000, ge=0, description="Open annotation requests above this.")
+    max_backlog_age_h: float = Field(
+        72, gt=0, description="The oldest open annotation request older than this."
+    )
+    min_retrain_success: float = Field(
+        0.8, ge=0, le=1, description="Share of the last retrains that must complete."
+    )
+    retrain_window: int = Field(10, ge=1, description="How many recent retrains count.")
+    max_model_influenced: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of training labels a model influenced above this (feedback risk).",
+    )
+    min_class_recall: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A class's gold recall below this is a collapse (reported; the gate's own "
+        "gate.min_class_recall blocks promotion).",
+    )
+    drift: DriftConfig = DriftConfig()
+
+
+class MetricsConfig(_Section):
+    pushgateway_url: str | None = Field(
+        None, description="Push every run's SLIs to this Prometheus Pushgateway (batch jobs)."
+    )
+    job: str = Field("semilabel", description="The Pushgateway job label.")
+
+
 class Config(_Section):
     seed: int = Field(0, description="Seed for every random choice in a run.")
     store: StoreConfig = StoreConfig()
@@ -388,6 +461,8 @@ class Config(_Section):
     monitor: MonitorConfig = MonitorConfig()
     sampling: SamplingConfig = SamplingConfig()
     label_studio: LabelStudioConfig = LabelStudioConfig()
+    health: HealthConfig = HealthConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def train_settings(self) -> Any:
         """This config as `models.TrainSettings`, the training loop's own settings: the
@@ -409,6 +484,7 @@ class Config(_Section):
             threshold=t.threshold,
             tau=t.tau,
             lambda_u=t.lambda_u,
+            pseudo_label_precision_floor=self.health.pseudo_label_precision_floor,
             distribution_alignment=t.distribution_alignment,
             pseudo_label_source=t.pseudo_label_source,
             human_share=t.human_share,

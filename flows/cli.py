@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "re-check the champion on current gold; roll back on regression",
     "rollback": "move the champion alias back to the previous passing version",
 }
+METRICS_HELP = "label-health metrics for Prometheus: serve them (scrape), or write a .prom file"
 
 
 def load_flow(command: str) -> Callable[..., Any]:
@@ -59,8 +60,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text), name)
+    metrics = sub.add_parser("metrics", help=METRICS_HELP, description=METRICS_HELP)
+    add_arguments(metrics, "metrics")
+    metrics.add_argument("action", choices=["serve", "write"])
+    metrics.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")
+    metrics.add_argument("--port", type=int, default=9464, help="serve: port (default 9464)")
+    metrics.add_argument("--file", default=None, help="write: the .prom file to write")
     args = parser.parse_args(argv)
+    if args.command == "metrics":
+        return run_metrics(args)
     return execute(args.command, lambda **kw: load_flow(args.command)(**kw), args)
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """`semilabel metrics serve|write`: the store's latest SLIs, no flow run needed."""
+    from configs.schema import ConfigError, load_config, parse_set_args
+    from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
+    from tasks.prometheus import serve, write_textfile
+
+    try:
+        cfg = load_config(args.config, parse_set_args(args.sets))
+    except ConfigError as exc:
+        console.print(f"[red]semilabel metrics: {exc}[/red]", highlight=False)
+        return EXIT_CONFIG
+    if args.action == "write":
+        if not args.file:
+            console.print("[red]semilabel metrics write needs --file FILE (a .prom file)[/red]")
+            return EXIT_CONFIG
+        n = write_textfile(cfg.store.root, args.file)
+        out.print(f"wrote {n} series to {args.file}")
+        return 0
+    out.print(
+        f"serving label-health metrics on http://{args.host}:{args.port}/metrics (Ctrl-C stops)"
+    )
+    try:
+        serve(cfg.store.root, args.host, args.port)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        console.print(f"[red]semilabel metrics serve: {exc}[/red]", highlight=False)
+        return EXIT_FAILED
+    return 0
 
 
 if __name__ == "__main__":

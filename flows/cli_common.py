@@ -3,7 +3,8 @@ printed summary, and exit codes. It knows command names, not flows: the flow to 
 passed in (by `flows.cli`, or by a flow module run as `python -m flows.<name>`).
 
 Exit codes: 0 done; 1 the run failed (the message says why); 2 bad configuration;
-3 `monitor --strict` could not vouch for the champion.
+3 `monitor --strict` could not vouch for the champion; 4 `monitor --fail-on-alert` found
+a label-health breach.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from configs.schema import ConfigError, load_config, parse_set_args
 console = Console(stderr=True)
 out = Console()
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_VERIFIED = 1, 2, 3
+EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_VERIFIED, EXIT_HEALTH_ALERT = 1, 2, 3, 4
 
 # Options beyond --config/--set, by command: (flags, argparse keywords); the option's
 # dest is the flow's keyword argument.
@@ -47,6 +48,13 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
                 "action": "store_true",
                 "help": "fail (exit 3; a Failed flow run under Prefect) unless the champion "
                 "was checked and found ok: for schedulers and alerting",
+            },
+        ),
+        (
+            ("--fail-on-alert",),
+            {
+                "action": "store_true",
+                "help": "fail (exit 4) when a label SLI breaches its threshold",
             },
         ),
     ],
@@ -87,7 +95,7 @@ def present(command: str, result: Any) -> None:
     from tasks.validation import MonitorReport
 
     if isinstance(result, MonitorReport):
-        out.print(monitor_markdown(result))
+        out.print(monitor_markdown(result), soft_wrap=True)
         return
     if command == "rollback":
         out.print(
@@ -123,6 +131,7 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
 
     from tasks.monitoring import ChampionNotVerified
     from tasks.progress import set_listener
+    from tasks.slis import LabelHealthAlert
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -146,6 +155,10 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
             present(command, exc.report)
             console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
             return EXIT_NOT_VERIFIED
+        except LabelHealthAlert as exc:
+            out.print(exc.health.markdown(), soft_wrap=True)
+            console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+            return EXIT_HEALTH_ALERT
         except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
             console.print(f"[red]semilabel {command} failed: {exc}[/red]", highlight=False)
             return EXIT_FAILED

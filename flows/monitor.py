@@ -2,22 +2,29 @@
 labels arrive between runs) and roll back automatically when it has regressed beyond
 `monitor.tolerance` against its own gate-time metrics.
 
-    semilabel monitor            # exit 0 whatever it found; the report says what
-    semilabel monitor --strict   # exit 3 unless the champion was checked and is ok
+    semilabel monitor                  # exit 0 whatever it found; the report says what
+    semilabel monitor --strict         # exit 3 unless the champion was checked and is ok
+    semilabel monitor --fail-on-alert  # exit 4 on any label-health breach
+
+Every run also computes the label SLIs (`tasks.slis`): the store's `slis` dataset, an
+MLflow run, the `label-health` artifact, and the Pushgateway when configured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from configs.schema import load_config
 from tasks.gold import GoldSpec
 from tasks.monitoring import ChampionNotVerified, check_champion
 from tasks.registry import RegistryRef
 from tasks.registry_lock import registry_lock
+from tasks.slis import LabelHealthAlert, monitor_facts, report_label_health
 from tasks.validation import MonitorReport
 
 
@@ -26,6 +33,7 @@ def monitor(
     config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
     strict: bool = False,
+    fail_on_alert: bool = False,
 ) -> MonitorReport:
     """Check the champion on current gold; roll back on regression.
 
@@ -34,6 +42,7 @@ def monitor(
         overrides: dotted keys overriding the file.
         strict: fail the run unless the champion was checked and found ok (no champion,
             no gate baseline, too little gold, a rollback: all fail), for alerting.
+        fail_on_alert: fail the run when a label SLI breaches its threshold.
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
@@ -45,8 +54,13 @@ def monitor(
             cfg.monitor,
             cfg.mlflow.trust_pickled_models,
         )
+    run_id = str(flow_run.id or "local")
+    health = report_label_health(cfg, monitor_facts(cfg, run_id), run_id)
+    report = dataclasses.replace(report, label_health=health.markdown())
     if strict and not report.healthy:
         raise ChampionNotVerified(report)
+    if fail_on_alert and health.breaches:
+        raise LabelHealthAlert(health)
     return report
 
 

@@ -1,7 +1,7 @@
-"""The retrain flow: ingest -> weak label (when enabled) -> train -> gate on the gold test
-part against the pinned champion -> register -> promote (compare-and-set) or reject ->
-sample what people should label next (when `sampling.mode` is not off).
-The README's `make run` runs it on the embedded default.
+"""The retrain flow: ingest -> weak label (when enabled) -> train -> drift checks -> gate on
+the gold test part against the pinned champion -> register -> promote (compare-and-set)
+or reject -> label health (the SLIs) -> sample what people should label next (when
+`sampling.mode` is not off). The README's `make run` runs it on the embedded default.
 
     semilabel retrain
     semilabel retrain --set train.device=cuda --set train.student_steps=5000
@@ -26,7 +26,14 @@ from tasks.ingest import ingest_source, publish_ingest_summary
 from tasks.promotion import RetrainDecision, evaluate_on_gold, gate_candidate, register_and_decide
 from tasks.registry import RegistryRef
 from tasks.registry_lock import registry_lock
-from tasks.sampling import sample_examples
+from tasks.sampling import sample_drifted, sample_examples
+from tasks.slis import (
+    RunFacts,
+    drift_gate_checks,
+    drift_task,
+    report_label_health,
+    retrain_outcomes,
+)
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
 from tasks.weak_labeling import weak_label_examples
@@ -49,10 +56,10 @@ def retrain(
     with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
         ingested = ingest_source(cfg, run_id=run_id)
         publish_ingest_summary(ingested, cfg.store.root)
-        if cfg.weak_labeling.enabled:
-            weak_label_examples(cfg, run_id=run_id)
+        weak = weak_label_examples(cfg, run_id=run_id) if cfg.weak_labeling.enabled else None
         trained = train_candidate(cfg, owner=run_id)
         publish_train_summary(trained)
+        drift, newest_batch = drift_task(cfg, trained.model_uri)
         evaluation = evaluate_on_gold(
             cfg.store.root,
             GoldSpec.from_config(cfg),
@@ -60,10 +67,28 @@ def retrain(
             trained.model_uri,
             cfg.mlflow.trust_pickled_models,
         )
-        report = gate_candidate(evaluation, GatePolicy.from_config(cfg.gate))
+        report = gate_candidate(
+            evaluation,
+            GatePolicy.from_config(cfg.gate),
+            drift_gate_checks(drift, cfg.health.drift.on_breach),
+        )
         decision = register_and_decide(
             ref, tuple(cfg.taxonomy.classes), trained, evaluation, report
         )
+        facts = RunFacts(
+            flow="retrain",
+            pseudo_label_precision=trained.pseudo_label_precision,
+            pseudo_label_coverage=trained.pseudo_label_coverage,
+            pseudo_labeling_off=trained.pseudo_labeling_off_at is not None,
+            gate=report,
+            label_model_gold_accuracy=weak.gold_accuracy if weak else None,
+            retrain_outcomes=retrain_outcomes(cfg.health.retrain_window, exclude=run_id),
+            drift=tuple(drift),
+        )
+        report_label_health(cfg, facts, run_id, trained.mlflow_run_id)
+        drifted = any(c.breached and c.name == "newest_batch" for c in drift)
+        if drifted and cfg.health.drift.on_breach == "sample":
+            deliver_requests(cfg, sample_drifted(cfg, run_id, newest_batch), run_id)
         if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
             delivery = deliver_requests(cfg, sample_examples(cfg, run_id), run_id)
             decision = dataclasses.replace(decision, next_labels=delivery.summary())

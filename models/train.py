@@ -65,6 +65,12 @@ class TrainSettings:
     threshold: Literal["fixed", "flexmatch"] = "flexmatch"
     tau: float = 0.95
     lambda_u: float = 1.0
+    # The feedback-loop guard: when the pseudo-labels the threshold keeps on the
+    # evaluation set are right less often than this (judged once at least
+    # `guard_min_pseudo_labels` are kept), the unlabeled loss is switched off for the rest
+    # of the run. None: no guard.
+    pseudo_label_precision_floor: float | None = None
+    guard_min_pseudo_labels: int = 20
     distribution_alignment: bool = False
     pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
@@ -185,6 +191,7 @@ class TrainResult:
     device: str
     elapsed_s: float
     history: list[dict[str, float]]
+    pseudo_labeling_off_at: int | None = None  # the step the feedback-loop guard fired
 
 
 def resolve_device(name: str) -> torch.device:
@@ -474,6 +481,8 @@ def fit(
             },
         )
 
+    # a resumed run keeps the guard's decision
+    guard_off_at = next((int(r["step"]) for r in history if r.get("pseudo_labeling_off")), None)
     window: dict[str, torch.Tensor] = {}
     pseudo_counts = torch.zeros(s.num_classes, device=device)
     n_window = 0
@@ -515,7 +524,7 @@ def fit(
                     thr=thr,
                     source=source,
                     align=align,
-                    lambda_u=s.lambda_u,
+                    lambda_u=0.0 if guard_off_at is not None else s.lambda_u,
                 )
                 loss, metrics = out.loss, out.metrics
                 pseudo_counts += torch.bincount(
@@ -545,8 +554,20 @@ def fit(
             _emit(callbacks, step, row, history)
         if data.x_eval is not None and (step % s.eval_every == 0 or step == s.total_steps):
             model.eval()
-            _emit(callbacks, step, evaluate(model, ema, teacher, thr, data, s, device), history)
+            ev = evaluate(model, ema, teacher, thr, data, s, device)
+            _emit(callbacks, step, ev, history)
             model.train()
+            if _guard_fires(ev, s) and guard_off_at is None and step < s.total_steps:
+                guard_off_at = step
+                log.warning(
+                    "pseudo-labels on the evaluation set are right %.1f%% of the time, below "
+                    "the floor %.1f%%: pseudo-labeling is off for the rest of this run "
+                    "(step %d); the student now learns from labeled data only",
+                    100 * ev["eval_pseudo_label_precision"],
+                    100 * float(s.pseudo_label_precision_floor or 0),
+                    step,
+                )
+                _emit(callbacks, step, {"pseudo_labeling_off": 1.0}, history)
         if s.checkpoint_every and step % s.checkpoint_every == 0:
             checkpoint()
         for cb in callbacks:
@@ -564,6 +585,19 @@ def fit(
         device=str(device),
         elapsed_s=time.perf_counter() - start,
         history=history,
+        pseudo_labeling_off_at=guard_off_at,
+    )
+
+
+def _guard_fires(ev: dict[str, float], s: TrainSettings) -> bool:
+    """Whether the evaluation says the pseudo-labels feed the model its own mistakes."""
+    floor = s.pseudo_label_precision_floor
+    precision = ev.get("eval_pseudo_label_precision", float("nan"))
+    return (
+        floor is not None
+        and ev.get("eval_pseudo_label_count", 0) >= s.guard_min_pseudo_labels
+        and precision == precision
+        and precision < floor
     )
 
 
@@ -601,6 +635,7 @@ def evaluate(
         conf, pred = p_src.max(1)
         keep = conf >= thr.thresholds().to(device)[pred]
         out["eval_pseudo_label_coverage"] = float(keep.float().mean())
+        out["eval_pseudo_label_count"] = float(keep.sum())
         out["eval_pseudo_label_precision"] = (
             float((pred[keep] == y[keep]).float().mean()) if bool(keep.any()) else float("nan")
         )

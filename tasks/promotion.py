@@ -38,7 +38,7 @@ from tasks.registry import (
 from tasks.reports import gate_markdown, plot_confusion, plot_reliability
 from tasks.store import TEST, Store
 from tasks.training import TrainSummary, code_version
-from tasks.validation import GatePolicy, GateReport, GoldMetrics, decide, gold_metrics
+from tasks.validation import Check, GatePolicy, GateReport, GoldMetrics, decide, gold_metrics
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ def evaluate_on_gold(
 
 
 @task(name="gate-candidate", cache_policy=NO_CACHE)
-def gate_candidate(evaluation: Evaluation, policy: GatePolicy) -> GateReport:
+def gate_candidate(
+    evaluation: Evaluation, policy: GatePolicy, extra: list[Check] | None = None
+) -> GateReport:
     """Apply the gate policy and publish its report as a markdown artifact."""
     report = decide(
         evaluation.candidate,
@@ -256,6 +258,7 @@ def gate_candidate(evaluation: Evaluation, policy: GatePolicy) -> GateReport:
         policy,
         evaluation.champion_version,
         evaluation.gold.sizes,
+        extra or (),
     )
     create_markdown_artifact(
         gate_markdown(report, sample_gold_hint(report.gold_labels_missing)),

@@ -93,6 +93,8 @@ def monitor_markdown(report: MonitorReport) -> str:
         lines += ["", "Regressions beyond tolerance:", *[f"- {r}" for r in report.regressions]]
     if report.rolled_back_to:
         lines += ["", f"Rolled back: champion is now v{report.rolled_back_to}."]
+    if report.label_health:
+        lines += ["", report.label_health.replace("# Label health", "## Label health")]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ check. Nothing here reads files, models or registries.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -224,8 +225,10 @@ def decide(
     policy: GatePolicy,
     champion_version: str | None = None,
     gold_sizes: dict[str, int] | None = None,
+    extra: Sequence[Check] = (),
 ) -> GateReport:
-    """Apply the gate policy. Fails closed; lists every check, violated or disabled."""
+    """Apply the gate policy. Fails closed; lists every check, violated or disabled.
+    `extra`: checks decided elsewhere that must pass too (e.g. drift, when it blocks)."""
     checks: list[Check] = [
         Check(
             "gold_labels",
@@ -284,6 +287,7 @@ def decide(
                     hib,
                 )
             )
+    checks += list(extra)
     # NaN compares false everywhere, so a NaN metric fails its check: closed by default.
     passed = all(c.passed for c in checks)
     return GateReport(passed, candidate, champion, champion_version, checks, gold_sizes or {})
@@ -330,6 +334,7 @@ class MonitorReport:
     rolled_back_to: str | None = None
     absent_classes: tuple[str, ...] = ()
     detail: str = ""
+    label_health: str = ""  # the label-health report of the same run (Markdown)
 
     @property
     def healthy(self) -> bool:

@@ -469,6 +469,7 @@ def _write_chunk(
             pa.repeat(pa.scalar(source_name, pa.string()), n),
             pa.array(uris, pa.string()),
             pa.repeat(pa.scalar(now, ex_schema.field("ingested_at").type), n),
+            pa.repeat(pa.scalar(run_id, pa.string()), n),
         ],
         schema=ex_schema,
     )

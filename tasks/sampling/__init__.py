@@ -226,3 +226,35 @@ def sample_examples(cfg: Config, run_id: str) -> SamplingResult:
         description="Open requests and time to answer",
     )
     return result
+
+
+def sample_slice(
+    store: Store, cfg: Config, run_id: str, example_ids: list[str], reason: str
+) -> SamplingResult:
+    """Request labels for examples of one slice (e.g. a drifted ingest batch), at random
+    within `sampling.budget.train`, skipping those labeled or already requested."""
+    batch_id = f"{utcnow():%Y%m%dT%H%M%S}-{reason}-{run_id[:8]}"
+    log_ = RequestLog.read(store)
+    blocked = log_.blocked("train")
+    open_ids = [e for e in example_ids if e not in blocked]
+    rng = _rng(cfg.seed, batch_id)
+    picks = [open_ids[i] for i in rng.permutation(len(open_ids))[: cfg.sampling.budget.train]]
+    rows = write_requests(
+        store,
+        [Request(e, "train", reason, 1.0, "none") for e in picks],
+        run_id=run_id,
+        batch_id=batch_id,
+    )
+    return SamplingResult(
+        batch_id, reason, "none", rows, {"train": len(open_ids)}, RequestLog.read(store).backlog()
+    )
+
+
+@task(name="sample-drifted-slice", cache_policy=NO_CACHE)
+def sample_drifted(cfg: Config, run_id: str, example_ids: list[str]) -> SamplingResult:
+    result = sample_slice(Store(cfg.store.root), cfg, run_id, example_ids, "drift")
+    get_run_logger().warning(
+        "the newest ingest batch drifted: %d of its examples requested for annotation",
+        len(result.requests),
+    )
+    return result

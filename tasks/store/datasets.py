@@ -7,6 +7,7 @@ Layout under the root (a local folder or any pyarrow filesystem URI)::
     quarantine/date=YYYY-MM-DD/part-*.parquet  rejected inputs with bytes and reason
     snapshots/date=YYYY-MM-DD/part-*.parquet   what a training run read
     annotation_requests/date=YYYY-MM-DD/...    what sampling asked people to label
+    slis/date=YYYY-MM-DD/...                   label-health SLIs of every run (long format)
     _locks/<name>/*.lock                       writers' leases (tasks.store.locks)
 
 Nothing is updated in place. On a local filesystem every file is written under a
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS = "examples", "labels", "quarantine", "snapshots"
 ANNOTATION_REQUESTS = "annotation_requests"
+SLIS = "slis"
 DATASETS = (EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS)  # what `counts()` reports
 TMP_PREFIX = ".tmp-"
 SOURCE_KINDS = ("human", "rule", "label_model", "model", "external")
@@ -57,6 +59,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("source", pa.string()),
             ("source_uri", pa.string()),
             ("ingested_at", _TS),
+            ("run_id", pa.string()),  # the ingest run that stored it (null before 0.2)
         ]
     ),
     LABELS: pa.schema(
@@ -107,6 +110,18 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
             ("batch_id", pa.string()),
             ("created_at", _TS),
+        ]
+    ),
+    SLIS: pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("flow", pa.string()),  # retrain | monitor
+            ("computed_at", _TS),
+            ("metric", pa.string()),  # a name of tasks.slis.catalog.METRICS
+            ("labels", pa.string()),  # JSON object of Prometheus label -> value
+            ("value", pa.float64()),
+            ("threshold", pa.float64()),
+            ("breached", pa.bool_()),
         ]
     ),
     SNAPSHOTS: pa.schema(
@@ -230,7 +245,7 @@ class Store:
             return 0
         removed = 0
         now = time.time()
-        for dataset in (*DATASETS, ANNOTATION_REQUESTS, "label_matrices"):
+        for dataset in (*DATASETS, ANNOTATION_REQUESTS, SLIS, "label_matrices"):
             for info in self._list(dataset):
                 if not info.base_name.startswith(TMP_PREFIX):
                     continue

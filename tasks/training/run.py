@@ -116,6 +116,8 @@ class TrainSummary:
     pseudo_label_precision: float
     elapsed_s: float
     run_dir: str
+    pseudo_label_coverage: float = float("nan")
+    pseudo_labeling_off_at: int | None = None  # the feedback-loop guard's step, if it fired
 
     def rows(self) -> list[dict[str, object]]:
         return [
@@ -133,6 +135,12 @@ class TrainSummary:
             {
                 "metric": "pseudo-label precision (gold dev)",
                 "value": round(self.pseudo_label_precision, 4),
+            },
+            {
+                "metric": "pseudo-labeling",
+                "value": "on"
+                if self.pseudo_labeling_off_at is None
+                else f"switched off at step {self.pseudo_labeling_off_at} (precision below floor)",
             },
             {"metric": "seconds", "value": round(self.elapsed_s, 1)},
             {"metric": "MLflow run", "value": self.mlflow_run_id},
@@ -213,6 +221,8 @@ def train_and_log(
             pseudo_label_precision=last.get("eval_pseudo_label_precision", float("nan")),
             elapsed_s=result.elapsed_s,
             run_dir=str(run_dir),
+            pseudo_label_coverage=last.get("eval_pseudo_label_coverage", float("nan")),
+            pseudo_labeling_off_at=result.pseudo_labeling_off_at,
         )
         return summary, result
     finally:

@@ -63,3 +63,26 @@ def test_flow_modules_run_alone_without_the_cli(tmp_path: Path):
             if isinstance(node, ast.ImportFrom)
         }
         assert "flows.cli" not in imported, path.name
+
+
+def test_fail_on_alert_exits_4_and_lists_each_breach_with_its_runbook(
+    prefect_api, store_cfg, capsys
+):
+    from tasks.store import SLIS, Store
+
+    ov = {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": ["0", "1", "2"],
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "health.max_label_age_h": 0.000001,  # every label is "stale": a forced breach
+    }
+    assert main(["monitor", "--fail-on-alert", *_sets(ov)]) == 4
+    out = capsys.readouterr()
+    assert "Label health: 1 BREACH(ES)" in out.out and "label_age_median_hours" in out.out
+    assert "Labels are stale: sample and annotate recent data" in out.out
+    assert "label-health breach" in out.err
+    rows = Store(ov["store.root"]).read(SLIS).to_pylist()
+    breach = [r for r in rows if r["metric"] == "sli_breach" and "label_age" in r["labels"]]
+    assert breach and breach[-1]["value"] == 1.0
+    assert main(["monitor", *_sets(ov)]) == 0  # without the flag: reported, not failed

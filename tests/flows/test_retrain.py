@@ -149,6 +149,13 @@ def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, r
         "gate/reliability_diagram.png",
     }
     assert run.data.metrics["gold_accuracy"] == pytest.approx(first.gold_accuracy)
+    # label health: SLIs on the run (grouped under sli/) and in the store's history
+    assert run.data.metrics["sli/label_coverage_ratio"] > 0
+    assert run.data.metrics["sli/gate_passed"] == 1.0
+    slis = Store(ov["store.root"]).read("slis").to_pylist()
+    assert {r["flow"] for r in slis} == {"retrain"} and any(
+        r["metric"] == "pseudo_label_precision_ratio" for r in slis
+    )
 
     # The champion loads through its alias URI and predicts class probabilities.
     mlflow.set_tracking_uri(uri)

@@ -220,3 +220,19 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path: Path):
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no error: safe
     assert state["step"] == 30
     assert state["classifier"]["network"] == "small_cnn" and state["classifier"]["num_classes"] == 3
+
+
+def test_the_feedback_guard_switches_pseudo_labeling_off_when_precision_is_too_low():
+    # A floor above any reachable precision forces the guard: from the first student
+    # evaluation on, the unlabeled loss no longer counts.
+    off = fit(toy_data(), settings(pseudo_label_precision_floor=1.01, guard_min_pseudo_labels=1))
+    assert off.pseudo_labeling_off_at == 20  # the first evaluation of the student
+    rows = [r for r in off.history if "loss" in r]
+    after = [r for r in rows if r["step"] > 20]
+    assert after and all(r["loss"] == pytest.approx(r["loss_sup"]) for r in after)
+    assert any(r["loss_unsup"] > 0 for r in after)  # computed, just not trained on
+    before = [r for r in rows if 10 < r["step"] <= 20]
+    assert any(r["loss"] > r["loss_sup"] + 1e-6 for r in before)
+    # with a floor the pseudo-labels clear, the guard stays quiet
+    on = fit(toy_data(), settings(pseudo_label_precision_floor=0.0, guard_min_pseudo_labels=1))
+    assert on.pseudo_labeling_off_at is None

@@ -102,6 +102,7 @@ def _examples(n: int, offset: int = 0) -> pa.Table:
             "source": ["test"] * n,
             "source_uri": [f"mem://{i}" for i in ids],
             "ingested_at": [T0] * n,
+            "run_id": ["ingest-1"] * n,
         },
         schema=SCHEMAS[EXAMPLES],
     )

@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+import torch
 from PIL import Image
 
 from configs.schema import load_config
@@ -172,3 +173,40 @@ def test_empty_store_says_what_to_do(tmp_path: Path):
     cfg = load_config(overrides={"store.root": str(tmp_path / "empty")})
     with pytest.raises(NotEnoughDataError, match="semilabel ingest"):
         load_training_data(Store(cfg.store.root), cfg)
+
+
+def test_the_model_sees_pixels_only_never_provenance(tmp_path):
+    """Two stores with the same images and labels but different provenance (source,
+    file names, annotator, run ids, times) give identical training tensors and weights."""
+    from models import fit
+    from tests.conftest import digit_folder, tiny_run_overrides
+
+    results = []
+    for name in ("a", "b"):
+        folder = digit_folder(tmp_path / name / "pictures-from-vendor-" / name, n=90, n_labeled=60)
+        if name == "b":  # other file names for the same bytes
+            for p in sorted(folder.rglob("*.png")):
+                p.rename(p.with_name("renamed-" + p.name))
+        cfg = load_config(
+            overrides={
+                **tiny_run_overrides(tmp_path / name, folder, "sqlite://"),
+                "train.teacher_steps": 5,
+                "train.student_steps": 5,
+            }
+        )
+        total, records = image_folder_records(folder)
+        ingest_records(
+            Store(cfg.store.root),
+            records,
+            cfg,
+            source_name=f"source-{name}",
+            run_id=f"run-{name}",
+            total=total,
+        )
+        ts = load_training_data(Store(cfg.store.root), cfg)
+        results.append((ts, fit(ts.data, cfg.train_settings())))
+    (ta, ra), (tb, rb) = results
+    for field in ("x_lb", "y_lb", "w_lb", "x_ulb"):
+        assert torch.equal(getattr(ta.data, field), getattr(tb.data, field)), field
+    for k, v in ra.model.state_dict().items():
+        assert torch.equal(v, rb.model.state_dict()[k]), k

@@ -1,0 +1,119 @@
+"""Label health in Prometheus's text format (prometheus_client): the latest value of every
+SLI series in the store, with `# HELP` text for each metric and the few labels the
+catalog allows (class, source kind, stream, check, flow: never an example or an id).
+
+`semilabel metrics serve` exposes them for scraping (read from the store at every
+scrape), `semilabel metrics write FILE` writes them for node_exporter's textfile
+collector, and runs push theirs to a Pushgateway when `metrics.pushgateway_url` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tasks.slis.catalog import METRICS
+from tasks.slis.compute import Sli
+from tasks.slis.health import LabelHealth, run_rows
+from tasks.store import SLIS, Store
+
+log = logging.getLogger(__name__)
+
+
+def latest_series(store: Store) -> list[Sli]:
+    """The newest value of every (metric, labels) series in the store's `slis` dataset."""
+    if not store.files(SLIS):
+        return []
+    table = store.read(SLIS, ["metric", "labels", "value", "computed_at"])
+    newest: dict[tuple[str, str], tuple] = {}
+    for metric, labels, value, at in zip(
+        *(table.column(c).to_pylist() for c in ("metric", "labels", "value", "computed_at")),
+        strict=True,
+    ):
+        key = (metric, labels)
+        if key not in newest or at >= newest[key][0]:
+            newest[key] = (at, value)
+    return [
+        Sli(metric, value, tuple(sorted(json.loads(labels).items())))
+        for (metric, labels), (_, value) in sorted(newest.items())
+    ]
+
+
+def families(series: Iterable[Sli]) -> Iterator[GaugeMetricFamily]:
+    """One gauge family per catalog metric present in `series`."""
+    by_metric: dict[str, list[Sli]] = {}
+    for s in series:
+        if s.metric in METRICS:
+            by_metric.setdefault(s.metric, []).append(s)
+    for name, rows in sorted(by_metric.items()):
+        meta = METRICS[name]
+        family = GaugeMetricFamily(meta.full_name, meta.help, labels=list(meta.labels))
+        for s in rows:
+            labels = dict(s.labels)
+            if set(labels) != set(meta.labels):  # never invent or drop a label
+                log.debug("skipping %s with labels %s", name, labels)
+                continue
+            family.add_metric([labels[k] for k in meta.labels], s.value)
+        yield family
+
+
+class StoreCollector(Collector):
+    """Reads the store at each scrape, so a long-running exporter stays current."""
+
+    def __init__(self, store_root: str):
+        self.store_root = store_root
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from families(latest_series(Store(self.store_root)))
+
+
+def registry_for(store_root: str) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store_root))
+    return registry
+
+
+def exposition(store_root: str) -> bytes:
+    return generate_latest(registry_for(store_root))
+
+
+def write_textfile(store_root: str, path: str) -> int:
+    """Write the exposition to `path` atomically (node_exporter's textfile collector
+    reads `*.prom` files); returns the number of series."""
+    registry = registry_for(store_root)
+    write_to_textfile(path, registry)
+    return sum(len(f.samples) for f in registry.collect())
+
+
+def serve(store_root: str, host: str, port: int) -> None:
+    """Serve /metrics on host:port until interrupted."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=registry_for(store_root))
+    log.info("serving label-health metrics on http://%s:%d/metrics", host, port)
+    try:
+        while thread.is_alive():
+            time.sleep(1)
+    finally:
+        server.shutdown()
+
+
+def push_slis(url: str, job: str, health: LabelHealth) -> None:
+    """Push one run's SLIs to a Pushgateway, grouped by flow."""
+
+    class _Run(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            yield from families([*health.slis, *run_rows(health)])
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Run())
+    try:
+        push_to_gateway(url, job=job, registry=registry, grouping_key={"flow": health.flow})
+    except OSError as exc:  # a monitoring outage must not fail the run
+        log.warning("could not push label-health metrics to %s: %s", url, exc)
