@@ -2,8 +2,10 @@
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from configs.schema import load_config
@@ -122,6 +124,19 @@ def hand_store(store_root):
             }
         )
     store.write(LABELS, label_events(ev))
+    # the latest weak-labeling run's label matrix: two functions over g0, g1 and a0
+    matrix = Path(store.base) / "label_matrices" / "run=w1"
+    matrix.mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "example_id": [g[0], g[1], a[0]],
+                "lf_a": pa.array([0, 1, 0], pa.int16()),
+                "lf_b": pa.array([1, 1, -1], pa.int16()),
+            }
+        ),
+        matrix / "part-00000.parquet",
+    )
     write_requests(
         store,
         [
@@ -184,8 +199,15 @@ def test_every_sli_equals_its_hand_computation(hand_store):
     assert _value(
         slis, "label_accuracy_gold_ratio", source_kind="human", source="all"
     ).value == pytest.approx(3 / 4)
-    # M4: folder, label_studio:bob, dawid_skene:x
+    # ...each labeling function on gold dev (g0 truth 0, g1 truth 1): lf_a 2/2, lf_b 1/2,
+    # which is below weak_labeling.accuracy_floor 0.6
+    assert _value(slis, "label_accuracy_gold_ratio", source_kind="rule", source="lf_a").value == 1.0
+    lf_b = _value(slis, "label_accuracy_gold_ratio", source_kind="rule", source="lf_b")
+    assert (lf_b.value, lf_b.breached) == (0.5, True)
+    # M4: folder, label_studio:bob, dawid_skene:x; lf_a and lf_b agree on 1 of the 2 rows
+    # both vote on
     assert _value(slis, "label_sources").value == 3
+    assert _value(slis, "label_source_agreement_ratio").value == pytest.approx(0.5)
     # M5: from the run, below the 0.8 floor
     p = _value(slis, "pseudo_label_precision_ratio")
     assert (p.value, p.breached) == (0.7, True)
