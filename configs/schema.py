@@ -9,6 +9,7 @@ it accepts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,11 @@ class AugmentConfig(_Section):
 
 
 class TrainConfig(_Section):
+    @model_validator(mode="after")
+    def _as_of_utc(self) -> TrainConfig:
+        object.__setattr__(self, "as_of", _utc(self.as_of))
+        return self
+
     network: Literal["small_cnn", "wrn28_2", "resnet18", "resnet34", "resnet50"] = Field(
         "small_cnn", description="Backbone: small_cnn (28x28 on CPU), wrn28_2, torchvision."
     )
@@ -157,9 +163,19 @@ class TrainConfig(_Section):
     eval_every: int = Field(100, ge=1, description="Steps between gold evaluations.")
     log_every: int = Field(10, ge=1, description="Steps between logged metric rows.")
     run_dir: str = Field(".semilabel/runs", description="Checkpoints, one folder per run.")
+    as_of: datetime | None = Field(
+        None,
+        description="Time travel: train on the store exactly as it was then (examples "
+        "ingested and label events created up to this instant, ISO 8601 with a zone).",
+    )
     shuffle_labels: bool = Field(
         False, description="Testing only: shuffle training labels to sabotage a run."
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time without a zone is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class MlflowConfig(_Section):
@@ -168,6 +184,16 @@ class MlflowConfig(_Section):
     )
     experiment: str = Field("semilabel", description="MLflow experiment name.")
     model_name: str = Field("semilabel-classifier", description="Registered model name.")
+    artifact_root: str | None = Field(
+        None,
+        description="Where a new experiment's artifacts go: a folder or s3://... (default: "
+        "`artifacts/` beside a local SQLite store, the server's default for http(s)).",
+    )
+    ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        description="The MLflow UI the CLI links runs to (the tracking server's URL when "
+        "tracking_uri is http(s)).",
+    )
     trust_pickled_models: bool = Field(
         False,
         description="Load model versions logged in the old pickled format (semilabel 0.1). "

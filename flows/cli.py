@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "move the champion alias back to the previous passing version",
 }
 METRICS_HELP = "label-health metrics for Prometheus: serve them (scrape), or write a .prom file"
+LINEAGE_HELP = "what trained a registered model: its data snapshot, label sources, gold, code"
 
 
 def load_flow(command: str) -> Callable[..., Any]:
@@ -66,22 +67,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.add_argument("--host", default="127.0.0.1", help="serve: address to listen on")
     metrics.add_argument("--port", type=int, default=9464, help="serve: port (default 9464)")
     metrics.add_argument("--file", default=None, help="write: the .prom file to write")
+    lineage = sub.add_parser("lineage", help=LINEAGE_HELP, description=LINEAGE_HELP)
+    add_arguments(lineage, "lineage")
+    lineage.add_argument("model", help="models:/<name>/<version> or models:/<name>@<alias>")
+    lineage.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
     if args.command == "metrics":
         return run_metrics(args)
+    if args.command == "lineage":
+        return run_lineage(args)
     return execute(args.command, lambda **kw: load_flow(args.command)(**kw), args)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The validated config of a command that runs no flow; None (said why) if invalid."""
+    from configs.schema import ConfigError, load_config, parse_set_args
+    from flows.cli_common import console
+
+    try:
+        return load_config(args.config, parse_set_args(args.sets))
+    except ConfigError as exc:
+        console.print(f"[red]semilabel {args.command}: {exc}[/red]", highlight=False)
+        return None
+
+
+def run_lineage(args: argparse.Namespace) -> int:
+    """`semilabel lineage URI [--json]`: read the registry and the store, no flow run."""
+    import json
+
+    from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
+    from tasks.lineage import LineageError, lineage
+    from tasks.store import Store
+
+    cfg = _config(args)
+    if cfg is None:
+        return EXIT_CONFIG
+    try:
+        trace = lineage(args.model, cfg.mlflow.tracking_uri, Store(cfg.store.root))
+    except (LineageError, RuntimeError) as exc:
+        console.print(f"[red]semilabel lineage: {exc}[/red]", highlight=False)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(trace.to_dict(), indent=2))
+    else:
+        out.print(trace.markdown(), soft_wrap=True)
+    return 0
 
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`semilabel metrics serve|write`: the store's latest SLIs, no flow run needed."""
-    from configs.schema import ConfigError, load_config, parse_set_args
     from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
     from tasks.prometheus import serve, write_textfile
 
-    try:
-        cfg = load_config(args.config, parse_set_args(args.sets))
-    except ConfigError as exc:
-        console.print(f"[red]semilabel metrics: {exc}[/red]", highlight=False)
+    cfg = _config(args)
+    if cfg is None:
         return EXIT_CONFIG
     if args.action == "write":
         if not args.file:

@@ -61,6 +61,15 @@ OPTIONS: dict[str, list[tuple[tuple[str, ...], dict[str, Any]]]] = {
 }
 
 
+# Options that are config overrides under another name: (flag, dotted key, help).
+AS_OF = (
+    "--as-of",
+    "train.as_of",
+    "time travel: train on the store as it was then (ISO 8601, e.g. 2026-11-01T00:00Z)",
+)
+OVERRIDE_OPTIONS: dict[str, list[tuple[str, str, str]]] = {"train": [AS_OF], "retrain": [AS_OF]}
+
+
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument(
         "--config",
@@ -78,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
     for flags, kwargs in OPTIONS.get(command, []):
         parser.add_argument(*flags, **kwargs)
+    for flag, key, help_text in OVERRIDE_OPTIONS.get(command, []):
+        parser.add_argument(
+            flag, default=None, metavar="VALUE", help=f"{help_text} (= --set {key}=...)"
+        )
 
 
 def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
@@ -122,6 +135,10 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
     """Validate the config, run `flow` with a progress bar, print its result."""
     try:
         overrides = parse_set_args(args.sets)
+        for flag, key, _ in OVERRIDE_OPTIONS.get(command, []):
+            value = getattr(args, flag.lstrip("-").replace("-", "_"))
+            if value is not None:
+                overrides[key] = value
         load_config(args.config, overrides)  # fail fast, before Prefect starts
     except ConfigError as exc:
         console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)

@@ -23,7 +23,13 @@ from configs.schema import load_config
 from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
-from tasks.promotion import RetrainDecision, evaluate_on_gold, gate_candidate, register_and_decide
+from tasks.promotion import (
+    Destination,
+    RetrainDecision,
+    evaluate_on_gold,
+    gate_candidate,
+    register_and_decide,
+)
 from tasks.registry import RegistryRef
 from tasks.registry_lock import registry_lock
 from tasks.sampling import sample_drifted, sample_examples
@@ -34,6 +40,7 @@ from tasks.slis import (
     report_label_health,
     retrain_outcomes,
 )
+from tasks.tracking import ui_base
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
 from tasks.weak_labeling import weak_label_examples
@@ -72,9 +79,13 @@ def retrain(
             GatePolicy.from_config(cfg.gate),
             drift_gate_checks(drift, cfg.health.drift.on_breach),
         )
-        decision = register_and_decide(
-            ref, tuple(cfg.taxonomy.classes), trained, evaluation, report
+        destination = Destination(
+            ref,
+            tuple(cfg.taxonomy.classes),
+            str(cfg.store.root),
+            ui_base(cfg.mlflow.tracking_uri, cfg.mlflow.ui_url),
         )
+        decision = register_and_decide(destination, trained, evaluation, report)
         facts = RunFacts(
             flow="retrain",
             pseudo_label_precision=trained.pseudo_label_precision,

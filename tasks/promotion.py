@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models import predict_proba
 from tasks.gold import GoldSet, GoldSpec, load_gold_set
+from tasks.lineage import LineageError, lineage
 from tasks.model_artifact import load_classifier
 from tasks.registry import (
     TAG_GATE,
@@ -35,8 +36,15 @@ from tasks.registry import (
     register_candidate,
     tag_version,
 )
-from tasks.reports import gate_markdown, plot_confusion, plot_reliability
+from tasks.reports import (
+    decision_markdown,
+    gate_markdown,
+    plot_confusion,
+    plot_gate,
+    plot_reliability,
+)
 from tasks.store import TEST, Store
+from tasks.tracking import run_url, snapshot_dataset, tidy
 from tasks.training import TrainSummary, code_version
 from tasks.validation import Check, GatePolicy, GateReport, GoldMetrics, decide, gold_metrics
 
@@ -101,6 +109,7 @@ class RetrainDecision:
     gold_accuracy: float
     gold_macro_f1: float
     gold_sizes: dict[str, int]
+    run_url: str = ""  # the run in the MLflow UI
     next_labels: str = ""  # what was sampled for people to label, when sampling is on
 
     @property
@@ -125,7 +134,7 @@ class RetrainDecision:
             {"metric": "gold test accuracy", "value": round(self.gold_accuracy, 4)},
             {"metric": "gold test macro-F1", "value": round(self.gold_macro_f1, 4)},
             {"metric": "gold test / dev labels", "value": _sizes(self.gold_sizes)},
-            {"metric": "MLflow run", "value": self.mlflow_run_id},
+            {"metric": "MLflow run", "value": self.run_url or self.mlflow_run_id},
         ] + ([{"metric": "to label next", "value": self.next_labels}] if self.next_labels else [])
 
 
@@ -133,21 +142,55 @@ def _sizes(sizes: dict[str, int]) -> str:
     return f"{sizes.get('test', 0)} / {sizes.get('dev', 0)}"
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a retrain's decision is recorded: the registered model, its classes, the
+    store the data came from (datasets, lineage), and the MLflow UI to link to."""
+
+    ref: RegistryRef
+    classes: tuple[str, ...]
+    store_uri: str
+    ui_url: str
+
+
 def log_gate_to_run(
-    run_id: str, classes: tuple[str, ...], evaluation: Evaluation, report: GateReport
+    dest: Destination, run_id: str, evaluation: Evaluation, report: GateReport
 ) -> None:
-    """The gate's metrics, tags, report and plots, on the candidate's MLflow run."""
+    """The gate on the candidate's MLflow run: the gold snapshot as its `eval` dataset
+    (with the gate's metrics attached), `gate/` metrics, a per-class table, the report,
+    and the decision, confusion-matrix and reliability images."""
     import mlflow
 
-    cand = evaluation.candidate
+    cand, champ = evaluation.candidate, evaluation.champion
+    gold_ds = snapshot_dataset(
+        dest.store_uri, evaluation.gold.snapshot_id, f"gold-test-{evaluation.gold.snapshot_id}"
+    )
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"gold_{k}": v for k, v in cand.scalars().items()})
-        mlflow.log_metrics({f"gold_recall_class_{c}": r for c, r in cand.per_class_recall.items()})
-        mlflow.log_metrics({f"gold_n_{p}": n for p, n in report.gold_sizes.items()})
-        if evaluation.champion is not None:
-            mlflow.log_metrics(
-                {f"champion_gold_{k}": v for k, v in evaluation.champion.scalars().items()}
-            )
+        mlflow.log_input(gold_ds, context="eval")
+        values = {**cand.scalars(), "worst_class_recall": cand.worst_class_recall}
+        for k, v in values.items():
+            if v == v:
+                mlflow.log_metric(f"gate/{k}", tidy(v), dataset=gold_ds)
+        if champ is not None:
+            theirs = {**champ.scalars(), "worst_class_recall": champ.worst_class_recall}
+            for k, v in values.items():
+                if v == v and theirs[k] == theirs[k]:
+                    mlflow.log_metric(f"gate/{k}_vs_champion", tidy(v - theirs[k]), dataset=gold_ds)
+        mlflow.log_metrics({f"gate/n_gold_{p}": n for p, n in report.gold_sizes.items()})
+        mlflow.log_metric("gate/passed", float(report.passed))
+        classes = dest.classes
+        mlflow.log_table(
+            {
+                "class": list(classes),
+                "recall": [cand.per_class_recall.get(c) for c in classes],
+                "precision": [cand.per_class_precision.get(c) for c in classes],
+                "support": [int(sum(row)) for row in cand.confusion],
+                "champion_recall": [
+                    champ.per_class_recall.get(c) if champ else None for c in classes
+                ],
+            },
+            "gate/per_class.json",
+        )
         mlflow.set_tags(
             {TAG_GATE: report.decision, "semilabel.gold_snapshot_id": evaluation.gold.snapshot_id}
         )
@@ -157,6 +200,7 @@ def log_gate_to_run(
                 gate_markdown(report, sample_gold_hint(report.gold_labels_missing))
             )
             (d / "gate_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+            (d / "gate_checks.png").write_bytes(plot_gate(report, "gate on gold (test)"))
             (d / "confusion_matrix.png").write_bytes(
                 plot_confusion(cand, classes, "candidate on gold (test)")
             )
@@ -169,20 +213,67 @@ def log_gate_to_run(
                 mlflow.log_artifact(str(f), artifact_path="gate")
 
 
+def describe_decision(
+    dest: Destination,
+    decision: RetrainDecision,
+    report: GateReport,
+    snapshot_id: str,
+    gold_snapshot_id: str,
+) -> str:
+    """The decision as a description on the run (`mlflow.note.content`) and on the
+    version, and the model's lineage as `lineage.json` on the run. Returns the text."""
+    import mlflow
+
+    if decision.promoted:
+        headline = f"PROMOTED: v{decision.version} is the champion" + (
+            f" (was v{decision.previous_champion})" if decision.previous_champion else ""
+        )
+    elif report.passed:
+        headline = f"NOT PROMOTED: v{decision.version} passed its gate, but {decision.reason}"
+    else:
+        headline = f"REJECTED: v{decision.version} failed {len(report.violations)} check(s): " + (
+            ", ".join(c.name for c in report.violations)
+        )
+    aliases = dest.ref.client().get_registered_model(dest.ref.model_name).aliases or {}
+    text = decision_markdown(
+        headline=headline,
+        report=report,
+        snapshot_id=snapshot_id,
+        gold_snapshot_id=gold_snapshot_id,
+        champion_after=str(aliases["champion"]) if "champion" in aliases else None,
+        previous_after=str(aliases["previous_champion"])
+        if "previous_champion" in aliases
+        else None,
+    )
+    client = dest.ref.client()
+    client.set_tag(decision.mlflow_run_id, "mlflow.note.content", text)
+    client.update_model_version(dest.ref.model_name, decision.version, description=text)
+    try:
+        trace = lineage(
+            dest.ref.version_uri(decision.version), dest.ref.tracking_uri, Store(dest.store_uri)
+        )
+    except LineageError as exc:  # the decision stands; only its trace is missing
+        log.warning("no lineage.json on run %s: %s", decision.mlflow_run_id, exc)
+        return text
+    with mlflow.start_run(run_id=decision.mlflow_run_id):
+        mlflow.log_dict(trace.to_dict(), "lineage.json")
+    return text
+
+
 def record_decision(
-    ref: RegistryRef,
-    classes: tuple[str, ...],
+    dest: Destination,
     trained: TrainSummary,
     evaluation: Evaluation,
     report: GateReport,
 ) -> RetrainDecision:
     """Log the gate to the candidate's run, register the candidate as a new version with
-    its evidence in tags, and promote it only on a pass and only if the champion is still
-    the version the gate compared against."""
+    its evidence in tags, promote it only on a pass and only if the champion is still
+    the version the gate compared against, and describe the decision on run and version."""
     import mlflow
 
+    ref = dest.ref
     mlflow.set_tracking_uri(ref.tracking_uri)
-    log_gate_to_run(trained.mlflow_run_id, classes, evaluation, report)
+    log_gate_to_run(dest, trained.mlflow_run_id, evaluation, report)
     cand = evaluation.candidate
     tags = {
         TAG_GATE: report.decision,
@@ -210,7 +301,8 @@ def record_decision(
             log.warning("%s", reason)
     if not promoted:
         tag_version(ref, version, TAG_PROMOTION, f"not promoted: {reason}")
-    return RetrainDecision(
+    experiment_id = ref.client().get_run(trained.mlflow_run_id).info.experiment_id
+    decision = RetrainDecision(
         model_name=ref.model_name,
         version=version,
         gate=report.decision,
@@ -223,7 +315,10 @@ def record_decision(
         gold_accuracy=cand.accuracy,
         gold_macro_f1=cand.macro_f1,
         gold_sizes=report.gold_sizes,
+        run_url=run_url(dest.ui_url, experiment_id, trained.mlflow_run_id),
     )
+    describe_decision(dest, decision, report, trained.snapshot_id, evaluation.gold.snapshot_id)
+    return decision
 
 
 # -- Prefect tasks ---------------------------------------------------------------------
@@ -273,15 +368,14 @@ def gate_candidate(
 
 @task(name="register-and-decide", cache_policy=NO_CACHE)
 def register_and_decide(
-    ref: RegistryRef,
-    classes: tuple[str, ...],
+    dest: Destination,
     trained: TrainSummary,
     evaluation: Evaluation,
     report: GateReport,
 ) -> RetrainDecision:
     """Register the candidate; promote it only when the gate passed against the champion
     that is still the champion."""
-    decision = record_decision(ref, classes, trained, evaluation, report)
+    decision = record_decision(dest, trained, evaluation, report)
     get_run_logger().info(
         "%s v%s %s (%s); champion is %s",
         decision.model_name,

@@ -13,6 +13,7 @@ import numpy as np
 
 from tasks.validation import (
     ECE_BINS,
+    Check,
     GateReport,
     GoldMetrics,
     MonitorReport,
@@ -170,3 +171,107 @@ def _png(fig: Any) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _check(report: GateReport, name: str) -> Check | None:
+    return next((c for c in report.checks if c.name == name), None)
+
+
+def decision_markdown(
+    *,
+    headline: str,
+    report: GateReport,
+    snapshot_id: str,
+    gold_snapshot_id: str,
+    champion_after: str | None,
+    previous_after: str | None,
+) -> str:
+    """The run's and the version's description: the decision in one line, then the
+    candidate against the champion with each check's floor, allowed regression and
+    margin, the tightest check, the data, and who holds which alias now."""
+    cand, champ = report.candidate, report.champion
+    rows = [
+        "| metric | candidate | champion | floor | allowed regression | margin |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in ("accuracy", "macro_f1", "ece"):
+        floor = _check(report, f"{m}_floor") or _check(report, f"{m}_ceiling")
+        vs = _check(report, f"{m}_vs_champion")
+        theirs = champ.scalars()[m] if champ else None
+        allowed = (
+            "off"
+            if vs is not None and vs.disabled
+            else f"{abs(theirs - vs.threshold):.4f}"
+            if vs is not None and theirs is not None and vs.threshold is not None
+            else "—"
+        )
+        margins = [c.margin for c in (floor, vs) if c is not None and c.margin == c.margin]
+        rows.append(
+            f"| {m} | {cand.scalars()[m]:.4f} | {_f(theirs)} | "
+            f"{'off' if floor is None or floor.disabled else f'{floor.threshold:.4f}'} | "
+            f"{allowed} | {_f(min(margins)) if margins else '—'} |"
+        )
+    recall_floor = next(
+        (c.threshold for c in report.checks if c.name.startswith("recall[") and not c.disabled),
+        None,
+    )
+    worst = cand.worst_class_recall
+    their_worst = champ.worst_class_recall if champ else None
+    margin = _f(worst - recall_floor) if recall_floor is not None else "—"
+    rows.append(
+        f"| worst-class recall | {_f(worst)} | {_f(their_worst)} | {_f(recall_floor)} | — "
+        f"| {margin} |"
+    )
+    tight = report.tightest()
+    lines = [
+        f"**{headline}**",
+        "",
+        *rows,
+        "",
+        f"Tightest check: `{tight.name}` {_f(tight.value)} against {_f(tight.threshold)} "
+        f"(margin {_f(tight.margin)})."
+        if tight
+        else "No enabled check.",
+        "",
+        f"Data: training snapshot `{snapshot_id}`, gold test snapshot `{gold_snapshot_id}` "
+        f"({cand.n} labels).",
+        "",
+        "Aliases after this run: `champion` → "
+        + (f"v{champion_after}" if champion_after else "none")
+        + ", `previous_champion` → "
+        + (f"v{previous_after}" if previous_after else "none")
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_gate(report: GateReport, title: str) -> bytes:
+    """PNG of the decision: each enabled check's value against its floor or limit (and
+    the champion's value where it has one), green when it passed, red when it failed."""
+    plt = _pyplot()
+    checks = [c for c in report.checks if not c.disabled and c.name != "gold_labels"]
+    champ = report.champion.scalars() if report.champion else {}
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(checks) + 1.4), dpi=110)
+    for i, c in enumerate(checks):
+        colour = "#2e7d32" if c.passed else "#c62828"
+        value = c.value if c.value == c.value else 0.0
+        ax.barh(i, value, color=colour, alpha=0.75)
+        if c.threshold is not None:
+            ax.plot([c.threshold, c.threshold], [i - 0.4, i + 0.4], color="black", lw=2)
+        metric = c.name.split("_vs_")[0].split("_floor")[0].split("_ceiling")[0]
+        if metric in champ:
+            ax.plot(champ[metric], i, marker="D", color="#1565c0", ms=6)
+        ax.text(
+            1.01,
+            i,
+            f"{c.value:.3f} {'pass' if c.passed else 'FAIL'}",
+            va="center",
+            fontsize=7,
+            transform=ax.get_yaxis_transform(),
+        )
+    ax.set_yticks(range(len(checks)), [c.name for c in checks], fontsize=7)
+    ax.set_xlim(0, 1.0)
+    ax.invert_yaxis()
+    ax.set_xlabel("value (bar) | floor or limit (black) | champion (blue diamond)")
+    ax.set_title(f"{title}: {report.decision.upper()}")
+    return _png(fig)

@@ -45,6 +45,7 @@ from tasks.store import (
     Store,
     utcnow,
 )
+from tasks.tracking import ensure_experiment
 
 __all__ = [
     "ABSTAIN",
@@ -310,8 +311,7 @@ def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> W
     summary = dataclasses.replace(
         summary, matrix_path=matrix.path, elapsed_s=summary.elapsed_s + matrix.elapsed_s
     )
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    mlflow.set_experiment(cfg.mlflow.experiment)
+    ensure_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_root)
     with mlflow.start_run(
         run_name=f"weak-label-{run_id[:8]}", tags={"semilabel.stage": "weak_label"}
     ):

@@ -26,6 +26,7 @@ from tasks.slis.compute import RunFacts, Sli, compute_slis
 from tasks.slis.drift import DriftCheck, compare
 from tasks.slis.health import LabelHealth, LabelHealthAlert, run_rows
 from tasks.store import EXAMPLES, SCHEMAS, SLIS, GoldSplit, LatestLabels, Store, utcnow
+from tasks.tracking import ensure_experiment
 from tasks.validation import Check
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,11 @@ def record_slis(store: Store, health: LabelHealth) -> None:
 
 
 def log_slis_to_mlflow(
-    health: LabelHealth, tracking_uri: str, experiment: str, run_id: str | None
+    health: LabelHealth,
+    tracking_uri: str,
+    experiment: str,
+    run_id: str | None,
+    artifact_root: str | None = None,
 ) -> None:
     """`sli/<metric>[/<label values>]` metrics on `run_id` (a new run of `experiment`
     when None)."""
@@ -181,7 +186,7 @@ def log_slis_to_mlflow(
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(metrics)
     else:
-        mlflow.set_experiment(experiment)
+        ensure_experiment(tracking_uri, experiment, artifact_root)
         with mlflow.start_run(
             run_name=f"{health.flow}-label-health", tags={"semilabel.stage": health.flow}
         ):
@@ -204,7 +209,13 @@ def report_label_health(
 ) -> LabelHealth:
     """Compute the SLIs, keep them (store, MLflow, Pushgateway) and publish them."""
     health = label_health(Store(cfg.store.root), cfg, facts, run_id)
-    log_slis_to_mlflow(health, cfg.mlflow.tracking_uri, cfg.mlflow.experiment, mlflow_run_id)
+    log_slis_to_mlflow(
+        health,
+        cfg.mlflow.tracking_uri,
+        cfg.mlflow.experiment,
+        mlflow_run_id,
+        cfg.mlflow.artifact_root,
+    )
     create_table_artifact(
         table=health.rows(), key="label-health-slis", description=f"{len(health.slis)} SLIs"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -159,7 +160,8 @@ class LatestLabels:
         self.unresolved = unresolved  # example -> the tied labels of its latest round
 
     @classmethod
-    def read(cls, store: Store) -> LatestLabels:
+    def read(cls, store: Store, as_of: datetime | None = None) -> LatestLabels:
+        """From the whole log, or only the events created up to `as_of` (time travel)."""
         latest: dict[str, dict[str, _Event]] = {k: {} for k in cls.KINDS}
         # human: example -> run -> source -> latest event of that source in that run
         rounds: dict[str, dict[str, dict[str, _Event]]] = {}
@@ -175,7 +177,10 @@ class LatestLabels:
             "run_id",
         ]
         kinds = pa.array(list(cls.KINDS))
-        for batch in store.iter_batches(LABELS, cols, filter=pc.field("source_kind").isin(kinds)):
+        flt = pc.field("source_kind").isin(kinds)
+        if as_of is not None:
+            flt = flt & (pc.field("created_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC")))
+        for batch in store.iter_batches(LABELS, cols, filter=flt):
             rows = batch.to_pydict()
             for ex, lab, kind, name, conf, ts, ev, infl, run in zip(
                 *(rows[c] for c in cols), strict=True

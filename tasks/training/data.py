@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from configs.schema import Config
@@ -119,7 +120,8 @@ def load_training_data(
     gold dev part's human labels as the evaluation set for the training curves."""
     classes = {c: i for i, c in enumerate(cfg.taxonomy.classes)}
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
-    latest = LatestLabels.read(store)  # one pass over the label log
+    as_of = cfg.train.as_of  # time travel: the store as it was then
+    latest = LatestLabels.read(store, as_of)  # one pass over the label log
     resolved = latest.resolve(
         confidence_floor=cfg.labels.confidence_floor,
         max_model_share=cfg.labels.max_model_share,
@@ -146,8 +148,13 @@ def load_training_data(
     uris: list[str] = []
     images: list[np.ndarray] = []
     seen: set[str] = set()
+    ingested = (
+        pc.field("ingested_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
+        if as_of is not None
+        else None
+    )
     for batch in store.iter_batches(
-        EXAMPLES, ["example_id", "image", "source_uri"], batch_size=4096
+        EXAMPLES, ["example_id", "image", "source_uri"], filter=ingested, batch_size=4096
     ):
         batch_ids = batch.column(0).to_pylist()
         keep = [i for i, e in enumerate(batch_ids) if not (e in seen or seen.add(e))]
@@ -159,7 +166,9 @@ def load_training_data(
         images.extend(decode_images(batch.column(1).to_pylist(), size, channels))
     if not ids:
         raise NotEnoughDataError(
-            f"the store {store.uri!r} has no examples: run `semilabel ingest` first"
+            f"the store {store.uri!r} has no examples"
+            + (f" ingested by {as_of.isoformat()}" if as_of else "")
+            + ": run `semilabel ingest` first"
         )
     x = torch.from_numpy(np.stack(images))  # (N, C, H, W) uint8
     digests = [pixel_digest(im) for im in images]

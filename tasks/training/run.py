@@ -23,6 +23,13 @@ from models import Callback, TrainResult, TrainSettings, fit
 from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
 from tasks.store import Store
+from tasks.tracking import (
+    ensure_experiment,
+    loop_metric_name,
+    model_params,
+    snapshot_dataset,
+    tidy,
+)
 from tasks.training.data import TrainingSet, load_training_data
 from tasks.training.run_dir import claim_run_dir
 
@@ -66,27 +73,24 @@ def environment_tags(device: str) -> dict[str, str]:
     }
 
 
-def flatten(prefix: str, obj: Any) -> dict[str, Any]:
-    """{"train": {"lr": 0.03}} -> {"train.lr": 0.03}."""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: obj}
-
-
 class MlflowMetrics(Callback):
-    """Send the loop's metric rows to the active MLflow run."""
+    """Send the loop's metric rows to the active MLflow run, under grouped names
+    (`train/`, `eval_gold/`, `pseudo_labels/`; see `tasks.tracking`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: tuple[str, ...]) -> None:
         import mlflow
 
         self._mlflow = mlflow
+        self._classes = classes
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: v for k, v in metrics.items() if v == v}  # NaN -> not logged
-        self._mlflow.log_metrics(clean, step=step)
+        named = {
+            name: tidy(v)
+            for k, v in metrics.items()
+            if v == v and (name := loop_metric_name(k, self._classes)) is not None
+        }  # NaN -> not logged
+        if named:
+            self._mlflow.log_metrics(named, step=step)
 
 
 class ProgressCallback(Callback):
@@ -118,6 +122,17 @@ class TrainSummary:
     run_dir: str
     pseudo_label_coverage: float = float("nan")
     pseudo_labeling_off_at: int | None = None  # the feedback-loop guard's step, if it fired
+
+    def markdown(self) -> str:
+        """The run's description until a gate decides on it (`semilabel retrain`
+        replaces it with the decision)."""
+        rows = "\n".join(f"| {r['metric'].strip()} | {r['value']} |" for r in self.rows())
+        return (
+            f"**TRAINED, not gated yet**: student accuracy on gold dev "
+            f"{self.student_gold_accuracy:.4f} (teacher {self.teacher_gold_accuracy:.4f}). "
+            "`semilabel retrain` gates, registers and promotes a candidate.\n\n"
+            f"| | |\n|---|---:|\n{rows}\n\nData: training snapshot `{self.snapshot_id}`.\n"
+        )
 
     def rows(self) -> list[dict[str, object]]:
         return [
@@ -164,13 +179,14 @@ def train_and_log(
     snapshot_id = store.write_snapshot(
         training.train_ids, training.label_event_ids, purpose="train", run_id=owner or key
     )
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    mlflow.set_experiment(cfg.mlflow.experiment)
+    ensure_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_root)
     active = mlflow.active_run()
     run = active or mlflow.start_run(run_name=f"train-{snapshot_id}")
     try:
-        mlflow.log_params(
-            {k: str(v)[:500] for k, v in flatten("", cfg.model_dump(mode="json")).items()}
+        mlflow.log_params(model_params(cfg))
+        mlflow.log_input(
+            snapshot_dataset(store.uri, snapshot_id, f"training-{snapshot_id}"),
+            context="training",
         )
         mlflow.log_params(
             {
@@ -181,12 +197,19 @@ def train_and_log(
                 "data.n_gold_dev": len(training.gold_ids),
             }
         )
-        mlflow.set_tags({"semilabel.snapshot_id": snapshot_id, **environment_tags("pending")})
+        mlflow.set_tags(
+            {
+                "semilabel.snapshot_id": snapshot_id,
+                "semilabel.student_from_step": str(settings.teacher_steps),
+                **({"semilabel.as_of": cfg.train.as_of.isoformat()} if cfg.train.as_of else {}),
+                **environment_tags("pending"),
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "config.json"
             cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
             mlflow.log_artifact(str(cfg_path))
-        callbacks: list[Callback] = [MlflowMetrics()]
+        callbacks: list[Callback] = [MlflowMetrics(tuple(cfg.taxonomy.classes))]
         if progress is not None:
             callbacks.append(ProgressCallback(progress))
         with claim_run_dir(Path(cfg.train.run_dir), key, owner) as run_dir:
@@ -224,6 +247,7 @@ def train_and_log(
             pseudo_label_coverage=last.get("eval_pseudo_label_coverage", float("nan")),
             pseudo_labeling_off_at=result.pseudo_labeling_off_at,
         )
+        mlflow.set_tag("mlflow.note.content", summary.markdown())
         return summary, result
     finally:
         if active is None:

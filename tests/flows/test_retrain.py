@@ -145,10 +145,12 @@ def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, r
     assert artifacts == {
         "gate/gate_report.md",
         "gate/gate_report.json",
+        "gate/gate_checks.png",
+        "gate/per_class.json",
         "gate/confusion_matrix.png",
         "gate/reliability_diagram.png",
     }
-    assert run.data.metrics["gold_accuracy"] == pytest.approx(first.gold_accuracy)
+    assert run.data.metrics["gate/accuracy"] == pytest.approx(first.gold_accuracy)
     # label health: SLIs on the run (grouped under sli/) and in the store's history
     assert run.data.metrics["sli/label_coverage_ratio"] > 0
     assert run.data.metrics["sli/gate_passed"] == 1.0

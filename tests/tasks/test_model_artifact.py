@@ -11,6 +11,7 @@ import torch
 
 from models import ClassifierConfig, build_classifier
 from tasks.model_artifact import ModelFormatError, load_classifier, log_classifier
+from tasks.tracking import ensure_experiment
 
 
 class Planted(torch.nn.Module):
@@ -33,7 +34,7 @@ def uri(tmp_path: Path) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("artifact-test")
+    ensure_experiment(uri, "artifact-test")  # artifacts beside the db, not ./mlruns
     return uri
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.gold import GoldSpec
-from tasks.promotion import evaluate_candidate_and_champion, record_decision
+from tasks.promotion import Destination, evaluate_candidate_and_champion, record_decision
 from tasks.registry import (
     TAG_GATE,
     TAG_PROMOTION,
@@ -61,7 +61,8 @@ def test_a_champion_moved_after_evaluation_blocks_promotion(store_cfg, tmp_path:
     # Another process promotes something else between the gate and the promotion.
     v2 = register(ref, {TAG_GATE: "passed"})
     move_alias_in_another_process(ref, v2)
-    decision = record_decision(ref, spec.classes, trained, evaluation, report)
+    dest = Destination(ref, spec.classes, str(store_cfg.store.root), "http://127.0.0.1:5000")
+    decision = record_decision(dest, trained, evaluation, report)
     assert not decision.promoted and decision.decision == "rejected"
     assert decision.reason.startswith("promo: champion moved from v1 to v2 during this run")
     assert champion_version(ref) == v2

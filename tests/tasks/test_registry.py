@@ -26,6 +26,7 @@ from tasks.registry import (
     register_candidate,
     rollback,
 )
+from tasks.tracking import ensure_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ def logged_model(uri: str, seed: int = 0) -> str:
     torch.manual_seed(seed)
     model = build_classifier(ClassifierConfig("small_cnn", 3, 1, 28, (0.1,), (0.3,)))
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("registry-test")
+    ensure_experiment(uri, "registry-test")  # artifacts beside the db, not ./mlruns
     with mlflow.start_run():
         return log_classifier(model, ("0", "1", "2"), torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
 

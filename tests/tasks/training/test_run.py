@@ -30,17 +30,26 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     assert run.data.params["data.n_gold_dev"] == str(summary.n_gold_dev)
     assert run.data.tags["semilabel.snapshot_id"] == summary.snapshot_id
     assert run.data.tags["semilabel.device"] == "cpu"
-    for key in (
-        "loss_sup",
-        "loss_unsup",
-        "mask_rate",
-        "pseudo_labels_class_0",
-        "eval_teacher_accuracy",
-        "eval_student_accuracy",
-        "eval_pseudo_label_precision",
+    for key in (  # grouped names: train/, eval_gold/, pseudo_labels/<class>
+        "train/loss_sup",
+        "train/loss_unsup",
+        "train/mask_rate",
+        "pseudo_labels/class_0",
+        "eval_gold/teacher_accuracy",
+        "eval_gold/student_accuracy",
+        "eval_gold/pseudo_label_precision",
     ):
         assert client.get_metric_history(summary.mlflow_run_id, key), key
-    assert len(client.get_metric_history(summary.mlflow_run_id, "loss")) == 6  # every 10 steps
+    assert len(client.get_metric_history(summary.mlflow_run_id, "train/loss")) == 6  # 10 steps
+    assert "phase" not in run.data.metrics and run.data.tags["semilabel.student_from_step"] == "30"
+    # only the keys that change the model are params; the whole config is config.json
+    assert not any(
+        k.startswith(("store.", "source.", "ingest.", "mlflow.")) for k in run.data.params
+    )
+    # the training snapshot is the run's dataset, its digest the snapshot id
+    (ds_input,) = run.inputs.dataset_inputs
+    assert ds_input.dataset.digest == summary.snapshot_id
+    assert [t.value for t in ds_input.tags if t.key == "mlflow.data.context"] == ["training"]
     # The logged model is rebuilt from its spec and weights (no pickle) and predicts
     # exactly like the trained one; MLflow's pyfunc flavor gives its probabilities.
     loaded = load_classifier(summary.model_uri, store_cfg.mlflow.tracking_uri)

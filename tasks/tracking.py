@@ -1,0 +1,141 @@
+"""How semilabel uses MLflow tracking, in one place: where artifacts live, the experiment,
+the names metrics are grouped under, the params worth a column, the datasets a run
+read, and the link to a run in the UI.
+
+Artifacts of the local default (`sqlite:///.semilabel/mlflow.db`) live next to the
+database, in `.semilabel/artifacts/`, not in a `./mlruns` of whatever folder a command
+ran from: the home is self-contained and can be moved. `mlflow.artifact_root` (a folder
+or `s3://...`) overrides it; a tracking server's own default applies to `http(s)://`
+URIs. An experiment keeps the location it was created with.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from configs.schema import Config
+
+# the training loop's row keys -> the names runs show them under
+LOOP_METRICS = {
+    "loss": "train/loss",
+    "loss_sup": "train/loss_sup",
+    "loss_unsup": "train/loss_unsup",
+    "mask_rate": "train/mask_rate",
+    "lr": "train/lr",
+    "pseudo_labeling_off": "train/pseudo_labeling_off",
+    "eval_teacher_accuracy": "eval_gold/teacher_accuracy",
+    "eval_student_accuracy": "eval_gold/student_accuracy",
+    "eval_pseudo_label_precision": "eval_gold/pseudo_label_precision",
+    "eval_pseudo_label_coverage": "eval_gold/pseudo_label_coverage",
+    "eval_pseudo_label_count": "eval_gold/pseudo_label_count",
+}
+PARAM_SECTIONS = ("train", "gate")  # plus weak_labeling when it runs
+
+
+def artifact_root(tracking_uri: str, configured: str | None) -> str | None:
+    """Where a new experiment's artifacts go: the configured root, or a folder beside a
+    local SQLite/file store; None (the server decides) for a tracking server."""
+    if configured:
+        return configured if "://" in configured else Path(configured).resolve().as_uri()
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        db = (
+            Path(tracking_uri[len("sqlite:///") :])
+            if tracking_uri.startswith("sqlite:///")
+            else None
+        )
+        if db is not None and db.name:
+            return (db.resolve().parent / "artifacts").as_uri()
+    if parsed.scheme in ("", "file"):
+        return (Path(parsed.path or tracking_uri).resolve() / "artifacts").as_uri()
+    return None
+
+
+def ensure_experiment(tracking_uri: str, name: str, configured_root: str | None = None) -> str:
+    """The experiment's id; made (with its artifact location, see the module) if missing.
+    Also makes it the active experiment."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            client.create_experiment(
+                name, artifact_location=artifact_root(tracking_uri, configured_root)
+            )
+        except MlflowException as exc:  # made meanwhile by a concurrent run
+            if "already exists" not in str(exc).lower():
+                raise
+    experiment = mlflow.set_experiment(name)
+    return experiment.experiment_id
+
+
+def loop_metric_name(key: str, classes: tuple[str, ...]) -> str | None:
+    """The grouped name of a training-loop metric; None for those not logged as curves."""
+    if key in LOOP_METRICS:
+        return LOOP_METRICS[key]
+    if key.startswith("pseudo_labels_class_"):
+        k = int(key.rsplit("_", 1)[1])
+        return f"pseudo_labels/class_{classes[k] if k < len(classes) else k}"
+    return None  # e.g. `phase`: a tag (semilabel.student_from_step), not a chart
+
+
+def tidy(value: float) -> float:
+    """A metric value as a person reads it: 6 significant digits, not 17."""
+    return float(f"{value:.6g}")
+
+
+def model_params(cfg: Config) -> dict[str, str]:
+    """The config keys that change the model: train.*, gate.*, and weak_labeling.* when
+    it runs (the whole config is the run's config.json)."""
+    data = cfg.model_dump(mode="json")
+    sections = list(PARAM_SECTIONS) + (["weak_labeling"] if cfg.weak_labeling.enabled else [])
+    out: dict[str, str] = {}
+    for section in sections:
+        for key, value in _flatten(section, data[section]).items():
+            out[key] = str(value)[:500]
+    out["labels.confidence_floor"] = str(cfg.labels.confidence_floor)
+    out["labels.max_model_share"] = str(cfg.labels.max_model_share)
+    return out
+
+
+def _flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    return {prefix: obj}
+
+
+def snapshot_dataset(store_uri: str, snapshot_id: str, name: str) -> Any:
+    """An MLflow dataset for a store snapshot: digest = the snapshot id, source = the
+    store, and the schema of what was read (example id, encoded image, label)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types.schema import ColSpec, Schema
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(store_uri.split("?")[0])
+    schema = Schema(
+        [ColSpec("string", "example_id"), ColSpec("binary", "image"), ColSpec("string", "label")]
+    )
+    return MetaDataset(source, name=name, digest=snapshot_id, schema=schema)
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, in its model-training view."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_url.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str, ui_url: str) -> str:
+    """The MLflow UI for a tracking URI: the server itself for http(s), else `ui_url`
+    (where `mlflow ui` on the local store serves)."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_url
