@@ -129,6 +129,8 @@ def present(command: str, result: Any) -> None:
         "retrain": f"retrain: {getattr(result, 'decision', '')}",
     }.get(command, command)
     _print_rows(title, result.rows())
+    if getattr(result, "run_url", ""):  # whole, so a terminal can open it
+        out.print(f"Review it in the MLflow UI: {result.run_url}", soft_wrap=True)
 
 
 def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) -> int:

@@ -134,7 +134,7 @@ class RetrainDecision:
             {"metric": "gold test accuracy", "value": round(self.gold_accuracy, 4)},
             {"metric": "gold test macro-F1", "value": round(self.gold_macro_f1, 4)},
             {"metric": "gold test / dev labels", "value": _sizes(self.gold_sizes)},
-            {"metric": "MLflow run", "value": self.run_url or self.mlflow_run_id},
+            {"metric": "MLflow run", "value": self.mlflow_run_id},
         ] + ([{"metric": "to label next", "value": self.next_labels}] if self.next_labels else [])
 
 

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from flows.cli import main
+from flows.cli_common import present
 from flows.retrain import retrain
 from flows.train import train
 from tasks.store import LABELS, SNAPSHOTS, Store
@@ -27,7 +28,7 @@ def home(tmp_path, monkeypatch):
     return work
 
 
-def test_two_retrains_leave_a_run_a_reviewer_can_read(prefect_api, tmp_path, home):
+def test_two_retrains_leave_a_run_a_reviewer_can_read(prefect_api, tmp_path, home, capsys):
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     (tmp_path / "home").mkdir()
     ov = {
@@ -49,10 +50,13 @@ def test_two_retrains_leave_a_run_a_reviewer_can_read(prefect_api, tmp_path, hom
     version = client.get_model_version("reviewed", second.version)
     assert version.description == note
     assert "`champion` → v" in note
-    # the link the CLI prints opens the run in its model-training view
+    # the link the CLI prints, whole, opens the run in its model-training view
     assert second.run_url.endswith(
         f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
     )
+    capsys.readouterr()
+    present("retrain", second)
+    assert f"Review it in the MLflow UI: {second.run_url}\n" in capsys.readouterr().out
 
     # datasets: the training snapshot and the gold snapshot, digests = snapshot ids
     inputs = {
