@@ -156,7 +156,7 @@ class Bare:
 
     def __init__(self, data, s, device: torch.device, n_images: int):
         from models.networks import build_network
-        from models.train import Classifier, _optimizer, channel_stats
+        from models.train import Classifier, channel_stats, make_optimizer
 
         torch.manual_seed(0)
         cuda = device.type == "cuda"
@@ -165,7 +165,7 @@ class Bare:
         mean, std = channel_stats(torch.cat([data.x_lb, data.x_ulb[:10_000]]))
         self.model = Classifier(build_network(s.network, s.num_classes, c, h), mean, std)
         self.model = self.model.to(device, memory_format=self.fmt).train()
-        self.opt = _optimizer(self.model, s, device)
+        self.opt = make_optimizer(self.model, s, device)
         g = torch.Generator().manual_seed(0)
         x = torch.cat([data.x_lb, data.x_ulb])
         idx = torch.randint(0, len(x), (n_images,), generator=g)

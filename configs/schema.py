@@ -120,6 +120,24 @@ class AugmentConfig(_Section):
     cutout: float = Field(0.5, ge=0.0, le=1.0, description="Strong view: max cutout side.")
 
 
+class DistributedConfig(_Section):
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        description="Training processes on this node (GPUs on a GPU node); > 1 "
+        "launches the training phases with torchrun (DistributedDataParallel).",
+    )
+    nnodes: int = Field(1, ge=1, description="Nodes taking part (each runs nproc_per_node).")
+    node_rank: int = Field(0, ge=0, description="This node's rank among nnodes.")
+    master_addr: str = Field("127.0.0.1", description="Rank 0's address (several nodes).")
+    master_port: int = Field(
+        0, ge=0, le=65535, description="Rank 0's port; 0 = a free port (one node only)."
+    )
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="auto: nccl on CUDA, gloo on CPU."
+    )
+
+
 class TrainConfig(_Section):
     @model_validator(mode="after")
     def _as_of_utc(self) -> TrainConfig:
@@ -163,6 +181,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(100, ge=1, description="Steps between gold evaluations.")
     log_every: int = Field(10, ge=1, description="Steps between logged metric rows.")
     run_dir: str = Field(".semilabel/runs", description="Checkpoints, one folder per run.")
+    distributed: DistributedConfig = DistributedConfig()
     as_of: datetime | None = Field(
         None,
         description="Time travel: train on the store exactly as it was then (examples "
@@ -528,6 +547,12 @@ class Config(_Section):
             log_every=t.log_every,
             seed=self.seed,
         )
+
+    def distributed_settings(self) -> Any:
+        """`train.distributed` as `models.distributed.DistributedSettings`."""
+        from models.distributed import DistributedSettings
+
+        return DistributedSettings(**self.train.distributed.model_dump())
 
 
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:

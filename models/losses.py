@@ -42,11 +42,16 @@ class FixedThreshold:
         return torch.full((self.num_classes,), self.tau)
 
     def select(
-        self, probs: torch.Tensor, idx: torch.Tensor | None = None
+        self, probs: torch.Tensor, idx: torch.Tensor | None = None, record: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask (U,), pseudo-labels (U,)) from weak-view probabilities (U, K)."""
+        """(mask (U,), pseudo-labels (U,)) from weak-view probabilities (U, K); with
+        `record`, stateful thresholds also learn from this batch (see `record`)."""
         conf, pseudo = probs.max(1)
         return (conf >= self.tau).float(), pseudo
+
+    def record(self, idx: torch.Tensor, pseudo: torch.Tensor, conf: torch.Tensor) -> None:
+        """Learn from a batch's predictions: unlabeled indices, pseudo-labels and their
+        confidence (U,). A fixed threshold has nothing to learn."""
 
     def state_dict(self) -> dict:
         return {}
@@ -89,16 +94,21 @@ class FlexMatchThreshold(FixedThreshold):
         return self.tau * beta / (2.0 - beta)
 
     def select(
-        self, probs: torch.Tensor, idx: torch.Tensor | None = None
+        self, probs: torch.Tensor, idx: torch.Tensor | None = None, record: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if idx is None:
             raise ValueError("FlexMatchThreshold.select needs the unlabeled indices")
         conf, pseudo = probs.max(1)
         thr = self.thresholds().to(probs.device)[pseudo]  # (U,)
         mask = conf >= thr
+        if record:
+            self.record(idx, pseudo, conf)
+        return mask.float(), pseudo
+
+    def record(self, idx: torch.Tensor, pseudo: torch.Tensor, conf: torch.Tensor) -> None:
+        """Each example predicted at or above tau remembers that prediction."""
         confident = conf >= self.tau
         self.predicted[idx[confident]] = pseudo[confident]
-        return mask.float(), pseudo
 
     def state_dict(self) -> dict:
         return {"predicted": self.predicted.clone()}
@@ -118,7 +128,16 @@ class DistributionAlignment:
 
     @torch.no_grad()
     def __call__(self, probs: torch.Tensor) -> torch.Tensor:
-        self.running = self.momentum * self.running + (1 - self.momentum) * probs.mean(0)
+        self.update(probs.mean(0))
+        return self.apply(probs)
+
+    @torch.no_grad()
+    def update(self, mean_probs: torch.Tensor) -> None:
+        """Move the running mean toward a batch's mean prediction (K,)."""
+        self.running = self.momentum * self.running + (1 - self.momentum) * mean_probs
+
+    @torch.no_grad()
+    def apply(self, probs: torch.Tensor) -> torch.Tensor:
         aligned = probs * (self.target / self.running.clamp_min(1e-6))
         return aligned / aligned.sum(1, keepdim=True)
 

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
 from models import Callback, TrainResult, TrainSettings, fit
+from models.distributed import fit_distributed
 from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
 from tasks.store import Store
@@ -214,13 +215,26 @@ def train_and_log(
             callbacks.append(ProgressCallback(progress))
         with claim_run_dir(Path(cfg.train.run_dir), key, owner) as run_dir:
             mlflow.set_tag("semilabel.run_dir", str(run_dir))
-            result = fit(
-                training.data,
-                settings,
-                run_dir=run_dir,
-                callbacks=callbacks,
-                checkpoint_meta={"code_version": code_version(), "snapshot_id": snapshot_id},
-            )
+            meta = {"code_version": code_version(), "snapshot_id": snapshot_id}
+            spread = cfg.distributed_settings()
+            if spread.world_size > 1:  # torchrun: rank 0's rows reach these callbacks
+                mlflow.set_tag("semilabel.world_size", str(spread.world_size))
+                result = fit_distributed(
+                    training.data,
+                    settings,
+                    spread,
+                    run_dir,
+                    callbacks=callbacks,
+                    checkpoint_meta=meta,
+                )
+            else:
+                result = fit(
+                    training.data,
+                    settings,
+                    run_dir=run_dir,
+                    callbacks=callbacks,
+                    checkpoint_meta=meta,
+                )
         mlflow.set_tag("semilabel.device", result.device)
         model_uri = log_classifier(result.model, tuple(cfg.taxonomy.classes), training.data.x_lb)
         last = _last_eval(result)

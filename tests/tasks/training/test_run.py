@@ -11,6 +11,7 @@ import mlflow
 import pytest
 import torch
 
+from configs.schema import DistributedConfig
 from models.train import CHECKPOINT
 from tasks.model_artifact import load_classifier
 from tasks.store import Store
@@ -60,6 +61,27 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     assert torch.allclose(torch.from_numpy(probs), torch.softmax(result.model(x), 1), atol=1e-5)
     assert Store(store_cfg.store.root).count_snapshot(summary.snapshot_id) > 0
     assert not Path(summary.run_dir).exists()  # a finished run leaves no checkpoint behind
+
+
+@pytest.mark.slow
+def test_two_training_processes_log_one_run_from_rank_zero(store_cfg):
+    spread = DistributedConfig(nproc_per_node=2, backend="gloo")
+    cfg = store_cfg.model_copy(
+        update={"train": store_cfg.train.model_copy(update={"distributed": spread})}
+    )
+    summary, result = train_and_log(cfg)
+    assert summary.steps == 60 and summary.device == "cpu x2 (gloo)"
+    assert summary.student_gold_accuracy >= 0.9
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.tags["semilabel.world_size"] == "2"
+    # the same curves as one process, once (rank 0 only): 10-step rows, evaluations
+    assert len(client.get_metric_history(summary.mlflow_run_id, "train/loss")) == 6
+    assert client.get_metric_history(summary.mlflow_run_id, "eval_gold/student_accuracy")
+    loaded = load_classifier(summary.model_uri, cfg.mlflow.tracking_uri)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
+    assert not Path(summary.run_dir).exists()
 
 
 HOLDER = """

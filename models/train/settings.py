@@ -1,0 +1,95 @@
+"""What the training loop takes and gives: its settings, data, callbacks and result."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from models.augment import AugmentSettings
+from models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    num_classes: int
+    network: str = "small_cnn"
+    teacher_steps: int = 300
+    student_steps: int = 700
+    batch_size: int = 64  # labeled examples per step
+    uratio: int = 7  # unlabeled examples per labeled example
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ema_decay: float = 0.99
+    threshold: Literal["fixed", "flexmatch"] = "flexmatch"
+    tau: float = 0.95
+    lambda_u: float = 1.0
+    # The feedback-loop guard: when the pseudo-labels the threshold keeps on the
+    # evaluation set are right less often than this (judged once at least
+    # `guard_min_pseudo_labels` are kept), the unlabeled loss is switched off for the rest
+    # of the run. None: no guard.
+    pseudo_label_precision_floor: float | None = None
+    guard_min_pseudo_labels: int = 20
+    distribution_alignment: bool = False
+    pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
+    # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
+    # human_lb), the rest from the weak ones, however many more weak labels there are.
+    human_share: float = 0.0
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    device: str = "auto"
+    bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the network (CUDA)
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.teacher_steps + self.student_steps
+
+
+@dataclass
+class TrainData:
+    """Training tensors (uint8 images, (N, C, H, W)) and an optional evaluation set."""
+
+    x_lb: torch.Tensor
+    y_lb: torch.Tensor
+    w_lb: torch.Tensor  # (N,) label weights: 1 for human labels, confidence for weak ones
+    x_ulb: torch.Tensor
+    x_eval: torch.Tensor | None = None  # evaluation only (e.g. the gold holdout)
+    y_eval: torch.Tensor | None = None
+    human_lb: torch.Tensor | None = None  # (N,) bool: which labels are human (for human_share)
+
+    def fingerprint(self) -> str:
+        """A cheap content hash, so a checkpoint is only resumed on the same data."""
+        h = hashlib.sha256()
+        for t in (self.x_lb, self.y_lb, self.w_lb, self.x_ulb):
+            h.update(str(tuple(t.shape)).encode())
+            flat = t.reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            h.update(flat[::step].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+class Callback:
+    """Receives what the loop reports. Override what you need."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_progress(self, step: int, total: int) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    model: Classifier  # the EMA student (or the teacher if there were no student steps)
+    teacher: Classifier
+    steps: int
+    resumed_from: int
+    device: str
+    elapsed_s: float
+    history: list[dict[str, float]]
+    pseudo_labeling_off_at: int | None = None  # the step the feedback-loop guard fired
