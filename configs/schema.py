@@ -181,6 +181,18 @@ class TrainConfig(_Section):
     eval_every: int = Field(100, ge=1, description="Steps between gold evaluations.")
     log_every: int = Field(10, ge=1, description="Steps between logged metric rows.")
     run_dir: str = Field(".semilabel/runs", description="Checkpoints, one folder per run.")
+    cache_dir: str | None = Field(
+        None,
+        description="Decoded images, one flat uint8 file per store state and image size, "
+        "built once and reused by later runs (local disk). Default: `cache/` beside a "
+        "local store (`.semilabel/cache`), `.semilabel/cache` for a remote one.",
+    )
+    pool_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="An unlabeled pool up to this size (decoded) is held in memory (on the "
+        "GPU when there is one); a larger one is read batch by batch from the cache file.",
+    )
     distributed: DistributedConfig = DistributedConfig()
     as_of: datetime | None = Field(
         None,

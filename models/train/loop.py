@@ -44,6 +44,7 @@ from models.losses import (
     FlexMatchThreshold,
     supervised_loss,
 )
+from models.pool import ImagePool, take_rows
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
 from models.train.settings import Callback, TrainData, TrainResult, TrainSettings
 from models.train.step import (
@@ -102,7 +103,10 @@ def fit(
     x_lb = data.x_lb.to(device).contiguous(memory_format=fmt)
     y_lb = data.y_lb.to(device)
     w_lb = data.w_lb.to(device).float()
-    x_ulb = data.x_ulb.to(device).contiguous(memory_format=fmt)
+    # a file-backed pool stays on disk: each step reads its batch (see models.pool)
+    x_ulb = data.x_ulb
+    if not isinstance(x_ulb, ImagePool):
+        x_ulb = x_ulb.to(device).contiguous(memory_format=fmt)
     _, c, h, _ = x_lb.shape
     mean, std = channel_stats(torch.cat([data.x_lb, data.x_ulb[:10_000]]))
     config = ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
@@ -241,7 +245,7 @@ def fit(
                     torch.randint(0, n_ulb, (b_ulb,), generator=gen, device=device)
                     for _ in range(ranks.world_size)
                 ][ranks.rank]
-                xu = to_float(x_ulb[idx_u])
+                xu = to_float(take_rows(x_ulb, idx_u).to(device, non_blocking=True))
                 source = None
                 if s.pseudo_label_source != "self":
                     source = ema.module if s.pseudo_label_source == "ema" else teacher

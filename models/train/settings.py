@@ -10,6 +10,7 @@ import torch
 
 from models.augment import AugmentSettings
 from models.classifier import Classifier
+from models.pool import ImagePool
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class TrainData:
     x_lb: torch.Tensor
     y_lb: torch.Tensor
     w_lb: torch.Tensor  # (N,) label weights: 1 for human labels, confidence for weak ones
-    x_ulb: torch.Tensor
+    x_ulb: torch.Tensor | ImagePool  # in memory, or read batch by batch from a file
     x_eval: torch.Tensor | None = None  # evaluation only (e.g. the gold holdout)
     y_eval: torch.Tensor | None = None
     human_lb: torch.Tensor | None = None  # (N,) bool: which labels are human (for human_share)
@@ -67,7 +68,11 @@ class TrainData:
     def fingerprint(self) -> str:
         """A cheap content hash, so a checkpoint is only resumed on the same data."""
         h = hashlib.sha256()
+        if isinstance(self.x_ulb, ImagePool):
+            h.update(self.x_ulb.fingerprint().encode())
         for t in (self.x_lb, self.y_lb, self.w_lb, self.x_ulb):
+            if isinstance(t, ImagePool):
+                continue
             h.update(str(tuple(t.shape)).encode())
             flat = t.reshape(-1)
             step = max(1, flat.numel() // 4096)

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from configs.schema import Config
 from models import TrainData
-from tasks.image_decode import decode_images
+from models.pool import ImagePool
 from tasks.store import (
     DEV,
-    EXAMPLES,
     QUARANTINE,
     SCHEMAS,
     GoldSplit,
@@ -33,6 +31,7 @@ from tasks.store import (
     Store,
     utcnow,
 )
+from tasks.training.decoded_cache import cache_root, decoded_cache, pixel_digest
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,6 @@ class TrainingSet:
     n_gold_duplicates: int  # copies of gold images left out of training (quarantined)
     class_counts: dict[str, int]
     gold_digests: frozenset[bytes]  # pixel digests of every gold example, for the guard
-
-
-def pixel_digest(image: np.ndarray) -> bytes:
-    """A digest of decoded pixels: equal for the same image in any lossless encoding."""
-    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
 
 
 def gold_duplicates(ids: list[str], digests: list[bytes], is_gold: np.ndarray) -> dict[int, int]:
@@ -144,35 +138,17 @@ def load_training_data(
         )
     )
     size, channels = cfg.train.image_size, cfg.train.channels
-    ids: list[str] = []
-    uris: list[str] = []
-    images: list[np.ndarray] = []
-    seen: set[str] = set()
-    ingested = (
-        pc.field("ingested_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
-        if as_of is not None
-        else None
-    )
-    for batch in store.iter_batches(
-        EXAMPLES, ["example_id", "image", "source_uri"], filter=ingested, batch_size=4096
-    ):
-        batch_ids = batch.column(0).to_pylist()
-        keep = [i for i, e in enumerate(batch_ids) if not (e in seen or seen.add(e))]
-        if len(keep) < len(batch_ids):  # a duplicate row an older version wrote: once only
-            batch = batch.take(pa.array(keep, pa.int64()))
-            batch_ids = [batch_ids[i] for i in keep]
-        ids.extend(batch_ids)
-        uris.extend(batch.column(2).to_pylist())
-        images.extend(decode_images(batch.column(1).to_pylist(), size, channels))
+    # every example decoded once into the on-disk cache (reused while the store is unchanged)
+    root = cache_root(cfg.train.cache_dir, cfg.store.root)
+    cache = decoded_cache(store, root, size, channels, as_of)
+    ids, uris, digests = cache.example_ids, cache.source_uris, cache.digests
     if not ids:
         raise NotEnoughDataError(
             f"the store {store.uri!r} has no examples"
             + (f" ingested by {as_of.isoformat()}" if as_of else "")
             + ": run `semilabel ingest` first"
         )
-    x = torch.from_numpy(np.stack(images))  # (N, C, H, W) uint8
-    digests = [pixel_digest(im) for im in images]
-    del images
+    images = ImagePool(cache.images_path, cache.shape, np.arange(len(ids)))
     part = split.parts(ids)
     is_gold = part != ""
     dupes = gold_duplicates(ids, digests, is_gold)
@@ -209,17 +185,31 @@ def load_training_data(
             "labels (semilabel ingest with a labeled source) or weak labels (semilabel "
             "weak-label)"
         )
+    ulb_bytes = len(train_idx) * int(np.prod(cache.shape))
+    if ulb_bytes <= cfg.train.pool_memory_mb * 2**20:  # in memory (on the GPU if there is one)
+        x_ulb: torch.Tensor | ImagePool = torch.cat(
+            list(ImagePool(cache.images_path, cache.shape, train_idx).chunks())
+        )
+    else:  # read batch by batch from the cache file: memory stays flat as the pool grows
+        x_ulb = ImagePool(cache.images_path, cache.shape, train_idx)
+        log.info(
+            "the unlabeled pool (%d images, %.0f MB decoded) is above train.pool_memory_mb: "
+            "training reads its batches from %s",
+            len(train_idx),
+            ulb_bytes / 2**20,
+            cache.images_path,
+        )
     y_lb_t = torch.tensor(y_lb, dtype=torch.long)
     if cfg.train.shuffle_labels:
         log.warning("train.shuffle_labels is on: training labels are shuffled (testing only)")
         g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
         y_lb_t = y_lb_t[torch.randperm(len(y_lb_t), generator=g)]
     data = TrainData(
-        x_lb=x[lb_idx],
+        x_lb=images.take(np.asarray(lb_idx, dtype=np.int64)),
         y_lb=y_lb_t,
         w_lb=torch.tensor(w_lb, dtype=torch.float32),
-        x_ulb=x[train_idx],
-        x_eval=x[gold_idx] if gold_idx else None,
+        x_ulb=x_ulb,
+        x_eval=images.take(np.asarray(gold_idx, dtype=np.int64)) if gold_idx else None,
         y_eval=torch.tensor(y_gold, dtype=torch.long) if gold_idx else None,
         human_lb=torch.tensor(is_human, dtype=torch.bool),
     )
@@ -252,7 +242,15 @@ def assert_no_gold_in_training(training: TrainingSet, split: GoldSplit) -> None:
                 f"e.g. {leaked[0]}; refusing to train"
             )
     for name, x in (("labeled", training.data.x_lb), ("unlabeled", training.data.x_ulb)):
-        hits = [i for i, img in enumerate(x.numpy()) if pixel_digest(img) in training.gold_digests]
+        chunks = x.chunks() if isinstance(x, ImagePool) else [x]
+        hits, offset = [], 0
+        for chunk in chunks:  # a file-backed pool is checked chunk by chunk
+            hits += [
+                offset + i
+                for i, img in enumerate(chunk.numpy())
+                if pixel_digest(img) in training.gold_digests
+            ]
+            offset += len(chunk)
         if hits:
             ids = training.labeled_ids if name == "labeled" else training.train_ids
             raise DataLeakError(

@@ -66,9 +66,9 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
 @pytest.mark.slow
 def test_two_training_processes_log_one_run_from_rank_zero(store_cfg):
     spread = DistributedConfig(nproc_per_node=2, backend="gloo")
-    cfg = store_cfg.model_copy(
-        update={"train": store_cfg.train.model_copy(update={"distributed": spread})}
-    )
+    # and the unlabeled pool read from the decoded cache file by each rank
+    train = store_cfg.train.model_copy(update={"distributed": spread, "pool_memory_mb": 0})
+    cfg = store_cfg.model_copy(update={"train": train})
     summary, result = train_and_log(cfg)
     assert summary.steps == 60 and summary.device == "cpu x2 (gloo)"
     assert summary.student_gold_accuracy >= 0.9
