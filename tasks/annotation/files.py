@@ -205,8 +205,20 @@ def read_label_studio_export(path: Path) -> tuple[list[Answer], list[Rejected], 
 
 def parse_answers_csv(text: str, origin: str) -> tuple[list[Answer], list[Rejected], int]:
     """(answers, rejected rows, rows without a label yet) from a CSV with the columns
-    example_id,label,annotator and an optional timestamp (ISO 8601)."""
-    reader = csv.DictReader(io.StringIO(text))
+    example_id,label,annotator and an optional timestamp (ISO 8601). Text that is not
+    CSV at all is refused as a whole (AnnotationFileError naming the line)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # csv reads \r, \n, \r\n itself
+    try:
+        return _answers_from_rows(reader, origin)
+    except csv.Error as exc:
+        raise AnnotationFileError(
+            f"{origin} line {reader.line_num}: not valid CSV ({exc}); nothing was imported"
+        ) from None
+
+
+def _answers_from_rows(
+    reader: csv.DictReader, origin: str
+) -> tuple[list[Answer], list[Rejected], int]:
     missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise AnnotationFileError(

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -81,7 +81,26 @@ def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
     return total, gen()
 
 
-def _manifest_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+class _BadRows:
+    """Rows the CSV parser could not split into the header's columns: skipped there,
+    reported here (each becomes a quarantined record, nothing is dropped silently)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int | None, str]] = []
+        self.seen = 0  # reported so far
+
+    def skip(self, row: Any) -> str:
+        self.rows.append((row.number, row.text))
+        return "skip"
+
+    def take(self) -> list[tuple[int | None, str]]:
+        out, self.rows = self.rows, []
+        return out
+
+
+def _manifest_batches(
+    path: Path, columns: list[str], bad_rows: _BadRows
+) -> Iterator[pa.RecordBatch]:
     if path.suffix.lower() in (".parquet", ".pq"):
         pf = pq.ParquetFile(path)
         missing = [c for c in columns[:1] if c not in pf.schema_arrow.names]
@@ -93,27 +112,41 @@ def _manifest_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch
         present = [c for c in columns if c in pf.schema_arrow.names]
         yield from pf.iter_batches(columns=present, batch_size=4096)
     elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="") as fh:
-            header = next(
-                csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), []
-            )
+        try:
+            with open(path, newline="") as fh:
+                header = next(
+                    csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), []
+                )
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataContractError(
+                f"manifest {str(path)!r}: cannot read its header ({exc}); save it as UTF-8 CSV"
+            ) from None
         if columns[0] not in header:
             raise DataContractError(
                 f"manifest {str(path)!r} has no column {columns[0]!r} (columns: {header}); "
                 "set source.path_column"
             )
-        reader = pacsv.open_csv(
-            path,
-            parse_options=pacsv.ParseOptions(
-                delimiter="\t" if path.suffix.lower() == ".tsv" else ","
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns if c in header},
-                include_columns=[c for c in columns if c in header],
-                strings_can_be_null=True,
-            ),
-        )
-        yield from reader
+        try:
+            reader = pacsv.open_csv(
+                path,
+                parse_options=pacsv.ParseOptions(
+                    delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
+                    invalid_row_handler=bad_rows.skip,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns if c in header},
+                    include_columns=[c for c in columns if c in header],
+                    strings_can_be_null=True,
+                ),
+            )
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):  # a header and no rows: nothing to ingest
+                return
+            raise DataContractError(
+                f"manifest {str(path)!r} is not valid CSV ({exc}); fix the file and run again "
+                "(the rows ingested before this point are kept)"
+            ) from None
     else:
         raise DataContractError(
             f"manifest {str(path)!r}: unsupported file type; use .parquet or .csv"
@@ -134,11 +167,21 @@ def manifest_records(
         if mpath.suffix.lower() in (".parquet", ".pq")
         else None
     )
-    batches = _manifest_batches(mpath, [path_column, label_column])
+    bad_rows = _BadRows()
+    batches = _manifest_batches(mpath, [path_column, label_column], bad_rows)
+
+    def malformed() -> Iterator[RawRecord]:
+        for line, text in bad_rows.take():
+            bad_rows.seen += 1
+            where = f"line {line}" if line is not None else f"malformed row {bad_rows.seen}"
+            detail = f"{where}: {text[:200]!r} does not have the header's columns"
+            uri = f"{mpath.as_uri()}#malformed={bad_rows.seen}"
+            yield RawRecord(uri, None, None, ("malformed_row", detail))
 
     def gen() -> Iterator[RawRecord]:
         row = 0
         for batch in batches:
+            yield from malformed()
             d = batch.to_pydict()
             labels = d.get(label_column, [None] * batch.num_rows)
             for raw_path, raw_label in zip(d[path_column], labels, strict=True):
@@ -154,7 +197,13 @@ def manifest_records(
                         uri, None, label, ("missing_path", f"row {row}: empty {path_column!r}")
                     )
                     continue
-                target = (base / str(raw_path)).resolve()
+                try:
+                    target = (base / str(raw_path)).resolve()
+                except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
+                    yield RawRecord(
+                        uri, None, label, ("bad_path", f"row {row}: {raw_path!r}: {exc}")
+                    )
+                    continue
                 if not target.is_relative_to(base):
                     yield RawRecord(
                         uri,
@@ -176,6 +225,7 @@ def manifest_records(
                     continue
                 target_uri = target.as_uri()
                 yield RawRecord(target_uri, None, label, None, str(target), f"{uri}:{target_uri}")
+        yield from malformed()  # bad rows after the last good one
 
     return total, gen()
 

@@ -6,6 +6,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from configs.schema import load_config
 from tasks.image_check import check_image
@@ -335,3 +337,42 @@ def test_two_ingests_of_the_same_folder_at_once_store_each_example_once(tmp_path
     events = store.read(LABELS).to_pylist()
     assert len({e["event_id"] for e in events}) == len(events) == N_CONCURRENT // 2
     assert len({e["example_id"] for e in events}) == N_CONCURRENT // 2
+
+
+# -- fuzzing the manifest reader: records (some rejected, named), or one clear error ----
+
+
+_FIELD = st.sampled_from(
+    ["a.png", "../a.png", "/etc/passwd", "", " ", "\x00", '"', '"a.png"', "x,y", "7", "é"]
+) | st.text(max_size=6)
+_ROW = st.lists(_FIELD, max_size=4).map(lambda f: ",".join(f))
+_MANIFEST = st.tuples(
+    st.sampled_from(["path,label", "path", "label,path", "label", "", "path,path"]),
+    st.lists(_ROW, max_size=6),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+).map(lambda t: t[2].join([t[0], *t[1]])) | st.text(max_size=300)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=_MANIFEST, suffix=st.sampled_from([".csv", ".tsv"]))
+def test_any_manifest_text_gives_records_or_a_clear_error(tmp_path, text, suffix):
+    manifest = tmp_path / f"fuzz{suffix}"
+    manifest.write_bytes(text.encode("utf-8" if len(text) % 3 else "latin-1", "replace"))
+    (tmp_path / "a.png").write_bytes(b"not really a png")
+    try:
+        _, records = manifest_records(manifest, "path", "label")
+        for rec in records:
+            assert rec.source_uri
+            if rec.error is not None:
+                assert rec.error[0] in {
+                    "missing_path",
+                    "path_outside_root",
+                    "missing_file",
+                    "bad_path",
+                    "malformed_row",
+                }
+                assert rec.error[1]
+    except DataContractError as exc:
+        assert str(manifest) in str(exc)

@@ -2,9 +2,12 @@
 
 import base64
 import csv
+import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.annotation.files import (
     AnnotationFileError,
@@ -120,3 +123,80 @@ def test_a_csv_of_answers_is_read_row_by_row():
     ]
     with pytest.raises(AnnotationFileError, match="missing column.*annotator"):
         parse_answers_csv("example_id,label\nex1,3\n", "short.csv")
+
+
+# -- fuzzing: any input gets answers, named rejections, or one clear file error ---------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "data",
+                    "meta",
+                    "example_id",
+                    "annotations",
+                    "result",
+                    "value",
+                    "choices",
+                    "completed_by",
+                    "created_at",
+                    "was_cancelled",
+                    "id",
+                    "email",
+                    "from_name",
+                ]
+            )
+            | st.text(max_size=5),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+def _shape_ok(out) -> None:
+    answers, rejected, skipped = out
+    assert isinstance(skipped, int) and skipped >= 0
+    for a in answers:
+        assert a.example_id and a.label and a.annotator
+    for r in rejected:
+        assert r.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_json, max_size=5))
+def test_any_label_studio_export_is_parsed_or_refused_clearly(tasks):
+    try:
+        _shape_ok(parse_label_studio_export(tasks, "export.json"))
+    except AnnotationFileError as exc:
+        assert "export.json" in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.text(max_size=12), min_size=0, max_size=5), max_size=6),
+    st.booleans(),
+)
+def test_any_answers_csv_is_parsed_or_refused_clearly(rows, with_header):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if with_header:
+        w.writerow(["example_id", "label", "annotator", "created_at"])
+    w.writerows(rows)
+    try:
+        _shape_ok(parse_answers_csv(buf.getvalue(), "answers.csv"))
+    except AnnotationFileError as exc:
+        assert "answers.csv" in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_as_answers_csv_is_parsed_or_refused_clearly(text):
+    try:
+        _shape_ok(parse_answers_csv(text, "answers.csv"))
+    except AnnotationFileError as exc:
+        assert "answers.csv" in str(exc)
