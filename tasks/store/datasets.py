@@ -291,10 +291,14 @@ class Store:
         *,
         filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name
         batch_size: int = 8192,
+        lean: bool = False,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream record batches; never materializes the whole dataset."""
+        """Stream record batches; never materializes the whole dataset. `lean` reads one
+        file and one batch ahead instead of pyarrow's default (4 files, 16 batches):
+        for large columns (images), whose read-ahead would otherwise hold hundreds of MB."""
+        ahead = {"batch_readahead": 1, "fragment_readahead": 1} if lean else {}
         scanner = self.dataset(dataset).scanner(
-            columns=columns, filter=filter, batch_size=batch_size, use_threads=True
+            columns=columns, filter=filter, batch_size=batch_size, use_threads=True, **ahead
         )
         for batch in scanner.to_batches():
             if batch.num_rows:

@@ -43,7 +43,7 @@ IMAGES = "images.u8"
 INDEX = "index.parquet"
 META = "meta.json"
 KEEP = 2  # caches kept per cache folder (the one in use and the one before)
-BATCH = 4096
+BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ def _build(
             ["example_id", "image", "source_uri"],
             filter=_example_filter(as_of),
             batch_size=BATCH,
+            lean=True,
         ):
             batch_ids = batch.column(0).to_pylist()
             keep = [i for i, e in enumerate(batch_ids) if not (e in seen or seen.add(e))]

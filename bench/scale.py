@@ -1,0 +1,257 @@
+"""Scale: peak memory and wall time of ingest, weak labeling and one epoch of training
+data loading at growing pool sizes, on synthetic 64x64 RGB images.
+
+    .venv/bin/python -m bench.scale --sizes 100000 1000000
+    .venv/bin/python -m bench.scale --sizes 20000 100000 --no-results   # a quick look
+
+Each size gets its own image folder (generated once under bench/out/scale/, 1% of the
+images in class folders as human labels, the rest unlabeled; a coloured square whose
+colour and place depend on the class, on per-image noise) and its own store. Every stage
+runs in a fresh process, so its peak RSS (VmHWM: the process's own peak, imports
+included) is that stage's alone; the largest child process (ingest's decoding workers)
+is reported beside it.
+
+- ingest: `tasks.ingest.ingest_records` over the folder (default runner: processes).
+- weak labeling: two `kind: python` labeling functions over every stored row, the label
+  model, label events written (`tasks.weak_labeling.weak_label_store`), default runner
+  (processes) and a local Dask cluster (`runner: dask`).
+- epoch: `load_training_data` (builds the decoded cache on first use) and then every
+  unlabeled image read once in random batches of 224, as the student phase draws them,
+  with `train.pool_memory_mb: 256` so that the large pools are read from the cache file.
+Target (issue 14): from the smallest to the largest size, peak memory within ±20% and
+time within 12x for 10x the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine_line, update_results, verdict
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out" / "scale"
+SIZE = 64
+LABELED_SHARE = 0.01
+SECTION = "## Scale: memory and time as the pool grows (issue 14)"
+
+
+# -- synthetic images ------------------------------------------------------------------
+
+
+def _write_images(args: tuple[Path, int, int, int]) -> None:
+    from PIL import Image
+
+    folder, start, stop, n_labeled = args
+    rng = np.random.default_rng(start)
+    for i in range(start, stop):
+        k = i % 10
+        img = rng.integers(0, 40, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        r, c = 4 + (k // 5) * 28 + rng.integers(0, 6), 4 + (k % 5) * 11 + rng.integers(0, 3)
+        img[r : r + 20, c : c + 10] = ((37 * k) % 256, (91 * k) % 256, (53 * k + 100) % 256)
+        sub = str(k) if i < n_labeled else "unlabeled"
+        Image.fromarray(img).save(folder / sub / f"{i:07d}.png", compress_level=1)
+
+
+def images_folder(n: int) -> Path:
+    """bench/out/scale/images-<n>, generated once (two processes)."""
+    folder = OUT / f"images-{n}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    for sub in [*map(str, range(10)), "unlabeled"]:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    n_labeled = int(n * LABELED_SHARE)
+    step = 5000
+    jobs = [(folder, s, min(s + step, n), n_labeled) for s in range(0, n, step)]
+    t = time.perf_counter()
+    with Pool(len(os.sched_getaffinity(0))) as pool:
+        for i, _ in enumerate(pool.imap_unordered(_write_images, jobs), 1):
+            print(f"\r  generating {n:,} images: {i * step:,}", end="", flush=True)
+    print(f"\r  generated {n:,} images in {time.perf_counter() - t:.0f}s          ")
+    done.touch()
+    return folder
+
+
+# -- one stage, in its own process -----------------------------------------------------
+
+
+def overrides(n: int, home: Path, runner: str = "processes") -> dict:
+    return {
+        "store.root": str(home / "store"),
+        "source.kind": "image_folder",
+        "source.path": str(images_folder(n)),
+        "ingest.channels": [3],
+        "ingest.workers": 2,
+        "train.image_size": SIZE,
+        "train.channels": 3,
+        "train.pool_memory_mb": 256,
+        "train.run_dir": str(home / "runs"),
+        "mlflow.tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
+        "weak_labeling.runner": runner,
+        "weak_labeling.workers": 2,
+        "weak_labeling.functions": [
+            {"name": "bright_red", "kind": "python", "target": "bench.scale:red_square"},
+            {"name": "low_square", "kind": "python", "target": "bench.scale:low_square"},
+        ],
+    }
+
+
+def red_square(batch) -> np.ndarray:  # a labeling function: class 7's colour is mostly red
+    x = batch.images.astype(np.int16)
+    red = (x[:, 0] > 200) & (x[:, 1] < 100)
+    return np.where(red.reshape(len(x), -1).mean(1) > 0.03, 7, -1).astype(np.int16)
+
+
+def low_square(batch) -> np.ndarray:  # classes 5-9 sit in the lower half; 9 is blue-ish
+    x = batch.images
+    ink = x.max(1) > 60
+    low = ink[:, SIZE // 2 :].mean((1, 2)) > 0.03
+    blue = x[:, 2].reshape(len(x), -1).max(1) > 240
+    return np.where(low & blue & (x[:, 0].reshape(len(x), -1).max(1) < 120), 9, -1).astype(np.int16)
+
+
+def _peak_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
+    from configs.schema import load_config
+
+    cfg = load_config(overrides=overrides(n, home, runner))
+    t = time.perf_counter()
+    if stage == "ingest":
+        from tasks.ingest import image_folder_records, ingest_records
+        from tasks.store import Store
+
+        total, records = image_folder_records(cfg.source.path)
+        summary = ingest_records(
+            Store(cfg.store.root), records, cfg, source_name="scale", run_id=f"s{n}", total=total
+        )
+        detail = f"{summary.ingested:,} new, {summary.duplicates:,} duplicates"
+    elif stage == "weak_label":
+        from prefect import flow
+
+        from tasks.weak_labeling import weak_label_store
+
+        @flow(name="bench-scale-weak-label")
+        def wl() -> object:
+            return weak_label_store(cfg, f"wl-{runner}-{n}")
+
+        summary = wl()
+        detail = f"{summary.n_rows:,} rows"  # type: ignore[attr-defined]
+    else:
+        import torch
+
+        from models.pool import take_rows
+        from tasks.store import Store
+        from tasks.training import load_training_data
+
+        training = load_training_data(Store(cfg.store.root), cfg)
+        loaded = time.perf_counter() - t
+        pool = training.data.x_ulb
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
+        checksum = 0
+        for i in range(0, len(order), 224):
+            checksum += int(take_rows(pool, order[i : i + 224]).float().mean() > 0)
+        detail = f"{len(pool):,} unlabeled read ({type(pool).__name__}), load {loaded:.0f}s"
+    return {
+        "stage": stage,
+        "runner": runner,
+        "n": n,
+        "wall_s": time.perf_counter() - t,
+        "peak_mib": _peak_kib() / 1024,
+        "children_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "detail": detail,
+    }
+
+
+def measure(stage: str, n: int, runner: str = "processes") -> dict:
+    home = OUT / f"home-{n}"
+    home.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "bench.scale", "--stage", stage, "--n", str(n), "--runner", runner]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench.scale: {stage} at {n:,} failed:\n{proc.stderr[-4000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(
+        f"  {stage:<10} {runner:<9} {n:>9,}: {row['wall_s']:7.1f}s  peak {row['peak_mib']:7.0f} MiB"
+        f"  (largest child {row['children_peak_mib']:.0f} MiB)  {row['detail']}",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--no-dask", action="store_true", help="skip the Dask weak-labeling runs")
+    p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
+    p.add_argument("--stage", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--runner", default="processes", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.stage:
+        home = OUT / f"home-{args.n}"
+        print(json.dumps(run_stage(args.stage, args.n, home, args.runner)))
+        return 0
+    sizes = sorted(args.sizes)
+    rows = []
+    for n in sizes:
+        print(f"{n:,} images")
+        images_folder(n)
+        import shutil
+
+        shutil.rmtree(OUT / f"home-{n}", ignore_errors=True)  # a fresh store per size
+        rows.append(measure("ingest", n))
+        rows.append(measure("weak_label", n))
+        if not args.no_dask:
+            rows.append(measure("weak_label", n, "dask"))
+        rows.append(measure("epoch", n))
+    lo, hi = sizes[0], sizes[-1]
+    lines = [
+        f"Command: `.venv/bin/python -m bench.scale --sizes {' '.join(map(str, sizes))}`",
+        "",
+        f"Machine: {machine_line()}. Synthetic {SIZE}x{SIZE} RGB PNGs, 1% labeled; each "
+        "stage in a fresh process (peak = its VmHWM, imports included).",
+        "",
+        "| stage | runner | images | wall s | peak MiB | largest child MiB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['stage']} | {r['runner']} | {r['n']:,} | {r['wall_s']:.1f} | {r['peak_mib']:.0f} "
+        f"| {r['children_peak_mib']:.0f} |"
+        for r in rows
+    ]
+    lines += ["", f"From {lo:,} to {hi:,} images ({hi / lo:.0f}x):", ""]
+    for stage, runner in sorted({(r["stage"], r["runner"]) for r in rows}):
+        a = next(r for r in rows if (r["stage"], r["runner"], r["n"]) == (stage, runner, lo))
+        b = next(r for r in rows if (r["stage"], r["runner"], r["n"]) == (stage, runner, hi))
+        mem = b["peak_mib"] / a["peak_mib"]
+        tim = b["wall_s"] / a["wall_s"]
+        ok = mem <= 1.2 and tim <= 1.2 * hi / lo  # memory may not grow by more than 20%
+        lines.append(
+            f"- {stage} ({runner}): peak memory x{mem:.2f}, time x{tim:.1f} "
+            f"(target: memory grows at most 20%, time within {1.2 * hi / lo:.0f}x): "
+            f"{verdict(ok)}"
+        )
+        print(lines[-1])
+    if not args.no_results:
+        update_results(SECTION, lines, notes="### Notes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
