@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.weak_labeling
 	$(BIN)/python -m bench.active_learning
+	$(BIN)/python -m bench.scale --sizes 10000 100000
 
 clean:
 	rm -rf .semilabel
