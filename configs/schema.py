@@ -96,6 +96,14 @@ class IngestConfig(_Section):
         (1,), min_length=1, description="Allowed channel counts."
     )
     workers: int = Field(2, ge=1, description="Processes decoding and checking images.")
+    runner: Literal["processes", "threads", "dask"] = Field(
+        "processes",
+        description="Where batches are decoded and checked: local processes, threads, or "
+        "a Dask cluster (local with `workers` processes, or ingest.dask_address).",
+    )
+    dask_address: str | None = Field(
+        None, description="An existing Dask scheduler for runner: dask (shared storage)."
+    )
 
 
 class LabelsConfig(_Section):

@@ -15,16 +15,16 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import compress
-from multiprocessing import get_context
 
 import numpy as np
 import pyarrow as pa
 
 from configs.schema import Config
 from tasks.image_check import READ_ERROR, read_and_check
+from tasks.ingest.runners import open_executor
 from tasks.ingest.sources import RawRecord
 from tasks.store import (
     EXAMPLES,
@@ -228,12 +228,10 @@ def ingest_records(
 
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    use_pool = cfg.ingest.workers > 1 and (total is None or total >= MIN_RECORDS_FOR_POOL)
-    pool = (
-        ProcessPoolExecutor(cfg.ingest.workers, mp_context=get_context("spawn"))
-        if use_pool
-        else None
+    use_pool = cfg.ingest.runner != "processes" or (  # threads or a cluster: as asked
+        cfg.ingest.workers > 1 and (total is None or total >= MIN_RECORDS_FOR_POOL)
     )
+    pool, close_pool = open_executor(cfg.ingest) if use_pool else (None, None)
     # In process, each batch is checked as it is formed and written before the next is
     # read; with workers, several batches are out while the main process writes.
     max_in_flight = BATCHES_IN_FLIGHT_PER_WORKER * cfg.ingest.workers if pool else 1
@@ -291,7 +289,10 @@ def ingest_records(
                 batch = batch[: len(checks)]
             if pool is not None and not more and not pending:
                 # every result is in: the workers exit while the last chunks are written
-                closing = threading.Thread(target=pool.shutdown, name="ingest-pool-shutdown")
+                assert close_pool is not None
+                closing = threading.Thread(
+                    target=close_pool, args=(True,), name="ingest-pool-shutdown"
+                )
                 closing.start()
             datas = [r.data if d is None else d for r, d in zip(batch, read, strict=True)]
             chunk.add(batch, checks, datas)
@@ -299,8 +300,8 @@ def ingest_records(
     finally:
         if closing is not None:
             closing.join()
-        elif pool is not None:
-            pool.shutdown(cancel_futures=True)
+        elif close_pool is not None:
+            close_pool(False)
 
     return IngestSummary(
         source=source_name,

@@ -125,6 +125,35 @@ def test_every_bad_input_lands_in_quarantine_with_its_reason(
     }
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["dask", "threads"])
+def test_every_runner_stores_exactly_what_the_default_stores(
+    runner: str, messy_folder: dict[str, bytes], tmp_path: Path
+):
+    """The same messy folder through a local Dask cluster (2 worker processes) or
+    threads: the same examples, labels and quarantine rows as in process."""
+
+    def contents(root: str) -> tuple:
+        store = Store(root)
+        examples = store.read(EXAMPLES, ["example_id", "source_uri"]).to_pylist()
+        labels = store.read(LABELS, ["example_id", "label"]).to_pylist()
+        quarantined = store.read(QUARANTINE, ["reason", "source_uri"]).to_pylist()
+        key = lambda r: tuple(sorted((k, str(v)) for k, v in r.items()))  # noqa: E731
+        return tuple(sorted(map(key, rows)) for rows in (examples, labels, quarantined))
+
+    base = str(tmp_path / "base")
+    other = str(tmp_path / runner)
+    first = _ingest(base, image_folder_records(tmp_path / "images"))
+    second = _ingest(
+        other,
+        image_folder_records(tmp_path / "images"),
+        **{"ingest.runner": runner, "ingest.workers": 2},
+    )
+    assert (second.ingested, second.quarantined) == (first.ingested, first.quarantined)
+    assert second.ingested == 7 and sum(second.quarantined.values()) == 6
+    assert contents(other) == contents(base)
+
+
 def test_second_ingest_adds_no_examples_no_events_no_quarantine_rows(
     store_root: str, messy_folder: dict[str, bytes], tmp_path: Path
 ):
