@@ -11,7 +11,8 @@ runs in a fresh process, so its peak RSS (VmHWM: the process's own peak, imports
 included) is that stage's alone; the largest child process (ingest's decoding workers)
 is reported beside it.
 
-- ingest: `tasks.ingest.ingest_records` over the folder (default runner: processes).
+- ingest: `tasks.ingest.ingest_records` over the folder, default runner (processes) and
+  a local Dask cluster (`ingest.runner: dask`, into a store of its own).
 - weak labeling: two `kind: python` labeling functions over every stored row, the label
   model, label events written (`tasks.weak_labeling.weak_label_store`), default runner
   (processes) and a local Dask cluster (`runner: dask`).
@@ -97,6 +98,7 @@ def overrides(n: int, home: Path, runner: str = "processes") -> dict:
         "train.pool_memory_mb": 256,
         "train.run_dir": str(home / "runs"),
         "mlflow.tracking_uri": f"sqlite:///{home / 'mlflow.db'}",
+        "ingest.runner": runner,
         "weak_labeling.runner": runner,
         "weak_labeling.workers": 2,
         "weak_labeling.functions": [
@@ -179,7 +181,7 @@ def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
 
 
 def measure(stage: str, n: int, runner: str = "processes") -> dict:
-    home = OUT / f"home-{n}"
+    home = OUT / f"home-{n}" if (stage, runner) != ("ingest", "dask") else OUT / f"dask-{n}"
     home.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "bench.scale", "--stage", stage, "--n", str(n), "--runner", runner]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, check=False)
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runner", default="processes", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.stage:
-        home = OUT / f"home-{args.n}"
+        dask_ingest = (args.stage, args.runner) == ("ingest", "dask")
+        home = OUT / (f"dask-{args.n}" if dask_ingest else f"home-{args.n}")
         print(json.dumps(run_stage(args.stage, args.n, home, args.runner)))
         return 0
     sizes = sorted(args.sizes)
@@ -214,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         images_folder(n)
         import shutil
 
-        shutil.rmtree(OUT / f"home-{n}", ignore_errors=True)  # a fresh store per size
+        for home in (f"home-{n}", f"dask-{n}"):  # fresh stores per size
+            shutil.rmtree(OUT / home, ignore_errors=True)
         rows.append(measure("ingest", n))
+        if not args.no_dask:  # the same folder again into a store of its own
+            rows.append(measure("ingest", n, "dask"))
         rows.append(measure("weak_label", n))
         if not args.no_dask:
             rows.append(measure("weak_label", n, "dask"))
