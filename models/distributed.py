@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +70,20 @@ class DistributedSettings:
 
 
 # -- the launcher (the caller's process) ------------------------------------------------
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies, so that no
+    torchrun or rank outlives a killed launcher (an orphaned rank would go on training,
+    and finally delete the checkpoint the re-run resumes from). Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
 
 
 def _free_port() -> int:
@@ -184,7 +199,13 @@ def fit_distributed(
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     offset = 0
     with (job / LOG_FILE).open("wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only the prctl call, no locks
+        )
         try:
             while proc.poll() is None:
                 offset = _relay(job / METRICS_FILE, offset, callbacks, s.total_steps)
@@ -241,6 +262,7 @@ class _RankZeroRelay(Callback):
 
 def run_rank(job: Path, backend: str = "auto") -> None:
     """One torchrun worker: join the group, train, and (rank 0) write the result."""
+    die_with_parent()
     spec = json.loads((job / SETTINGS_FILE).read_text())
     s = settings_from_json(json.dumps(spec["settings"]))
     use_cuda = s.device in ("cuda", "auto") and torch.cuda.is_available()

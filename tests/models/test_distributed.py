@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 import torch.distributed as dist
@@ -145,6 +146,16 @@ def test_ranks_share_flexmatch_state_and_alignment_as_one_process_would(tmp_path
     assert torch.allclose(r0["running"], lone.running) and torch.equal(r0["running"], r1["running"])
 
 
+def _ranks_of(job) -> list[int]:
+    """Live processes running ranks of this job folder."""
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "models.distributed" in cmd and str(job) in cmd:
+            out.append(proc.info["pid"])
+    return out
+
+
 def test_a_killed_two_process_run_resumes_and_ends_with_the_uninterrupted_weights(tmp_path):
     data = mnist(labels_per_class=5, n_ulb=600, n_eval=200)
     s = settings(teacher_steps=40, student_steps=60, checkpoint_every=20, eval_every=50)
@@ -160,14 +171,19 @@ def test_a_killed_two_process_run_resumes_and_ends_with_the_uninterrupted_weight
         start_new_session=True,
     )
     ckpt = run / "checkpoint.pt"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # a busy 2-core machine: minutes
     while time.monotonic() < deadline and proc.poll() is None:
         if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 60:
-            break
+            break  # in the student phase (from step 40), with 40 steps to go
         time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be killed mid-way"
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no cleanup
+    assert proc.poll() is None, "the run ended (or never checkpointed) before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun, no cleanup
     proc.wait()
+    # no rank outlives its launcher (else it trains on and deletes the checkpoint)
+    deadline = time.monotonic() + 30
+    while _ranks_of(job) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _ranks_of(job) == []
     step_at_kill = torch.load(ckpt, weights_only=True)["step"]
     assert 60 <= step_at_kill < s.total_steps
 
