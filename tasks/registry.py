@@ -30,6 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from tasks.tracking import prepare_local_store
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -78,6 +80,7 @@ class RegistryRef:
     model_name: str
 
     def client(self) -> MlflowClient:
+        prepare_local_store(self.tracking_uri)  # a new SQLite store is made atomically
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def version_uri(self, version: str) -> str:

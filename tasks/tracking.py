@@ -54,12 +54,37 @@ def artifact_root(tracking_uri: str, configured: str | None) -> str | None:
     return None
 
 
+def prepare_local_store(tracking_uri: str) -> None:
+    """Create a local SQLite tracking store atomically: its tables are made in a temporary
+    file that is renamed into place. MLflow creates them in place, one migration at a
+    time, so a run killed meanwhile left a half-made database that no later run could
+    open ("duplicate column name"). An existing store, or a server, is left alone."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///") :].split("?")[0])
+    if not db.name or db.exists():
+        return
+    import os
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root(tracking_uri, None) or "")
+    store.engine.dispose()
+    if not db.exists():  # else another run made it meanwhile: use that one
+        os.replace(tmp, db)
+    tmp.unlink(missing_ok=True)
+
+
 def ensure_experiment(tracking_uri: str, name: str, configured_root: str | None = None) -> str:
     """The experiment's id; made (with its artifact location, see the module) if missing.
     Also makes it the active experiment."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    prepare_local_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(name)

@@ -15,10 +15,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.registry import TAG_GATE
-from tasks.store import EXAMPLES, LABELS, SNAPSHOTS, TMP_PREFIX, Store
+from tasks.store import EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS, TMP_PREFIX, Store
 from tests.conftest import digit_folder, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,13 @@ def _state(home: Path, ov: dict) -> dict:
     ids = store.read(EXAMPLES, ["example_id"]).column(0).to_pylist()
     events = store.read(LABELS, ["event_id", "source_kind"])
     event_ids = events.column("event_id").to_pylist()
-    visible_temp = [p for p in root.rglob("*") if p.name.startswith(TMP_PREFIX)]
+    # what readers see: no temporary file, and every file whole (a kill may leave a temp
+    # file on disk, invisible to readers, which the next run removes)
+    visible = [f for d in (EXAMPLES, LABELS, SNAPSHOTS, QUARANTINE) for f in store.files(d)]
+    visible_temp = [f for f in visible if Path(f).name.startswith(TMP_PREFIX)]
+    for f in visible:
+        pq.read_metadata(f)  # raises on a partial file
+    temp_on_disk = [p for p in root.rglob("*") if p.name.startswith(TMP_PREFIX)]
     uri = ov["mlflow.tracking_uri"]
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions("name='faults'")
@@ -90,6 +97,7 @@ def _state(home: Path, ov: dict) -> dict:
         "unique_events": len(set(event_ids)),
         "human_events": int(pc.sum(pc.equal(events.column("source_kind"), "human")).as_py() or 0),
         "visible_temp": visible_temp,
+        "temp_on_disk": temp_on_disk,
         "versions_without_gate": [
             v.version for v in versions if TAG_GATE not in v.tags or "gate.accuracy" not in v.tags
         ],
@@ -125,4 +133,5 @@ def test_retrain_killed_at_random_points_loses_and_doubles_nothing(tmp_path):
         assert after["events"] == after["unique_events"], msg
         assert after["human_events"] == expected["human_events"], msg
         assert after["visible_temp"] == [] and after["versions_without_gate"] == [], msg
+        assert after["temp_on_disk"] == [], msg  # the re-run cleared what the kill left
         assert after["versions"] >= 1, msg
