@@ -18,6 +18,7 @@ from tasks.ingest import (
     manifest_records,
     open_source,
 )
+from tasks.ingest.runners import open_executor
 from tasks.store import (
     EXAMPLES,
     LABELS,
@@ -128,7 +129,7 @@ def test_every_bad_input_lands_in_quarantine_with_its_reason(
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["dask", "threads"])
 def test_every_runner_stores_exactly_what_the_default_stores(
-    runner: str, messy_folder: dict[str, bytes], tmp_path: Path
+    runner: str, messy_folder: dict[str, bytes], tmp_path: Path, monkeypatch
 ):
     """The same messy folder through a local Dask cluster (2 worker processes) or
     threads: the same examples, labels and quarantine rows as in process."""
@@ -141,6 +142,16 @@ def test_every_runner_stores_exactly_what_the_default_stores(
         key = lambda r: tuple(sorted((k, str(v)) for k, v in r.items()))  # noqa: E731
         return tuple(sorted(map(key, rows)) for rows in (examples, labels, quarantined))
 
+    import tasks.ingest.writer as writer
+
+    opened: list[str] = []
+
+    def spy(ing):  # which executor the checks really ran on
+        executor, close = open_executor(ing)
+        opened.append(type(executor).__name__)
+        return executor, close
+
+    monkeypatch.setattr(writer, "open_executor", spy)
     base = str(tmp_path / "base")
     other = str(tmp_path / runner)
     first = _ingest(base, image_folder_records(tmp_path / "images"))
@@ -152,6 +163,8 @@ def test_every_runner_stores_exactly_what_the_default_stores(
     assert (second.ingested, second.quarantined) == (first.ingested, first.quarantined)
     assert second.ingested == 7 and sum(second.quarantined.values()) == 6
     assert contents(other) == contents(base)
+    # in process for the default (12 files, 1 worker); the asked-for runner otherwise
+    assert opened == [{"dask": "ClientExecutor", "threads": "ThreadPoolExecutor"}[runner]]
 
 
 def test_second_ingest_adds_no_examples_no_events_no_quarantine_rows(
