@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -49,34 +50,95 @@ class RawRecord(NamedTuple):
 # -- sources ----------------------------------------------------------------------------
 
 
+LISTING_BLOCK = 65_536  # file names gathered, and then yielded, per Arrow array
+
+
+def _list_folder(path: str, keep_names: bool) -> tuple[list[str], int, list[pa.Array]] | None:
+    """A folder's visible subfolders, the number of its visible files and, with
+    `keep_names`, their names in sorted order as UTF-8 Arrow arrays of LISTING_BLOCK
+    names (about 8 + len(name) bytes a file instead of a Python string's 60+). None when
+    the folder cannot be listed. Sorts as `sorted()` sorts the names: UTF-8 with lone
+    surrogates passed through orders bytes as code points."""
+    dirs: list[str] = []
+    n_files = 0
+    blocks: list[pa.Array] = []
+    names: list[bytes] = []
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:  # classified as os.walk does
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    dirs.append(entry.name)
+                    continue
+                n_files += 1
+                if keep_names:
+                    names.append(entry.name.encode("utf-8", "surrogatepass"))
+                    if len(names) >= LISTING_BLOCK:
+                        blocks.append(pa.array(names, pa.large_binary()))
+                        names = []
+    except OSError:  # os.walk skips a folder it cannot list, and so do we
+        return None
+    if not keep_names or not n_files:
+        return dirs, n_files, []
+    blocks.append(pa.array(names, pa.large_binary()))
+    del names
+    unsorted = pa.concat_arrays(blocks)
+    blocks.clear()
+    order = pc.sort_indices(unsorted)
+    # Sorted blocks, each dropped by the caller once yielded.
+    sorted_blocks = [
+        unsorted.take(order.slice(i, LISTING_BLOCK)) for i in range(0, n_files, LISTING_BLOCK)
+    ]
+    return dirs, n_files, sorted_blocks
+
+
+def _walk(base: str, keep_names: bool) -> Iterator[tuple[str, int, list[pa.Array]]]:
+    """(folder, visible files, their sorted names) for `base` and every visible
+    subfolder, top-down in sorted order and not into linked folders: os.walk's order,
+    one folder listed at a time."""
+    stack = [base]
+    while stack:
+        top = stack.pop()
+        listed = _list_folder(top, keep_names)
+        if listed is None:
+            continue
+        dirs, n_files, blocks = listed
+        yield top, n_files, blocks
+        for name in sorted(dirs, reverse=True):  # popped smallest first
+            sub = os.path.join(top, name)
+            if not os.path.islink(sub):
+                stack.append(sub)
+
+
 def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
     """`<class>/` subfolders carry their name as label; `unlabeled/` and top-level files
     carry none. Hidden files and folders are skipped. Streams: one counting pass, then
-    one listing pass, never a list of every file. Records carry paths: the files are
-    read where they are checked."""
+    one listing pass, never a Python list of every file (a folder's names are held as
+    compact Arrow arrays while it is yielded). Records carry paths: the files are read
+    where they are checked."""
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise DataContractError(f"source.path {str(root)!r} is not a folder")
 
-    def walk() -> Iterator[tuple[str, list[str]]]:
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            yield dirpath, sorted(f for f in filenames if not f.startswith("."))
-
-    total = 0
-    for _, dirnames, filenames in os.walk(base):  # the same files as walk(), unsorted
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        total += len([f for f in filenames if not f.startswith(".")])
+    total = sum(n_files for _, n_files, _ in _walk(str(base), keep_names=False))
 
     def gen() -> Iterator[RawRecord]:
-        for dirpath, files in walk():
+        for dirpath, _, blocks in _walk(str(base), keep_names=True):
             rel = Path(dirpath).relative_to(base).parts
             label = rel[0] if rel and rel[0] != "unlabeled" else None
             dir_uri = Path(dirpath).as_uri()
             prefix = os.path.join(dirpath, "")  # + name == os.path.join(dirpath, name)
-            for name in files:
-                uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
-                yield RawRecord(uri, None, label, None, prefix + name)
+            blocks.reverse()
+            while blocks:
+                for raw in blocks.pop().to_pylist():
+                    name = raw.decode("utf-8", "surrogatepass")
+                    uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
+                    yield RawRecord(uri, None, label, None, prefix + name)
 
     return total, gen()
 

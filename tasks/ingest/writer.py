@@ -21,6 +21,7 @@ from itertools import compress
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from configs.schema import Config
 from tasks.image_check import READ_ERROR, read_and_check
@@ -45,6 +46,7 @@ MIN_RECORDS_FOR_POOL = 2_000  # below this, worker start-up costs more than it s
 BATCH_ROWS = 256  # records per worker task
 MAX_BATCH_BYTES = 8 << 20  # bytes per worker task (a worker stops reading files there)
 BATCHES_IN_FLIGHT_PER_WORKER = 8  # keeps workers busy while the main process writes
+ID_BATCH_ROWS = 65_536  # stored ids read per batch when catching up
 LOGGED_PER_REASON = 20  # quarantine warnings logged per reason; the store keeps them all
 
 ProgressFn = Callable[[int, int | None], None]
@@ -97,26 +99,60 @@ class IngestSummary:
 # -- the ingest loop ----------------------------------------------------------------------
 
 
-class _IdIndex:
-    """Set membership for 32-byte digests in a sorted numpy array (~32 B/id), so
-    memory stays flat while millions of ids are known."""
+def _digests(hex_ids: list[str]) -> np.ndarray:
+    return np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32")
 
-    def __init__(self, hex_ids: Iterable[str]):
-        self._ids = np.unique(np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32"))
+
+class IdIndex:
+    """Set membership for 32-byte digests (hex ids), ~32 B an id however many are known.
+
+    The ids sit in sorted numpy runs: each `add` appends a run, and the last two runs
+    merge while the older is no larger than the newer and the merge stays within
+    `max_run` ids, so there are O(n / max_run + log n) runs, adding costs O(max_run) an
+    id at most, and a merge never copies more than `max_run` ids at once (one sorted
+    array grown by `np.insert` copied all n ids, and held them twice, on every add)."""
+
+    def __init__(self, hex_ids: Iterable[str] = (), *, max_run: int = 1 << 18):
+        self.max_run = max_run
+        self._runs: list[np.ndarray] = []
+        ids = list(hex_ids)
+        if ids:
+            self._add_run(np.unique(_digests(ids)))
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+    @property
+    def n_runs(self) -> int:
+        return len(self._runs)
 
     def contains(self, hex_ids: list[str]) -> np.ndarray:
-        if not hex_ids:
-            return np.zeros(0, bool)
-        q = np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32")
-        pos = np.searchsorted(self._ids, q)
-        pos[pos == len(self._ids)] = 0
-        return (self._ids[pos] == q) if len(self._ids) else np.zeros(len(q), bool)
+        found = np.zeros(len(hex_ids), bool)
+        if not hex_ids or not self._runs:
+            return found
+        q = _digests(hex_ids)
+        for run in self._runs:
+            pos = np.searchsorted(run, q)
+            pos[pos == len(run)] = 0
+            found |= run[pos] == q
+        return found
 
     def add(self, hex_ids: list[str]) -> None:
+        """Add ids that are not in the index yet (callers check with `contains`)."""
         if hex_ids:
-            # Callers add only ids that are new and unique: insert in place, O(n).
-            new = np.sort(np.array([bytes.fromhex(h) for h in hex_ids], dtype="S32"))
-            self._ids = np.insert(self._ids, np.searchsorted(self._ids, new), new)
+            self._add_run(np.unique(_digests(hex_ids)))
+
+    def _add_run(self, run: np.ndarray) -> None:
+        runs = self._runs
+        runs.append(run)
+        while (
+            len(runs) > 1
+            and len(runs[-2]) <= len(runs[-1])
+            and len(runs[-2]) + len(runs[-1]) <= self.max_run
+        ):
+            new = runs.pop()
+            old = runs.pop()
+            runs.append(np.insert(old, np.searchsorted(old, new), new))
 
 
 class _Known:
@@ -127,7 +163,7 @@ class _Known:
     def __init__(self, store: Store, source_name: str):
         self.store = store
         self.seen: dict[str, set[str]] = {d: set() for d in (EXAMPLES, LABELS, QUARANTINE)}
-        self.examples = _IdIndex(())
+        self.examples = IdIndex()
         self.source = SourceLog("human", source_name)
         self.quarantine: set[str] = set()
         self.said_in_run: dict[str, tuple[str, str]] = {}  # example -> (label, source uri)
@@ -135,8 +171,8 @@ class _Known:
 
     def catch_up(self) -> None:
         new = {d: [f for f in self.store.files(d) if f not in self.seen[d]] for d in self.seen}
-        ids = list(self.store.ids_in_files(EXAMPLES, "example_id", new[EXAMPLES]))
-        self.examples.add(list(compress(ids, (~self.examples.contains(ids)).tolist())))
+        for ids in _column_batches(self.store, new[EXAMPLES], "example_id"):
+            self.examples.add(list(compress(ids, (~self.examples.contains(ids)).tolist())))
         self.source.add_files(self.store, new[LABELS])
         self.quarantine |= self.store.ids_in_files(QUARANTINE, "quarantine_id", new[QUARANTINE])
         for d, files in new.items():
@@ -145,6 +181,15 @@ class _Known:
     def written(self, dataset: str, path: str | None) -> None:
         if path is not None:
             self.seen[dataset].add(path)
+
+
+def _column_batches(store: Store, files: list[str], column: str) -> Iterator[list[str]]:
+    """One string column of `files`, a batch at a time: a store of millions of examples
+    is read into the index without ever holding its ids as one set of Python strings."""
+    if files:
+        data = ds.dataset(files, format="parquet", filesystem=store.fs)
+        for batch in data.to_batches(columns=[column], batch_size=ID_BATCH_ROWS):
+            yield batch.column(0).to_pylist()
 
 
 def _quarantine_id(kind: str, reason: str, uri: str, data: bytes | None, label: str | None) -> str:
@@ -263,6 +308,9 @@ def ingest_records(
                 counts,
                 reasons,
             )
+        # A chunk's images pass through Arrow's allocator (mimalloc by default), which
+        # keeps freed pages and grew the process by ~100 B an image: hand them back.
+        pa.default_memory_pool().release_unused()
         if progress:
             progress(counts["seen"], total)
 

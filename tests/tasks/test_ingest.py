@@ -1,5 +1,7 @@
+import os
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow.compute as pc
@@ -19,6 +21,7 @@ from tasks.ingest import (
     open_source,
 )
 from tasks.ingest.runners import open_executor
+from tasks.ingest.writer import IdIndex
 from tasks.store import (
     EXAMPLES,
     LABELS,
@@ -418,3 +421,57 @@ def test_any_manifest_text_gives_records_or_a_clear_error(tmp_path, text, suffix
                 assert rec.error[1]
     except DataContractError as exc:
         assert str(manifest) in str(exc)
+
+
+def _walk_records(base: Path) -> list[tuple]:
+    """What image_folder_records yields, written the plain way: sorted os.walk."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(base).parts
+        label = rel[0] if rel and rel[0] != "unlabeled" else None
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            uri = f"{Path(dirpath).as_uri()}/{quote(name, safe='')}"
+            out.append((uri, None, label, None, os.path.join(dirpath, name), None))
+    return out
+
+
+def test_image_folder_records_follow_sorted_os_walk_across_listing_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("tasks.ingest.sources.LISTING_BLOCK", 3)  # many blocks a folder
+    base = tmp_path / "images"
+    names = ["b.png", "a.png", "B.png", "a b.png", "é.png", "日本.png", "z~.png", "a.png.png"]
+    names += [f"{i:03d}.png" for i in range(10, 0, -1)]
+    for sub in ["unlabeled", "3", "3/deep", "10", "", ".hidden"]:
+        for name in names:
+            write(base / sub / name, b"x")
+    write(base / "3" / ".DS_Store", b"x")
+    os.symlink(base / "3", base / "linked")  # listed by os.walk as a folder, never entered
+    (base / "empty").mkdir()
+
+    total, records = image_folder_records(base)
+    got = [tuple(r) for r in records]
+
+    assert got == _walk_records(base.resolve())
+    assert total == len(got) == 5 * len(names)
+
+
+def test_id_index_answers_membership_like_a_set_while_bounding_its_runs():
+    rng = np.random.default_rng(0)
+    index = IdIndex(max_run=256)
+    added: set[str] = set()
+    adds = 0
+    while len(added) < 3000:
+        batch = {rng.bytes(32).hex() for _ in range(int(rng.integers(1, 20)))} - added
+        index.add(sorted(batch, reverse=True))  # any order
+        added |= batch
+        adds += 1
+        assert index.n_runs <= len(added) / 64 + 10  # merged: far fewer runs than adds
+    absent = [rng.bytes(32).hex() for _ in range(500)]
+    probe = sorted(added)[::7] + absent + [max(added), min(added), "f" * 64, "0" * 64]
+    assert index.contains(probe).tolist() == [h in added for h in probe]
+    assert len(index) == len(added)
+    assert index.n_runs < adds / 8, (index.n_runs, adds)
+    assert IdIndex(list(added)[:5] * 2).contains(list(added)[:6]).tolist() == [True] * 5 + [False]
+    assert IdIndex().contains(absent[:3]).tolist() == [False] * 3
