@@ -157,17 +157,19 @@ def write_job(
         if isinstance(getattr(data, f.name), torch.Tensor)
     }
     tmp = job / f".{DATA_FILE}.tmp"
-    pool = None  # a file-backed pool travels as its file, shape and rows
-    if isinstance(data.x_ulb, ImagePool):
-        tensors["pool_rows"] = torch.from_numpy(data.x_ulb.rows)
-        pool = {"path": data.x_ulb.path, "shape": list(data.x_ulb.shape)}
+    pools = {}  # a file-backed pool travels as its file, shape and rows
+    for name in ("x_lb", "x_ulb"):
+        x = getattr(data, name)
+        if isinstance(x, ImagePool):
+            tensors[f"{name}_rows"] = torch.from_numpy(x.rows)
+            pools[name] = {"path": x.path, "shape": list(x.shape)}
     torch.save(tensors, tmp)
     os.replace(tmp, job / DATA_FILE)
     (job / SETTINGS_FILE).write_text(
         json.dumps(
             {
                 "settings": dataclasses.asdict(s),
-                "pool": pool,
+                "pools": pools,
                 "run_dir": str(Path(run_dir).resolve()),
                 "keep_checkpoint": keep_checkpoint,
                 "meta": dict(checkpoint_meta or {}),
@@ -274,9 +276,9 @@ def run_rank(job: Path, backend: str = "auto") -> None:
     try:
         ranks = Ranks.current()
         tensors = torch.load(job / DATA_FILE, map_location="cpu", weights_only=True, mmap=True)
-        if spec["pool"] is not None:
-            rows = tensors.pop("pool_rows").numpy()
-            tensors["x_ulb"] = ImagePool(spec["pool"]["path"], tuple(spec["pool"]["shape"]), rows)
+        for name, pool in spec["pools"].items():
+            rows = tensors.pop(f"{name}_rows").numpy()
+            tensors[name] = ImagePool(pool["path"], tuple(pool["shape"]), rows)
         data = TrainData(**tensors)
         callbacks = [_RankZeroRelay(job / METRICS_FILE)] if ranks.is_main else []
         result = fit(

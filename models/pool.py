@@ -101,3 +101,13 @@ def take_rows(pool: torch.Tensor | ImagePool, idx: torch.Tensor) -> torch.Tensor
     if isinstance(pool, ImagePool):
         return pool.take(idx)
     return pool[idx]
+
+
+def on_device(
+    x: torch.Tensor | ImagePool, device: torch.device, memory_format: torch.memory_format
+) -> torch.Tensor | ImagePool:
+    """An in-memory tensor moved to `device` (in `memory_format`); a file-backed pool
+    stays on disk, and each batch read from it is moved when it is used."""
+    if isinstance(x, ImagePool):
+        return x
+    return x.to(device).contiguous(memory_format=memory_format)

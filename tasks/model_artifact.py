@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from models import Classifier, ClassifierConfig, build_classifier
+from models.pool import ImagePool
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def read_model_data(folder: Path) -> StoredModel:
     return StoredModel(model.eval(), tuple(spec.get("classes", ())))
 
 
-def log_classifier(model: Classifier, classes: tuple[str, ...], sample: torch.Tensor) -> str:
+def log_classifier(
+    model: Classifier, classes: tuple[str, ...], sample: torch.Tensor | ImagePool
+) -> str:
     """Log `model` to the active MLflow run as `model/` (pyfunc flavor, state dict data),
     with a signature and an input example from uint8 `sample` (B, C, H, W). Returns the
     model URI."""

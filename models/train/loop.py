@@ -44,7 +44,7 @@ from models.losses import (
     FlexMatchThreshold,
     supervised_loss,
 )
-from models.pool import ImagePool, take_rows
+from models.pool import ImagePool, on_device, take_rows
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
 from models.train.settings import Callback, TrainData, TrainResult, TrainSettings
 from models.train.step import (
@@ -99,16 +99,16 @@ def fit(
     fmt = torch.channels_last if cuda else torch.contiguous_format
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and s.bf16 else nullcontext()
 
-    # The whole dataset stays on the device as uint8; batches are augmented there.
-    x_lb = data.x_lb.to(device).contiguous(memory_format=fmt)
+    # The whole dataset stays on the device as uint8; batches are augmented there. A
+    # file-backed pool stays on disk instead: each step reads its batch (see models.pool).
+    x_lb = on_device(data.x_lb, device, fmt)
     y_lb = data.y_lb.to(device)
     w_lb = data.w_lb.to(device).float()
-    # a file-backed pool stays on disk: each step reads its batch (see models.pool)
-    x_ulb = data.x_ulb
-    if not isinstance(x_ulb, ImagePool):
-        x_ulb = x_ulb.to(device).contiguous(memory_format=fmt)
-    _, c, h, _ = x_lb.shape
-    mean, std = channel_stats(torch.cat([data.x_lb, data.x_ulb[:10_000]]))
+    x_ulb = on_device(data.x_ulb, device, fmt)
+    c, h = x_lb.shape[-3], x_lb.shape[-2]
+    # a file-backed labeled set contributes its first 10,000 images, as the pool does
+    x_lb_stats = data.x_lb[:10_000] if isinstance(data.x_lb, ImagePool) else data.x_lb
+    mean, std = channel_stats(torch.cat([x_lb_stats, data.x_ulb[:10_000]]))
     config = ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
     model = build_classifier(config).to(device, memory_format=fmt)
     forward: torch.nn.Module = model
@@ -234,7 +234,9 @@ def fit(
         idx_lb = [
             sample_labeled(len(x_lb), groups, b_lb, gen, device) for _ in range(ranks.world_size)
         ][ranks.rank]
-        xl = weak(to_float(x_lb[idx_lb]), s.augment, aug_gen)
+        xl = weak(
+            to_float(take_rows(x_lb, idx_lb).to(device, non_blocking=True)), s.augment, aug_gen
+        )
         metrics: dict[str, torch.Tensor] = {}
         with autocast:
             if in_teacher:

@@ -57,7 +57,7 @@ class TrainSettings:
 class TrainData:
     """Training tensors (uint8 images, (N, C, H, W)) and an optional evaluation set."""
 
-    x_lb: torch.Tensor
+    x_lb: torch.Tensor | ImagePool  # in memory, or read batch by batch from a file
     y_lb: torch.Tensor
     w_lb: torch.Tensor  # (N,) label weights: 1 for human labels, confidence for weak ones
     x_ulb: torch.Tensor | ImagePool  # in memory, or read batch by batch from a file
@@ -68,10 +68,9 @@ class TrainData:
     def fingerprint(self) -> str:
         """A cheap content hash, so a checkpoint is only resumed on the same data."""
         h = hashlib.sha256()
-        if isinstance(self.x_ulb, ImagePool):
-            h.update(self.x_ulb.fingerprint().encode())
         for t in (self.x_lb, self.y_lb, self.w_lb, self.x_ulb):
             if isinstance(t, ImagePool):
+                h.update(t.fingerprint().encode())
                 continue
             h.update(str(tuple(t.shape)).encode())
             flat = t.reshape(-1)

@@ -36,6 +36,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tasks.store.holdout import Ids
 from tasks.store.locks import StoreLock, pid_alive
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,18 @@ class StoreCounts:
     label_events: int
     quarantined: int
     snapshots: int
+
+
+def _sorted_unique(ids: Ids) -> pa.StringArray:
+    """Distinct ids in code-point order (Arrow compares UTF-8 bytes: the same order)."""
+    if isinstance(ids, pa.ChunkedArray):
+        arr = ids.combine_chunks()
+    elif isinstance(ids, pa.Array):
+        arr = ids
+    else:
+        arr = pa.array(list(ids), pa.string())
+    unique = pc.unique(arr.cast(pa.string()))
+    return unique.take(pc.sort_indices(unique))
 
 
 class Store:
@@ -355,22 +368,25 @@ class Store:
 
     def write_snapshot(
         self,
-        example_ids: Iterable[str],
-        label_event_ids: Iterable[str],
+        example_ids: Ids,
+        label_event_ids: Ids,
         *,
         purpose: str,
         run_id: str,
     ) -> str:
         """Record exactly which examples and label events a run read; returns the id.
 
-        The id is a hash of the sorted contents, so the same data gives the same id.
+        The id is a hash of the sorted contents, so the same data gives the same id. Ids
+        may come as Arrow arrays and stay columnar here: a million-example snapshot costs
+        bytes per id, not Python objects.
         """
-        ex = sorted(set(example_ids))
-        ev = sorted(set(label_event_ids))
+        ex = _sorted_unique(example_ids)
+        ev = _sorted_unique(label_event_ids)
         h = hashlib.sha256()
         for kind, ids in (("example", ex), ("label_event", ev)):
-            for i in ids:
-                h.update(f"{kind}:{i}\n".encode())
+            for start in range(0, len(ids), 65536):
+                piece = ids.slice(start, 65536).to_pylist()
+                h.update("".join(f"{kind}:{i}\n" for i in piece).encode())
         snapshot_id = h.hexdigest()[:16]
         if self.count_snapshot(snapshot_id):
             return snapshot_id
@@ -378,12 +394,14 @@ class Store:
         now = utcnow()
         table = pa.table(
             {
-                "snapshot_id": [snapshot_id] * n,
-                "item_kind": ["example"] * len(ex) + ["label_event"] * len(ev),
-                "item_id": ex + ev,
-                "purpose": [purpose] * n,
+                "snapshot_id": pa.array([snapshot_id] * n, pa.string()),
+                "item_kind": pa.array(
+                    ["example"] * len(ex) + ["label_event"] * len(ev), pa.string()
+                ),
+                "item_id": pa.concat_arrays([ex, ev]),
+                "purpose": pa.array([purpose] * n, pa.string()),
                 "created_at": pa.array([now] * n, _TS),
-                "run_id": [run_id] * n,
+                "run_id": pa.array([run_id] * n, pa.string()),
             }
         )
         self.write(SNAPSHOTS, table, when=now)

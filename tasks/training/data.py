@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from configs.schema import Config
@@ -31,7 +31,14 @@ from tasks.store import (
     Store,
     utcnow,
 )
-from tasks.training.decoded_cache import cache_root, decoded_cache, pixel_digest
+from tasks.store.holdout import each_id
+from tasks.training.decoded_cache import (
+    DecodedCache,
+    cache_root,
+    decoded_cache,
+    digest_array,
+    pixel_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +55,40 @@ class NotEnoughDataError(ValueError):
 
 @dataclass
 class TrainingSet:
+    """What training reads. Per-example facts are Arrow arrays (ids) and NumPy arrays
+    (digests), so that a million-image pool costs bytes per example, not Python objects."""
+
     data: TrainData
-    train_ids: list[str]  # labeled + unlabeled example ids used for training
-    labeled_ids: list[str]
-    gold_ids: list[str]  # the gold dev part's labeled examples: training curves only
-    label_event_ids: list[str]
+    train_ids: pa.StringArray  # labeled + unlabeled example ids used for training
+    labeled_ids: pa.StringArray
+    gold_ids: pa.StringArray  # the gold dev part's labeled examples: training curves only
+    label_event_ids: pa.StringArray
     n_human: int
     n_weak: int
     n_model_influenced: int  # labels a model shaped (capped by labels.max_model_share)
     n_unlabeled: int
     n_gold_duplicates: int  # copies of gold images left out of training (quarantined)
     class_counts: dict[str, int]
-    gold_digests: frozenset[bytes]  # pixel digests of every gold example, for the guard
+    gold_digests: np.ndarray  # "S16" pixel digests of every gold example, for the guard
 
 
-def gold_duplicates(ids: list[str], digests: list[bytes], is_gold: np.ndarray) -> dict[int, int]:
+def gold_duplicates(digests: np.ndarray, is_gold: np.ndarray) -> dict[int, int]:
     """{non-gold row: gold row with the same pixels} (by decoded-pixel digest)."""
-    gold_row = {d: i for i, d in enumerate(digests) if is_gold[i]}
-    return {i: gold_row[d] for i, d in enumerate(digests) if not is_gold[i] and d in gold_row}
+    gold_rows = np.flatnonzero(is_gold)
+    copies = np.flatnonzero(~is_gold & np.isin(digests, digests[gold_rows]))
+    if not len(copies):
+        return {}
+    gold_row = {digests[i].tobytes(): int(i) for i in gold_rows}
+    return {int(i): gold_row[digests[i].tobytes()] for i in copies}
 
 
 def _quarantine_gold_copies(
-    store: Store, ids: list[str], uris: list[str], dupes: dict[int, int], run_id: str
+    store: Store, cache: DecodedCache, dupes: dict[int, int], run_id: str
 ) -> None:
     """One quarantine row per training-side copy of a gold image (idempotent ids)."""
+    rows_in = sorted({*dupes, *dupes.values()})
+    ids = dict(zip(rows_in, cache.example_ids.take(pa.array(rows_in)).to_pylist(), strict=True))
+    uris = dict(zip(rows_in, cache.source_uris(np.array(rows_in)), strict=True))
     known = store.column_set(QUARANTINE, "quarantine_id")
     now = utcnow()
     rows: dict[str, list] = {n: [] for n in SCHEMAS[QUARANTINE].names}
@@ -123,133 +140,140 @@ def load_training_data(
         classes=cfg.taxonomy.classes,
     )
     dev_labels = latest.human(cfg.taxonomy.classes)  # gold truth: latest human label
-    label_of = dict(
-        zip(
-            resolved.column("example_id").to_pylist(),
-            zip(
-                resolved.column("label").to_pylist(),
-                resolved.column("confidence").to_pylist(),
-                resolved.column("source_kind").to_pylist(),
-                resolved.column("event_id").to_pylist(),
-                resolved.column("model_influenced").to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
     size, channels = cfg.train.image_size, cfg.train.channels
     # every example decoded once into the on-disk cache (reused while the store is unchanged)
     root = cache_root(cfg.train.cache_dir, cfg.store.root)
     cache = decoded_cache(store, root, size, channels, as_of)
-    ids, uris, digests = cache.example_ids, cache.source_uris, cache.digests
-    if not ids:
+    ids, digests = cache.example_ids, cache.digests
+    if not len(ids):
         raise NotEnoughDataError(
             f"the store {store.uri!r} has no examples"
             + (f" ingested by {as_of.isoformat()}" if as_of else "")
             + ": run `semilabel ingest` first"
         )
-    images = ImagePool(cache.images_path, cache.shape, np.arange(len(ids)))
     part = split.parts(ids)
     is_gold = part != ""
-    dupes = gold_duplicates(ids, digests, is_gold)
+    dupes = gold_duplicates(digests, is_gold)
     if dupes:
-        _quarantine_gold_copies(store, ids, uris, dupes, run_id)
+        _quarantine_gold_copies(store, cache, dupes, run_id)
     excluded = is_gold.copy()
     excluded[list(dupes)] = True
 
-    lb_idx, y_lb, w_lb, events, is_human = [], [], [], [], []
-    gold_idx, y_gold = [], []
-    n_human = n_weak = n_influenced = 0
-    for i, ex in enumerate(ids):
-        if is_gold[i]:
-            if part[i] == DEV and ex in dev_labels:  # only human labels are gold truth
-                gold_idx.append(i)
-                y_gold.append(classes[dev_labels[ex][0]])
-            continue
-        hit = label_of.get(ex)
-        if hit is None or hit[0] not in classes or excluded[i]:
-            continue
-        label, conf, kind, event_id, influenced = hit
-        lb_idx.append(i)
-        y_lb.append(classes[label])
-        w_lb.append(1.0 if kind == "human" else float(conf))
-        events.append(event_id)
-        is_human.append(kind == "human")
-        n_human += kind == "human"
-        n_weak += kind != "human"
-        n_influenced += bool(influenced)
+    # each example's resolved label, joined by id in Arrow (no per-example Python objects)
+    where = pc.index_in(ids, value_set=resolved.column("example_id"))
+    where = where.fill_null(-1).to_numpy().astype(np.int64)
+    label_class = pc.index_in(resolved.column("label"), value_set=pa.array(cfg.taxonomy.classes))
+    label_class = label_class.fill_null(-1).to_numpy().astype(np.int64)
+    has = where >= 0
+    has[has] = label_class[where[has]] >= 0
+    lb_rows = np.flatnonzero(has & ~excluded)
+    picked = resolved.take(pa.array(where[lb_rows]))
+    y_lb = label_class[where[lb_rows]]
+    is_human = _numpy(pc.equal(picked.column("source_kind"), "human"))
+    conf = _numpy(picked.column("confidence")).astype(np.float32)
+    w_lb = np.where(is_human, np.float32(1.0), conf)
+    n_human = int(is_human.sum())
+    n_influenced = int(_numpy(picked.column("model_influenced")).sum())
+
+    # the gold dev part's human labels: the training curves' evaluation set
+    dev_rows = np.flatnonzero(part == DEV)
+    gold_rows, y_gold = [], []
+    for i, ex in zip(dev_rows, each_id(ids.take(pa.array(dev_rows))), strict=True):
+        if ex in dev_labels:  # only human labels are gold truth
+            gold_rows.append(int(i))
+            y_gold.append(classes[dev_labels[ex][0]])
+    gold_idx = np.asarray(gold_rows, dtype=np.int64)
+
     train_idx = np.flatnonzero(~excluded)
-    if not lb_idx:
+    if not len(lb_rows):
         raise NotEnoughDataError(
             "no labeled examples outside the gold holdout: add human "
             "labels (semilabel ingest with a labeled source) or weak labels (semilabel "
             "weak-label)"
         )
-    ulb_bytes = len(train_idx) * int(np.prod(cache.shape))
-    if ulb_bytes <= cfg.train.pool_memory_mb * 2**20:  # in memory (on the GPU if there is one)
-        x_ulb: torch.Tensor | ImagePool = torch.cat(
-            list(ImagePool(cache.images_path, cache.shape, train_idx).chunks())
-        )
-    else:  # read batch by batch from the cache file: memory stays flat as the pool grows
-        x_ulb = ImagePool(cache.images_path, cache.shape, train_idx)
-        log.info(
-            "the unlabeled pool (%d images, %.0f MB decoded) is above train.pool_memory_mb: "
-            "training reads its batches from %s",
-            len(train_idx),
-            ulb_bytes / 2**20,
-            cache.images_path,
-        )
-    y_lb_t = torch.tensor(y_lb, dtype=torch.long)
+    # Labeled images stay in memory when they fit in train.pool_memory_mb, the unlabeled
+    # pool when it fits in what is left; otherwise each is read batch by batch from the
+    # cache file, so memory stays flat as the pool grows.
+    row_bytes = int(np.prod(cache.shape))
+    budget = cfg.train.pool_memory_mb * 2**20
+    x_lb = _images(cache, lb_rows, budget, "labeled")
+    if isinstance(x_lb, torch.Tensor):
+        budget -= len(lb_rows) * row_bytes
+    x_ulb = _images(cache, train_idx, budget, "unlabeled")
+    y_lb_t = torch.from_numpy(y_lb)
     if cfg.train.shuffle_labels:
         log.warning("train.shuffle_labels is on: training labels are shuffled (testing only)")
         g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
         y_lb_t = y_lb_t[torch.randperm(len(y_lb_t), generator=g)]
+    pool = ImagePool(cache.images_path, cache.shape, gold_idx)
     data = TrainData(
-        x_lb=images.take(np.asarray(lb_idx, dtype=np.int64)),
+        x_lb=x_lb,
         y_lb=y_lb_t,
-        w_lb=torch.tensor(w_lb, dtype=torch.float32),
+        w_lb=torch.from_numpy(w_lb),
         x_ulb=x_ulb,
-        x_eval=images.take(np.asarray(gold_idx, dtype=np.int64)) if gold_idx else None,
-        y_eval=torch.tensor(y_gold, dtype=torch.long) if gold_idx else None,
-        human_lb=torch.tensor(is_human, dtype=torch.bool),
+        x_eval=pool.take(np.arange(len(gold_idx))) if len(gold_idx) else None,
+        y_eval=torch.tensor(y_gold, dtype=torch.long) if len(gold_idx) else None,
+        human_lb=torch.from_numpy(is_human),
     )
+    counts = np.bincount(y_lb, minlength=len(classes))
     training = TrainingSet(
         data=data,
-        train_ids=[ids[i] for i in train_idx],
-        labeled_ids=[ids[i] for i in lb_idx],
-        gold_ids=[ids[i] for i in gold_idx],
-        label_event_ids=events,
+        train_ids=ids.take(pa.array(train_idx)),
+        labeled_ids=ids.take(pa.array(lb_rows)),
+        gold_ids=ids.take(pa.array(gold_idx)),
+        label_event_ids=picked.column("event_id").combine_chunks(),
         n_human=n_human,
-        n_weak=n_weak,
+        n_weak=len(lb_rows) - n_human,
         n_model_influenced=n_influenced,
-        n_unlabeled=len(train_idx) - len(lb_idx),
+        n_unlabeled=len(train_idx) - len(lb_rows),
         n_gold_duplicates=len(dupes),
-        class_counts=dict(Counter(cfg.taxonomy.classes[c] for c in y_lb)),
-        gold_digests=frozenset(d for d, g in zip(digests, is_gold, strict=True) if g),
+        class_counts={cfg.taxonomy.classes[c]: int(k) for c, k in enumerate(counts) if k},
+        gold_digests=np.unique(digests[is_gold]),
     )
     assert_no_gold_in_training(training, split)
     return training
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    return column.combine_chunks().to_numpy(zero_copy_only=False)
+
+
+def _images(
+    cache: DecodedCache, rows: np.ndarray, budget: int, name: str
+) -> torch.Tensor | ImagePool:
+    """The cache's images at `rows`: in memory when they fit in `budget` bytes, else a
+    pool read batch by batch from the cache file."""
+    pool = ImagePool(cache.images_path, cache.shape, rows)
+    size = len(rows) * pool.row_bytes
+    if size <= budget:  # in memory (on the GPU if there is one)
+        return torch.cat(list(pool.chunks())) if len(rows) else pool.take(np.arange(0))
+    log.info(
+        "the %s images (%d, %.0f MB decoded) do not fit in train.pool_memory_mb: training "
+        "reads their batches from %s",
+        name,
+        len(rows),
+        size / 2**20,
+        cache.images_path,
+    )
+    return pool
 
 
 def assert_no_gold_in_training(training: TrainingSet, split: GoldSplit) -> None:
     """Fail closed if a training example is gold by id, or shows a gold image's pixels.
     Checks the finished tensors, independently of how they were selected."""
     for name, id_list in (("labeled", training.labeled_ids), ("unlabeled", training.train_ids)):
-        leaked = [i for i, g in zip(id_list, split.is_gold(id_list), strict=True) if g]
-        if leaked:
+        leaked = np.flatnonzero(split.is_gold(id_list))
+        if len(leaked):
             raise DataLeakError(
                 f"{len(leaked)} gold example(s) in the {name} training set, "
-                f"e.g. {leaked[0]}; refusing to train"
+                f"e.g. {id_list[int(leaked[0])]}; refusing to train"
             )
     for name, x in (("labeled", training.data.x_lb), ("unlabeled", training.data.x_ulb)):
         chunks = x.chunks() if isinstance(x, ImagePool) else [x]
         hits, offset = [], 0
         for chunk in chunks:  # a file-backed pool is checked chunk by chunk
-            hits += [
-                offset + i
-                for i, img in enumerate(chunk.numpy())
-                if pixel_digest(img) in training.gold_digests
-            ]
+            seen = digest_array([pixel_digest(img) for img in chunk.numpy()])
+            hits += (offset + np.flatnonzero(np.isin(seen, training.gold_digests))).tolist()
             offset += len(chunk)
         if hits:
             ids = training.labeled_ids if name == "labeled" else training.train_ids

@@ -5,7 +5,7 @@ the same examples at the same size.
 Layout, under `train.cache_dir` (default `.semilabel/cache`), one folder per key:
 
     <key>/images.u8      uint8 (N, C, H, W), row i = example i of the index
-    <key>/index.parquet  example_id, source_uri, digest (of the decoded pixels)
+    <key>/index.parquet  example_id, source_uri, digest (16 bytes, of the decoded pixels)
     <key>/meta.json      shape, count, store, as_of, when it was built
 
 The key hashes the store URI, the time-travel instant, the image size and channels, and
@@ -44,17 +44,22 @@ INDEX = "index.parquet"
 META = "meta.json"
 KEEP = 2  # caches kept per cache folder (the one in use and the one before)
 BATCH = 512
+INDEX_ROWS = 65536  # index rows per Parquet row group
+DIGEST_BYTES = 16
+FORMAT = "v2"  # in the key: a cache written in another layout is never read
 
 
 @dataclass(frozen=True)
 class DecodedCache:
-    """A complete cache: where its images are, their shape, and what each row is."""
+    """A complete cache: where its images are, their shape, and what each row is.
+
+    Per-row facts stay columnar (an Arrow array of ids, a NumPy array of digests), not
+    Python objects: at a million images the lists alone would cost hundreds of MB."""
 
     folder: Path
     shape: tuple[int, int, int]  # (C, H, W)
-    example_ids: list[str]
-    source_uris: list[str]
-    digests: list[bytes]  # blake2b-16 of each row's pixels
+    example_ids: pa.StringArray
+    digests: np.ndarray  # "S16": blake2b-16 of each row's pixels
     built: bool  # True when this call decoded the images, False when it reused them
 
     @property
@@ -64,10 +69,23 @@ class DecodedCache:
     def __len__(self) -> int:
         return len(self.example_ids)
 
+    def source_uris(self, rows: np.ndarray) -> list[str]:
+        """Where the examples at `rows` came from (read from the index when asked)."""
+        if not len(rows):
+            return []
+        column = pq.read_table(self.folder / INDEX, columns=["source_uri"]).column(0)
+        return column.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+
 
 def pixel_digest(image: np.ndarray) -> bytes:
     """A digest of decoded pixels: equal for the same image in any lossless encoding."""
-    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+    return hashlib.blake2b(image.tobytes(), digest_size=DIGEST_BYTES).digest()
+
+
+def digest_array(digests: list[bytes]) -> np.ndarray:
+    """Digests as a compact "S16" array (compare arrays with arrays: NumPy drops trailing
+    zero bytes when it hands one element back as `bytes`)."""
+    return np.array(digests, dtype=f"S{DIGEST_BYTES}").reshape(len(digests))
 
 
 def _example_filter(as_of: datetime | None) -> pc.Expression | None:
@@ -76,43 +94,78 @@ def _example_filter(as_of: datetime | None) -> pc.Expression | None:
     return pc.field("ingested_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
 
 
-def cache_key(store: Store, size: int, channels: int, as_of: datetime | None) -> tuple[str, int]:
-    """(key, number of distinct examples), from the example ids alone (no image bytes)."""
-    h = hashlib.sha256(f"{store.uri}|{size}|{channels}|{as_of}".encode())
-    seen: set[str] = set()
-    for batch in store.iter_batches(
-        EXAMPLES, ["example_id"], filter=_example_filter(as_of), batch_size=65536
-    ):
-        for e in batch.column(0).to_pylist():
-            if e not in seen:  # a duplicate row an older version wrote counts once
-                seen.add(e)
-                h.update(e.encode() + b"\0")
-    return h.hexdigest()[:20], len(seen)
+@dataclass(frozen=True)
+class _Listing:
+    """The store's example ids in reading order, what the cache is keyed on."""
+
+    key: str
+    n: int  # distinct examples
+    first: np.ndarray | None  # per stored row: its id's first occurrence (None: all are)
+
+
+def _listing(store: Store, size: int, channels: int, as_of: datetime | None) -> _Listing:
+    """The key and count of distinct examples, from the example ids alone (no image
+    bytes). Ids are read as Arrow arrays, so memory is bytes per id, not Python objects."""
+    h = hashlib.sha256(f"{FORMAT}|{store.uri}|{size}|{channels}|{as_of}".encode())
+    chunks = [
+        batch.column(0)
+        for batch in store.iter_batches(
+            EXAMPLES, ["example_id"], filter=_example_filter(as_of), batch_size=65536
+        )
+    ]
+    ids = pa.chunked_array(chunks, pa.string()).combine_chunks()
+    unique = pc.unique(ids)  # in order of first occurrence
+    first = None
+    if len(unique) < len(ids):  # a duplicate row an older version wrote counts once
+        where = pc.index_in(ids, value_set=unique).to_numpy()
+        first = np.zeros(len(ids), dtype=bool)
+        first[np.unique(where, return_index=True)[1]] = True
+    for start in range(0, len(unique), 65536):
+        piece = unique.slice(start, 65536).to_pylist()
+        h.update(("\0".join(piece) + "\0").encode())
+    return _Listing(h.hexdigest()[:20], len(unique), first)
 
 
 def _read(folder: Path, built: bool) -> DecodedCache:
     meta = json.loads((folder / META).read_text())
-    index = pq.read_table(folder / INDEX)
+    index = pq.read_table(folder / INDEX, columns=["example_id", "digest"])
+    digests = index.column("digest").combine_chunks()
     return DecodedCache(
         folder=folder,
         shape=tuple(meta["shape"]),  # type: ignore[arg-type]
-        example_ids=index.column("example_id").to_pylist(),
-        source_uris=index.column("source_uri").to_pylist(),
-        digests=index.column("digest").to_pylist(),
+        example_ids=index.column("example_id").combine_chunks(),
+        digests=np.frombuffer(
+            digests.buffers()[1],
+            dtype=f"S{DIGEST_BYTES}",
+            count=len(digests),
+            offset=digests.offset * DIGEST_BYTES,
+        ),
         built=built,
     )
 
 
+INDEX_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("digest", pa.binary(DIGEST_BYTES)),
+    ]
+)
+
+
 def _build(
-    store: Store, tmp: Path, n: int, size: int, channels: int, as_of: datetime | None
+    store: Store, tmp: Path, listing: _Listing, size: int, channels: int, as_of: datetime | None
 ) -> None:
-    """Decode every example into `tmp` (a fresh folder), batch by batch."""
+    """Decode every example into `tmp` (a fresh folder), batch by batch; the index is
+    written as it goes, so memory stays that of a batch whatever the pool's size."""
+    n = listing.n
     row_bytes = channels * size * size
-    ids: list[str] = []
-    uris: list[str] = []
-    digests: list[bytes] = []
-    seen: set[str] = set()
-    with (tmp / IMAGES).open("wb") as f:
+    written = read = 0
+    pending: list[pa.Table] = []
+    with (
+        (tmp / IMAGES).open("wb") as f,
+        pq.ParquetWriter(tmp / INDEX, INDEX_SCHEMA) as index,
+    ):
         f.truncate(n * row_bytes)
         for batch in store.iter_batches(
             EXAMPLES,
@@ -121,32 +174,34 @@ def _build(
             batch_size=BATCH,
             lean=True,
         ):
-            batch_ids = batch.column(0).to_pylist()
-            keep = [i for i, e in enumerate(batch_ids) if not (e in seen or seen.add(e))]
-            if len(keep) < len(batch_ids):
-                batch = batch.take(pa.array(keep, pa.int64()))
+            rows = len(batch)
+            if listing.first is not None:
+                keep = listing.first[read : read + rows]
+                batch = batch.filter(pa.array(keep))
+            read += rows
             images = decode_images(batch.column(1).to_pylist(), size, channels)
-            f.seek(len(ids) * row_bytes)
+            f.seek(written * row_bytes)
             f.write(np.ascontiguousarray(images).tobytes())
-            ids.extend(batch.column(0).to_pylist())
-            uris.extend(batch.column(2).to_pylist())
-            digests.extend(pixel_digest(im) for im in images)
+            written += len(batch)
+            digests = pa.array([pixel_digest(im) for im in images], pa.binary(DIGEST_BYTES))
+            pending.append(
+                pa.Table.from_arrays(
+                    [batch.column(0), batch.column(2), digests], schema=INDEX_SCHEMA
+                )
+            )
+            if sum(len(t) for t in pending) >= INDEX_ROWS:
+                index.write_table(pa.concat_tables(pending))
+                pending = []
+            pa.default_memory_pool().release_unused()  # else freed pages pile up per batch
+        if pending:
+            index.write_table(pa.concat_tables(pending))
         f.flush()
         os.fsync(f.fileno())
-    if len(ids) != n:  # the store changed between counting and reading: build again
+    if written != n:  # the store changed between counting and reading: build again
         raise RuntimeError(
             f"the store {store.uri!r} changed while its images were decoded "
-            f"({n} examples counted, {len(ids)} read); run again"
+            f"({n} examples counted, {written} read); run again"
         )
-    pq.write_table(
-        pa.table(
-            {"example_id": ids, "source_uri": uris, "digest": digests},
-            schema=pa.schema(
-                [("example_id", pa.string()), ("source_uri", pa.string()), ("digest", pa.binary())]
-            ),
-        ),
-        tmp / INDEX,
-    )
     (tmp / META).write_text(
         json.dumps(
             {
@@ -192,7 +247,8 @@ def decoded_cache(
 ) -> DecodedCache:
     """The store's examples decoded at `size` × `size` × `channels`: the existing cache
     for exactly these examples, or a new one built now."""
-    key, n = cache_key(store, size, channels, as_of)
+    listing = _listing(store, size, channels, as_of)
+    key, n = listing.key, listing.n
     root = Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     folder = root / key
@@ -200,13 +256,14 @@ def decoded_cache(
         os.utime(folder / META)  # in use: the newest, for eviction
         return _read(folder, built=False)
     if n == 0:
-        return DecodedCache(folder, (channels, size, size), [], [], [], built=False)
+        empty = np.zeros(0, dtype=f"S{DIGEST_BYTES}")
+        return DecodedCache(folder, (channels, size, size), pa.array([], pa.string()), empty, False)
     tmp = root / f"{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        _build(store, tmp, n, size, channels, as_of)
+        _build(store, tmp, listing, size, channels, as_of)
         try:
             os.rename(tmp, folder)
         except OSError:  # another run finished the same cache first: use that one

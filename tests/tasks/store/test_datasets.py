@@ -129,3 +129,24 @@ def test_a_file_written_before_a_column_existed_reads_it_as_null(store_root: str
     got = store.read(LABELS, ["event_id", "model_influenced"]).to_pylist()
     assert sorted(r["event_id"] for r in got) == ["e1", "e2"]
     assert all(r["model_influenced"] is None for r in got)
+
+
+def test_a_snapshot_from_arrow_ids_matches_one_from_lists_and_keeps_every_id(store_root: str):
+    # training passes Arrow arrays (a million ids stay columnar); the id and the stored
+    # rows must be exactly those of the same ids given as Python lists, in any order
+    store = Store(store_root)
+    ids = [f"ex{i:05d}" for i in range(70_000)]  # more than one 65,536-id hashing slice
+    events = ["ev-b", "ev-a", "ev-é"]
+    from_lists = store.write_snapshot(ids[::-1], events, purpose="train", run_id="r1")
+    from_arrow = store.write_snapshot(
+        pa.chunked_array([ids[40_000:], ids[:40_000]]), pa.array(events), purpose="x", run_id="r2"
+    )
+    assert from_arrow == from_lists
+    expected = hashlib.sha256(
+        "".join(f"example:{i}\n" for i in ids).encode()
+        + "".join(f"label_event:{e}\n" for e in sorted(events)).encode()
+    ).hexdigest()[:16]
+    assert from_lists == expected
+    rows = store.read("snapshots").to_pydict()
+    assert rows["item_id"] == ids + sorted(events)
+    assert set(rows["snapshot_id"]) == {expected} and set(rows["run_id"]) == {"r1"}

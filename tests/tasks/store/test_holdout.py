@@ -33,3 +33,18 @@ def test_gold_splits_into_dev_and_test_by_hash_and_only_gold_is_split():
     # A larger test share only moves dev examples into test.
     wider = GoldSplit(0.2, "gold-v1", 0.7).parts(ids)
     assert np.all(wider[parts == TEST] == TEST)
+
+
+def test_arrow_ids_get_the_same_membership_and_parts_as_python_strings(monkeypatch):
+    import pyarrow as pa
+
+    from tasks.store import holdout
+
+    ids = [f"id-{i}" for i in range(1000)] + ["é-unicode"]
+    split = GoldSplit(0.3, "salt", 0.5)
+    monkeypatch.setattr(holdout, "SLICE", 7)  # many slices, the last one partial
+    for arrow in (pa.array(ids), pa.chunked_array([ids[:500], ids[500:]])):
+        assert np.array_equal(split.is_gold(arrow), split.is_gold(ids))
+        assert np.array_equal(split.parts(arrow), split.parts(ids))
+        assert list(holdout.each_id(arrow)) == ids
+    assert 200 < split.is_gold(ids).sum() < 400
