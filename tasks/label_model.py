@@ -8,7 +8,7 @@ Pure numpy (plus scipy's assignment solver); no torch, no Prefect, no pandas.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 log = logging.getLogger(__name__)
 
 ABSTAIN = -1
+CHUNK_ROWS = 1 << 16  # rows widened to int64 at a time: per-row temporaries stay bounded
 _TINY = 1e-300  # floor before log: keeps log(0) finite so no row ever becomes NaN
 
 
@@ -24,7 +25,9 @@ class LabelMatrixError(ValueError):
     """A label matrix, gold vector or prior that breaks the contract; the message says how."""
 
 
-def _as_label_matrix(L: Any, k: int) -> np.ndarray:
+def _as_label_matrix(L: Any, k: int, *, widen: bool = True) -> np.ndarray:
+    """`L` checked against the contract; int64 unless `widen` is False (then in its own
+    integer dtype, for callers that widen it chunk by chunk)."""
     if not isinstance(k, int | np.integer) or k < 1:
         raise LabelMatrixError(f"k must be an int >= 1, got {k!r}")
     arr = np.asarray(L)
@@ -32,15 +35,33 @@ def _as_label_matrix(L: Any, k: int) -> np.ndarray:
         raise LabelMatrixError(f"label matrix must be 2-D (rows, functions), got {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise LabelMatrixError(f"label matrix must be integer, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    bad = (arr < ABSTAIN) | (arr >= k)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
+    n_bad, first = 0, None
+    for start, part in _chunks(arr):  # checked in int64, a chunk at a time
+        bad = (part < ABSTAIN) | (part >= k)
+        if bad.any():
+            n_bad += int(bad.sum())
+            if first is None:
+                r, c = np.argwhere(bad)[0]
+                first = (start + r, c, part[r, c])
+    if first is not None:
+        r, c, v = first
         raise LabelMatrixError(
-            f"{int(bad.sum())} entries outside {{{ABSTAIN}, 0..{k - 1}}}, "
-            f"first L[{r}, {c}] = {arr[r, c]}"
+            f"{n_bad} entries outside {{{ABSTAIN}, 0..{k - 1}}}, first L[{r}, {c}] = {v}"
         )
-    return arr
+    return arr.astype(np.int64, copy=False) if widen else arr
+
+
+def _chunks(L: np.ndarray, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, rows of `L` as int64) for consecutive runs of at most `rows` rows: the
+    int64 copy of a large matrix exists one chunk at a time."""
+    rows = rows or CHUNK_ROWS
+    for start in range(0, L.shape[0], rows):
+        yield start, L[start : start + rows].astype(np.int64, copy=False)
+
+
+def label_dtype(k: int) -> np.dtype:
+    """The smallest signed integer dtype holding ABSTAIN and the classes 0..k-1."""
+    return np.dtype(np.int8 if k <= 127 else np.int16 if k <= 32767 else np.int32)
 
 
 def _class_counts(L: np.ndarray, k: int) -> np.ndarray:
@@ -76,6 +97,32 @@ def _unique_rows(L: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         return L[first], inv.reshape(-1), cnt
     uniq, inv, cnt = np.unique(L, axis=0, return_inverse=True, return_counts=True)
     return uniq, inv.reshape(-1), cnt
+
+
+def _pattern_counts(
+    L: np.ndarray, k: int, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_unique_rows` without the inverse index: the distinct patterns of `transform`
+    (rows) and their counts, in the same order, counted a chunk of rows at a time."""
+    prep = transform or (lambda rows: rows)
+    if L.shape[0] <= CHUNK_ROWS:
+        U, _, cnt = _unique_rows(prep(L.astype(np.int64, copy=False)), k)
+        return U, cnt
+    found = [_unique_rows(prep(rows), k) for _, rows in _chunks(L)]
+    U = np.concatenate([u for u, _, _ in found])
+    cnt = np.concatenate([c for _, _, c in found])
+    m = U.shape[1]
+    # The order `_unique_rows` gives all rows at once: by code where rows fit in one
+    # int64 code, else lexicographic.
+    if m * np.log2(k + 1) < 62:
+        key = (U + 1) @ ((k + 1) ** np.arange(m, dtype=np.int64))
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        merged = U[first]
+    else:
+        merged, inv = np.unique(U, axis=0, return_inverse=True)
+    total = np.zeros(len(merged), dtype=np.int64)
+    np.add.at(total, inv.reshape(-1), cnt)
+    return merged, total
 
 
 def majority_vote(
@@ -175,7 +222,7 @@ class DawidSkene:
         confusion matrices only. EM from the majority-vote start is deterministic: `seed`
         changes nothing and is kept as `seed_` for the run record.
         """
-        L = _as_label_matrix(L, k)
+        L = _as_label_matrix(L, k, widen=False)  # widened chunk by chunk
         if max_iter < 0 or tol < 0 or smoothing < 0:
             raise ValueError("max_iter, tol and smoothing must be >= 0")
         n, m = L.shape
@@ -189,16 +236,18 @@ class DawidSkene:
         self._fixed_prior = fixed
         gold = None
         if y_gold is not None:
-            gold = np.asarray(y_gold).astype(np.int64).reshape(-1)
+            gold = np.asarray(y_gold).reshape(-1)  # its own integer dtype: no int64 copy
+            if not np.issubdtype(gold.dtype, np.integer):
+                gold = gold.astype(np.int64)
             if gold.shape != (n,) or ((gold < ABSTAIN) | (gold >= k)).any():
                 raise LabelMatrixError(f"y_gold must be {n} entries in {{{ABSTAIN}, 0..{k - 1}}}")
 
-        U, _, w = _unique_rows(L, k)
+        U, w = _pattern_counts(L, k)
         self.duplicates_ = _find_duplicates(U, w, duplicate_agreement)
         dropped = {d for _, d in self.duplicates_}
         self._kept = np.array([j for j in range(m) if j not in dropped], dtype=np.int64)
         if dropped:
-            U, _, w = _unique_rows(self._merge(L), k)
+            U, w = _pattern_counts(L, k, self._merge)
         cov = (U >= 0).any(1)
         U, w = U[cov], w[cov].astype(np.float64)  # uncovered rows carry no information
         Ui = np.where(U >= 0, U, k)
@@ -233,7 +282,7 @@ class DawidSkene:
         """(k_latent, k_gold) expected count of covered gold rows per (latent, gold) class."""
         k = self.k_
         rows = gold != ABSTAIN
-        Lg = self._merge(L[rows])
+        Lg = self._merge(L[rows].astype(np.int64))
         covered = (Lg >= 0).any(1)
         T = np.exp(_log_posterior(np.where(Lg >= 0, Lg, k)[covered], confusion, prior))
         return T.T @ np.eye(k)[gold[rows][covered]]
@@ -267,23 +316,37 @@ class DawidSkene:
 
     def predict_proba(self, L: Any) -> np.ndarray:
         """(n, k) P(class | votes); rows where every source abstains get `prior_`."""
-        L = self._merge(self._check_fitted(L))
-        k = self.k_
-        U, inv, _ = _unique_rows(L, k)
-        lp = _log_posterior(np.where(U >= 0, U, k), self.confusion_[self._kept], self.prior_)
-        return np.exp(lp)[inv]
+        L = self._check_fitted(L)
+        P, inv = self._pattern_proba(L)
+        return P[inv]
 
     def predict(self, L: Any) -> np.ndarray:
         """(n,) the most probable class; ABSTAIN where no source votes (nothing covers the
         row) or where the two most probable classes tie exactly."""
+        return self.predict_with_confidence(L)[0]
+
+    def predict_with_confidence(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) `predict` and (n,) the probability of the most probable class (the row
+        maximum of `predict_proba`), without an (n, k) array: both come from the
+        distinct vote patterns."""
         L = self._check_fitted(L)
-        proba = self.predict_proba(L)
-        pred = proba.argmax(1).astype(np.int64)
+        P, inv = self._pattern_proba(L)
+        pred = P.argmax(1).astype(np.int64)
         if self.k_ > 1:
-            top2 = np.sort(proba, axis=1)[:, -2:]
+            top2 = np.sort(P, axis=1)[:, -2:]
             pred[top2[:, 1] - top2[:, 0] <= 1e-12] = ABSTAIN
+        pred = pred[inv]
         pred[~(L >= 0).any(1)] = ABSTAIN
-        return pred
+        conf = P.max(1)[inv]
+        return pred, conf
+
+    def _pattern_proba(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(u, k) P(class | votes) per distinct merged vote pattern, and (n,) each row's
+        pattern."""
+        k = self.k_
+        U, inv, _ = _unique_rows(self._merge(L), k)
+        lp = _log_posterior(np.where(U >= 0, U, k), self.confusion_[self._kept], self.prior_)
+        return np.exp(lp), inv
 
     def source_accuracy(self) -> np.ndarray:
         """(m,) estimated P(vote is right | source votes) = sum_c prior_c confusion_[j, c, c]."""
@@ -371,36 +434,52 @@ def lf_summary(
     (number of those rows). `y_gold` is (n,) aligned with the rows; the gold rows are
     `gold_mask` (n,) bool if given, else the rows where `y_gold` is not ABSTAIN.
     """
-    L = _as_label_matrix(L, k)
+    L = _as_label_matrix(L, k, widen=False)
     n, m = L.shape
-    votes = L >= 0
-    n_votes = votes.sum(1, keepdims=True)
-    counts = _class_counts(L, k)  # (n, k)
-    same = np.take_along_axis(counts, np.where(votes, L, 0), axis=1)  # incl. itself
-    denom = max(n, 1)
-    coverage = votes.sum(0) / denom
-    overlap = (votes & (n_votes >= 2)).sum(0) / denom
-    conflict = (votes & (n_votes - same > 0)).sum(0) / denom
-    # (m, k) how often each function outputs each class: one bincount over column offsets
-    per_class = np.bincount(
-        (np.arange(m) * k + np.where(votes, L, 0))[votes], minlength=m * k
-    ).reshape(m, k)
-
-    gold_acc = np.full(m, np.nan)
-    gold_cov = np.zeros(m, dtype=np.int64)
+    g = y = None
     if y_gold is not None:
-        y = np.asarray(y_gold).astype(np.int64).reshape(-1)
+        y = np.asarray(y_gold).reshape(-1)
+        if not np.issubdtype(y.dtype, np.integer):
+            y = y.astype(np.int64)
         if y.shape != (n,):
             raise LabelMatrixError(f"y_gold must have {n} entries, got {y.shape}")
         g = y != ABSTAIN if gold_mask is None else np.asarray(gold_mask, dtype=bool)
         if g.shape != (n,):
             raise LabelMatrixError(f"gold_mask must have {n} entries, got {g.shape}")
-        if ((y[g] < 0) | (y[g] >= k)).any():
+        yg = y[g].astype(np.int64)
+        if ((yg < 0) | (yg >= k)).any():
             raise LabelMatrixError("gold_mask selects rows whose y_gold is not a class")
-        covered = votes[g]
-        gold_cov = covered.sum(0)
-        right = (covered & (L[g] == y[g][:, None])).sum(0)
-        np.divide(right, gold_cov, out=gold_acc, where=gold_cov > 0)
+
+    # Integer counts summed chunk by chunk: the same numbers as over all rows at once.
+    n_cov = np.zeros(m, dtype=np.int64)
+    n_overlap = np.zeros(m, dtype=np.int64)
+    n_conflict = np.zeros(m, dtype=np.int64)
+    per_class = np.zeros(m * k, dtype=np.int64)  # how often each function outputs each class
+    gold_cov = np.zeros(m, dtype=np.int64)
+    gold_right = np.zeros(m, dtype=np.int64)
+    for start, Lc in _chunks(L):
+        votes = Lc >= 0
+        n_votes = votes.sum(1, keepdims=True)
+        counts = _class_counts(Lc, k)  # (rows, k)
+        same = np.take_along_axis(counts, np.where(votes, Lc, 0), axis=1)  # incl. itself
+        n_cov += votes.sum(0)
+        n_overlap += (votes & (n_votes >= 2)).sum(0)
+        n_conflict += (votes & (n_votes - same > 0)).sum(0)
+        # one bincount over column offsets
+        per_class += np.bincount(
+            (np.arange(m) * k + np.where(votes, Lc, 0))[votes], minlength=m * k
+        )
+        if g is not None and y is not None:
+            gc = g[start : start + len(Lc)]
+            covered = votes[gc]
+            gold_cov += covered.sum(0)
+            gold_right += (covered & (Lc[gc] == y[start : start + len(Lc)][gc][:, None])).sum(0)
+    denom = max(n, 1)
+    coverage, overlap, conflict = n_cov / denom, n_overlap / denom, n_conflict / denom
+    per_class = per_class.reshape(m, k)
+    gold_acc = np.full(m, np.nan)
+    if g is not None:
+        np.divide(gold_right, gold_cov, out=gold_acc, where=gold_cov > 0)
 
     return [
         {

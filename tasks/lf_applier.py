@@ -9,12 +9,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -35,13 +36,72 @@ log = logging.getLogger(__name__)
 MATRIX_FOLDER = "label_matrices"  # beside the datasets: label_matrices/run=<id>/part-*.parquet
 
 
+ID_CHUNK_ROWS = 1 << 16  # ids turned into Python strings at a time
+
+
+class ExampleIds(Sequence[str]):
+    """Example ids held as Arrow strings: the characters and a 4-byte offset per id, where
+    a list of `str` costs about 60 bytes more per id (object header and pointer), which
+    a million-row label matrix would otherwise keep for the whole stage. Reads as a
+    sequence of `str`; `chunks` hands them out as short lists."""
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray | Iterable[str]):
+        if isinstance(ids, pa.Array):
+            ids = pa.chunked_array([ids], pa.string())
+        elif not isinstance(ids, pa.ChunkedArray):
+            ids = pa.chunked_array([pa.array(list(ids), pa.string())], pa.string())
+        self.arrow: pa.ChunkedArray = ids
+
+    def __len__(self) -> int:
+        return len(self.arrow)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.arrow[i].to_pylist()
+        return self.arrow[i].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for _, ids in self.chunks():
+            yield from ids
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ExampleIds):
+            return self.arrow.equals(other.arrow)
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-sequence semantics: unhashable
+
+    def __repr__(self) -> str:
+        return f"ExampleIds({len(self)} ids)"
+
+    def chunks(self, rows: int = ID_CHUNK_ROWS) -> Iterator[tuple[int, list[str]]]:
+        """(offset, ids) for consecutive runs of at most `rows` ids, in order."""
+        for start in range(0, len(self.arrow), rows):
+            yield start, self.arrow.slice(start, rows).to_pylist()
+
+    def take(self, rows: np.ndarray) -> ExampleIds:
+        """The ids at positions `rows`, in that order."""
+        return ExampleIds(self.arrow.take(pa.array(rows, pa.int64())))
+
+    def repeated(self) -> set[str]:
+        """The ids that occur more than once."""
+        counts = pc.value_counts(self.arrow)
+        return set(counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist())
+
+
 @dataclass
 class LabelMatrix:
-    example_ids: list[str]
+    example_ids: ExampleIds  # a list of str is taken too, and stored as ExampleIds
     names: list[str]
     votes: np.ndarray  # (N, M) int16, ABSTAIN = -1
     elapsed_s: float = 0.0
     path: str = ""  # where the run's label matrix is stored (a folder of Parquet parts)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.example_ids, ExampleIds):
+            self.example_ids = ExampleIds(self.example_ids)
 
 
 def apply_functions(
@@ -260,27 +320,28 @@ def apply_in_shards(
                 if progress:
                     progress(done)
     results.sort(key=lambda r: r.index)
-    ids: list[str] = []
+    ids: list[pa.Array] = []
     parts: list[np.ndarray] = []
     names = [f.name for f in functions]
     for r in results:
         with store.fs.open_input_file(r.path) as fh:
             table = pq.read_table(fh)
-        ids.extend(table.column("example_id").to_pylist())
+        ids.extend(table.column("example_id").chunks)  # stay Arrow: see ExampleIds
         parts.append(
             np.stack([table.column(n).to_numpy() for n in names], 1).astype(np.int16)
             if names
             else np.zeros((table.num_rows, 0), np.int16)
         )
     votes = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.int16)
-    return LabelMatrix(ids, names, votes, time.perf_counter() - start, folder)
+    example_ids = ExampleIds(pa.chunked_array(ids, pa.string()))
+    return LabelMatrix(example_ids, names, votes, time.perf_counter() - start, folder)
 
 
 def _matrix_table(matrix: LabelMatrix) -> pa.Table:
     """example_id + one int16 column per function (-1 = abstain)."""
     return pa.table(
         {
-            "example_id": pa.array(matrix.example_ids, pa.string()),
+            "example_id": matrix.example_ids.arrow,
             **{n: pa.array(matrix.votes[:, j], pa.int16()) for j, n in enumerate(matrix.names)},
         }
     )

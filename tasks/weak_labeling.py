@@ -14,7 +14,9 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,14 @@ from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from configs.schema import Config
-from tasks.label_model import ABSTAIN, DawidSkene, lf_summary, majority_vote
+from tasks.label_model import (
+    ABSTAIN,
+    CHUNK_ROWS,
+    DawidSkene,
+    label_dtype,
+    lf_summary,
+    majority_vote,
+)
 from tasks.labeling_functions import (
     LabelingFunction,
     LabelingFunctionError,
@@ -32,7 +41,7 @@ from tasks.labeling_functions import (
     human_labels,
     labeling_function,
 )
-from tasks.lf_applier import LabelMatrix, apply_in_shards
+from tasks.lf_applier import ExampleIds, LabelMatrix, apply_in_shards
 from tasks.progress import stage_progress
 from tasks.store import (
     DEV,
@@ -138,18 +147,10 @@ def analyse_and_combine(
     wl = cfg.weak_labeling
     human = human_labels(store, classes)
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
-    part = split.parts(matrix.example_ids)
-    is_gold = part != ""
-    # Only the dev part of gold chooses (function floors, label-model alignment); the
-    # test part is left for the gate, which would otherwise judge what it helped choose.
-    y_gold = np.array(
-        [
-            human.get(e, ABSTAIN) if p == DEV else ABSTAIN
-            for e, p in zip(matrix.example_ids, part, strict=True)
-        ]
-    )
+    L = matrix.votes  # (N, M) int16; widened to int64 a chunk of rows at a time, never whole
+    n = len(L)
+    is_gold, y_gold = gold_rows_and_labels(matrix.example_ids, split, human, k)
     gold_rows = y_gold != ABSTAIN
-    L = matrix.votes.astype(np.int64)
     stats = lf_summary(L, k, y_gold=y_gold, gold_mask=gold_rows)
 
     reports: list[FunctionReport] = []
@@ -181,24 +182,13 @@ def analyse_and_combine(
             )
         )
 
-    used = L[:, keep]
-    mv = majority_vote(used, k) if keep else np.full(len(L), ABSTAIN)
+    model = None
     if wl.label_model == "dawid_skene" and keep:
         # Gold labels align the classes (guards against a permuted solution).
-        model = DawidSkene().fit(used, k, y_gold=y_gold)
-        proba = model.predict_proba(used)
-        pred = model.predict(used)
-    else:
-        pred = mv
-        proba = np.zeros((len(L), k))
-        covered_rows = (used != ABSTAIN).sum(1) if keep else np.zeros(len(L))
-        for c in range(k):
-            proba[:, c] = ((used == c).sum(1) / np.maximum(covered_rows, 1)) if keep else 0
-    conf = proba.max(1) if len(proba) else np.zeros(0)
-
-    def gold_acc(p: np.ndarray) -> float:
-        sel = gold_rows & (p != ABSTAIN)
-        return float((p[sel] == y_gold[sel]).mean()) if sel.any() else math.nan
+        model = DawidSkene().fit(L[:, keep], k, y_gold=y_gold)
+    # Majority vote is only judged on gold: it is computed on the gold rows alone.
+    y_dev = y_gold[gold_rows]
+    mv = majority_vote(L[gold_rows][:, keep], k) if keep else np.full(len(y_dev), ABSTAIN)
 
     # The key names the functions used and whether a model shaped each one's votes (a
     # champion-embedding function is model-backed only once there is a champion), so a
@@ -213,22 +203,55 @@ def analyse_and_combine(
         ).encode()
     ).hexdigest()[:8]
     source_name = f"{wl.label_model}:{lf_key}"
-    # A row's label is model-influenced when a model-backed function voted on it.
     backed = [j for j in keep if functions[j].model_influenced]
-    influenced = (L[:, backed] != ABSTAIN).any(1) if backed else np.zeros(len(L), bool)
-    write = (~is_gold) & (pred != ABSTAIN)
-    written, present = write_label_model_events(
-        store, cfg, source_name, run_id, matrix.example_ids, write, pred, conf, influenced
+    # Labels are combined a chunk of rows at a time: only the rows to write are kept.
+    chosen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    non_gold_covered = gold_hits = gold_judged = 0
+    for lo in range(0, n, CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, n)
+        pred, conf = combine_votes(L[lo:hi][:, keep], k, model)
+        gold, dev = is_gold[lo:hi], gold_rows[lo:hi]
+        judged = dev & (pred != ABSTAIN)
+        gold_hits += int((pred[judged] == y_gold[lo:hi][judged]).sum())
+        gold_judged += int(judged.sum())
+        non_gold_covered += int((pred[~gold] != ABSTAIN).sum())
+        rows = np.flatnonzero(~gold & (pred != ABSTAIN))
+        # A row's label is model-influenced when a model-backed function voted on it.
+        influenced = (L[lo:hi][rows][:, backed] != ABSTAIN).any(1) if backed else None
+        chosen.append(
+            (
+                lo + rows,
+                pred[rows],
+                conf[rows],
+                influenced if influenced is not None else np.zeros(len(rows), bool),
+            )
+        )
+    rows, pred, conf, influenced = (
+        np.concatenate([c[i] for c in chosen]) if chosen else np.zeros(0, t)
+        for i, t in enumerate((np.int64, np.int64, np.float64, bool))
     )
-    non_gold = ~is_gold
+    written, present = write_label_model_events(
+        store,
+        cfg,
+        source_name,
+        run_id,
+        matrix.example_ids.take(rows),
+        pred,
+        conf,
+        influenced,
+    )
+    n_non_gold = int((~is_gold).sum())
+    mv_judged = mv != ABSTAIN
     return WeakLabelSummary(
         run_id=run_id,
-        n_rows=len(L),
+        n_rows=n,
         functions=reports,
         label_model=wl.label_model,
-        coverage=float((pred[non_gold] != ABSTAIN).mean()) if non_gold.any() else 0.0,
-        gold_accuracy=gold_acc(pred),
-        gold_accuracy_majority=gold_acc(mv),
+        coverage=non_gold_covered / n_non_gold if n_non_gold else 0.0,
+        gold_accuracy=gold_hits / gold_judged if gold_judged else math.nan,
+        gold_accuracy_majority=(
+            float((mv[mv_judged] == y_dev[mv_judged]).mean()) if mv_judged.any() else math.nan
+        ),
         events_written=written,
         events_already_present=present,
         matrix_path="",
@@ -236,53 +259,135 @@ def analyse_and_combine(
     )
 
 
+def gold_rows_and_labels(
+    example_ids: ExampleIds, split: GoldSplit, human: dict[str, int], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) bool: the row is gold (dev or test); (N,) the human label of each dev-gold row,
+    ABSTAIN elsewhere, in the smallest integer dtype that holds the classes. Only the dev
+    part of gold chooses (function floors, label-model alignment); the test part is left
+    for the gate, which would otherwise judge what it helped choose."""
+    is_gold = np.zeros(len(example_ids), bool)
+    y_gold = np.full(len(example_ids), ABSTAIN, label_dtype(k))
+    for start, ids in example_ids.chunks():
+        part = split.parts(ids)
+        is_gold[start : start + len(ids)] = part != ""
+        y_gold[start : start + len(ids)] = [
+            human.get(e, ABSTAIN) if p == DEV else ABSTAIN for e, p in zip(ids, part, strict=True)
+        ]
+    return is_gold, y_gold
+
+
+def combine_votes(
+    used: np.ndarray, k: int, model: DawidSkene | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) the combined class (ABSTAIN where none) and (n,) its probability for the
+    votes `used` (n, m) of the functions kept: the fitted label model's, or without one
+    the majority vote and the share of votes that name each class."""
+    if model is not None:
+        return model.predict_with_confidence(used)
+    n, m = used.shape
+    if not m:
+        return np.full(n, ABSTAIN, np.int64), np.zeros(n)
+    pred = majority_vote(used, k)
+    covered = np.maximum((used != ABSTAIN).sum(1), 1)
+    share = np.zeros(n)
+    for c in range(k):
+        np.maximum(share, (used == c).sum(1) / covered, out=share)
+    return pred, share
+
+
 def write_label_model_events(
     store: Store,
     cfg: Config,
     source_name: str,
     run_id: str,
-    example_ids: list[str],
-    write: np.ndarray,
-    pred: np.ndarray,
+    example_ids: Sequence[str],
+    labels: np.ndarray,
     conf: np.ndarray,
     influenced: np.ndarray,
 ) -> tuple[int, int]:
-    """`label_model` events for the rows in `write`: a new event only where the label
-    or its confidence changed since this label model's last word on the example (a
-    re-run on the same data writes nothing). Committed under the store's lease, after
-    catching up with other writers. Returns (written, already present)."""
+    """`label_model` events saying class `labels[i]` at `conf[i]` about `example_ids[i]`:
+    a new event only where the label or its confidence changed since this label model's
+    last word on the example (a re-run on the same data writes nothing). Committed under
+    the store's lease, after catching up with other writers. Returns (written, already
+    present)."""
+    ids = example_ids if isinstance(example_ids, ExampleIds) else ExampleIds(example_ids)
     classes = list(cfg.taxonomy.classes)
     source = SourceLog("label_model", source_name)
     read = store.files(LABELS)
     source.add_files(store, read)  # the bulk of the log, read before taking the lease
+    # Only an example listed twice can meet its own new event again below: the log
+    # records the events of those alone, rather than one entry per event written.
+    repeated = ids.repeated()
     with store.commit_lock() as lease:
         source.add_files(store, sorted(set(store.files(LABELS)) - set(read)))  # catch up
         lease.check()
         now = utcnow()
-        rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
-        present = 0
-        for i in np.flatnonzero(write):
-            ex, label, c = example_ids[i], classes[int(pred[i])], float(conf[i])
-            event_id = source.next_event(ex, label, c)
-            if event_id is None or event_id in source.event_ids:
-                present += 1
-                continue
-            source.record(ex, SourceEvent(event_id, label, c), (now, event_id))
-            for key, v in (
-                ("event_id", event_id),
-                ("example_id", ex),
-                ("label", label),
-                ("source_kind", "label_model"),
-                ("source_name", source_name),
-                ("confidence", c),
-                ("created_at", now),
-                ("run_id", run_id),
-                ("taxonomy_version", cfg.taxonomy.version),
-                ("model_influenced", bool(influenced[i])),
-            ):
-                rows[key].append(v)
-        store.write(LABELS, pa.table(rows, schema=SCHEMAS[LABELS]), when=now)
-    return len(rows["event_id"]), present
+        event_ids: list[pa.Array] = []
+        new = np.zeros(len(ids), bool)
+        for start, chunk in ids.chunks():
+            fresh: list[str] = []
+            for i, ex in enumerate(chunk, start):
+                label, c = classes[int(labels[i])], float(conf[i])
+                event_id = source.next_event(ex, label, c)
+                if event_id is None or event_id in source.event_ids:
+                    continue
+                if ex in repeated:
+                    source.record(ex, SourceEvent(event_id, label, c), (now, event_id))
+                fresh.append(event_id)
+                new[i] = True
+            event_ids.append(pa.array(fresh, pa.string()))
+        rows = np.flatnonzero(new)
+        store.write(
+            LABELS,
+            _label_events(
+                pa.chunked_array(event_ids, pa.string()),
+                ids.take(rows).arrow,
+                pa.array(classes, pa.string()).take(pa.array(labels[rows], pa.int64())),
+                conf[rows],
+                influenced[rows],
+                source_name=source_name,
+                run_id=run_id,
+                taxonomy_version=cfg.taxonomy.version,
+                created_at=now,
+            ),
+            when=now,
+        )
+    return len(rows), len(ids) - len(rows)
+
+
+def _label_events(
+    event_ids: pa.ChunkedArray,
+    example_ids: pa.ChunkedArray,
+    labels: pa.Array,
+    conf: np.ndarray,
+    influenced: np.ndarray,
+    *,
+    source_name: str,
+    run_id: str,
+    taxonomy_version: str,
+    created_at: datetime,
+) -> pa.Table:
+    """The label-log table of `label_model` events, built column by column."""
+    schema = SCHEMAS[LABELS]
+    n = len(event_ids)
+
+    def same(name: str, value: object) -> pa.Array:
+        return pa.repeat(pa.scalar(value, schema.field(name).type), n)
+
+    columns = {
+        "event_id": event_ids,
+        "example_id": example_ids,
+        "label": labels,
+        "source_kind": same("source_kind", "label_model"),
+        "source_name": same("source_name", source_name),
+        "confidence": pa.array(conf, pa.float64()).cast(schema.field("confidence").type),
+        "created_at": same("created_at", created_at),
+        "run_id": same("run_id", run_id),
+        "taxonomy_version": same("taxonomy_version", taxonomy_version),
+        "model_influenced": pa.array(influenced, pa.bool_()),
+    }
+    return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
 def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> WeakLabelSummary:

@@ -276,3 +276,45 @@ def test_synthetic_matrix_is_deterministic_and_matches_its_parameters():
     # wrong votes spread evenly over the 3 other classes: shift (vote - y) mod 4 in {1, 2, 3}
     shares = np.bincount((L[wrong, 1] - y[wrong]) % 4, minlength=4) / wrong.sum()
     np.testing.assert_allclose(shares, [0, 1 / 3, 1 / 3, 1 / 3], atol=0.02)
+
+
+# --- chunked work over large matrices ------------------------------------------------------
+
+
+def test_chunked_fit_summary_and_prediction_equal_the_one_pass_results(monkeypatch):
+    import tasks.label_model as lm
+
+    L, y = synthetic_label_matrix(3000, 3, [0.8, 0.7, 0.6], [0.9, 0.5, 0.4], [1, 1, 1], seed=5)
+    L = np.concatenate([L, L[:, :1]], axis=1).astype(np.int16)  # a copy: the merged path
+    gold = np.where(np.arange(len(y)) % 10 == 0, y, ABSTAIN).astype(np.int8)
+    one = DawidSkene().fit(L, 3, y_gold=gold)
+    stats = lf_summary(L, 3, y_gold=gold)
+    monkeypatch.setattr(lm, "CHUNK_ROWS", 128)  # 24 chunks
+    chunked = DawidSkene().fit(L, 3, y_gold=gold)
+    assert chunked.duplicates_ == one.duplicates_ == [(0, 3)]
+    np.testing.assert_array_equal(chunked.confusion_, one.confusion_)
+    np.testing.assert_array_equal(chunked.prior_, one.prior_)
+    assert lf_summary(L, 3, y_gold=gold) == stats
+    assert stats[0]["gold_covered"] == int(((L[:, 0] >= 0) & (gold != ABSTAIN)).sum())
+
+
+def test_predict_with_confidence_is_predict_and_the_top_probability():
+    L, _ = synthetic_label_matrix(500, 4, [0.9, 0.6, 0.55], [0.7, 0.6, 0.5], [1, 2, 1, 1], seed=1)
+    model = DawidSkene().fit(L, 4)
+    pred, conf = model.predict_with_confidence(L)
+    proba = model.predict_proba(L)
+    np.testing.assert_array_equal(pred, model.predict(L))
+    np.testing.assert_array_equal(conf, proba.max(1))
+    uncovered = ~(L >= 0).any(1)
+    assert uncovered.any() and (pred[uncovered] == ABSTAIN).all()
+    np.testing.assert_allclose(conf[uncovered], model.prior_.max())
+
+
+def test_an_entry_out_of_range_is_reported_at_its_row_in_a_later_chunk(monkeypatch):
+    import tasks.label_model as lm
+
+    monkeypatch.setattr(lm, "CHUNK_ROWS", 4)
+    L = np.zeros((10, 2), dtype=np.int16)
+    L[6, 1], L[9, 0] = 5, 7
+    with pytest.raises(LabelMatrixError, match=r"^2 entries .* first L\[6, 1\] = 5$"):
+        majority_vote(L, 3)
