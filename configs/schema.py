@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 
@@ -152,6 +159,12 @@ class TrainConfig(_Section):
         object.__setattr__(self, "as_of", _utc(self.as_of))
         return self
 
+    @field_validator("distribution_alignment", mode="before")
+    @classmethod
+    def _alignment_from_bool(cls, v: object) -> object:
+        """Older configs (and YAML's bare `off`) say true / false."""
+        return {True: "prior", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     network: Literal["small_cnn", "wrn28_2", "resnet18", "resnet34", "resnet50"] = Field(
         "small_cnn", description="Backbone: small_cnn (28x28 on CPU), wrn28_2, torchvision."
     )
@@ -164,12 +177,33 @@ class TrainConfig(_Section):
     lr: float = Field(0.03, gt=0, description="SGD learning rate (cosine decay).")
     weight_decay: float = Field(5e-4, ge=0)
     ema_decay: float = Field(0.99, ge=0, lt=1, description="EMA of student weights.")
-    threshold: Literal["fixed", "flexmatch"] = Field(
-        "flexmatch", description="Pseudo-label threshold: fixed or class-adaptive (FlexMatch)."
+    threshold: Literal["fixed", "flexmatch", "freematch", "softmatch"] = Field(
+        "flexmatch",
+        description="Which pseudo-labels count: fixed (tau), flexmatch (class-adaptive, "
+        "tau the upper bound), freematch (self-adaptive: follows the model's confidence) "
+        "or softmatch (every pseudo-label weighted by a truncated Gaussian of confidence).",
     )
-    tau: float = Field(0.95, gt=0, le=1, description="Confidence threshold (upper bound).")
+    tau: float = Field(
+        0.95, gt=0, le=1, description="Confidence threshold (fixed; flexmatch's upper bound)."
+    )
+    threshold_momentum: float = Field(
+        0.999,
+        ge=0,
+        lt=1,
+        description="freematch and softmatch: momentum of their running confidence statistics.",
+    )
+    fairness_weight: float = Field(
+        0.0,
+        ge=0,
+        description="freematch: weight of its self-adaptive fairness term (the paper: 0.001 "
+        "to 0.01); 0 turns it off.",
+    )
     lambda_u: float = Field(1.0, ge=0, description="Weight of the unlabeled loss.")
-    distribution_alignment: bool = Field(False, description="Align pseudo-label marginals.")
+    distribution_alignment: Literal["off", "prior", "uniform"] = Field(
+        "off",
+        description="Scale the pseudo-label source's predictions so their running mean "
+        "moves toward the labeled class prior or a uniform one (true = prior, false = off).",
+    )
     pseudo_label_source: Literal["ema", "teacher", "self"] = Field(
         "self", description="Who pseudo-labels the weak view: student (FixMatch), EMA, teacher."
     )
@@ -548,6 +582,8 @@ class Config(_Section):
             ema_decay=t.ema_decay,
             threshold=t.threshold,
             tau=t.tau,
+            threshold_momentum=t.threshold_momentum,
+            fairness_weight=t.fairness_weight,
             lambda_u=t.lambda_u,
             pseudo_label_precision_floor=self.health.pseudo_label_precision_floor,
             distribution_alignment=t.distribution_alignment,

@@ -3,14 +3,15 @@ loop. Nothing here imports Prefect or MLflow, so it runs and benchmarks alone.""
 
 from models.augment import AugmentSettings, strong, weak
 from models.ema import ModelEMA
-from models.losses import (
-    DistributionAlignment,
+from models.losses import DistributionAlignment, consistency_loss, supervised_loss
+from models.networks import NETWORKS, build_network
+from models.thresholds import (
     FixedThreshold,
     FlexMatchThreshold,
-    consistency_loss,
-    supervised_loss,
+    FreeMatchThreshold,
+    SoftMatchWeight,
+    make_threshold,
 )
-from models.networks import NETWORKS, build_network
 from models.train import (
     Callback,
     Classifier,
@@ -37,7 +38,9 @@ __all__ = [
     "DistributionAlignment",
     "FixedThreshold",
     "FlexMatchThreshold",
+    "FreeMatchThreshold",
     "ModelEMA",
+    "SoftMatchWeight",
     "StepOutput",
     "TrainData",
     "TrainResult",
@@ -48,6 +51,7 @@ __all__ = [
     "consistency_loss",
     "fit",
     "load_checkpoint",
+    "make_threshold",
     "predict_proba",
     "resolve_device",
     "strong",

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from models.losses import DistributionAlignment, FixedThreshold
+from models.losses import DistributionAlignment
+from models.thresholds import FixedThreshold
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,29 @@ class Ranks:
 
 
 class ShardedThreshold(FixedThreshold):
-    """A threshold whose state every rank updates from all ranks' confident predictions,
-    so each rank's thresholds stay the same."""
+    """A rule whose state every rank updates from all ranks' predictions (in the rule's
+    own order: before or after masking), so each rank's thresholds stay the same and
+    equal those of one process seeing every rank's batch."""
 
     def __init__(self, inner: FixedThreshold, ranks: Ranks):
         super().__init__(inner.tau, inner.num_classes)
         self.inner, self.ranks = inner, ranks
+        self.update_first = inner.update_first
 
     def thresholds(self) -> torch.Tensor:
         return self.inner.thresholds()
 
-    def select(
-        self, probs: torch.Tensor, idx: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        mask, pseudo = self.inner.select(probs, idx, record=False)
-        if idx is not None:
-            conf = probs.max(1).values
-            self.inner.record(
-                self.ranks.gather(idx), self.ranks.gather(pseudo), self.ranks.gather(conf)
-            )
-        return mask, pseudo
+    def weights(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.weights(probs)
+
+    def record(self, idx: torch.Tensor | None, probs: torch.Tensor) -> None:
+        gathered = self.ranks.gather(idx) if idx is not None else None
+        self.inner.record(gathered, self.ranks.gather(probs))
+
+    def fairness_loss(
+        self, logits_strong: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor | None:
+        return self.inner.fairness_loss(logits_strong, weight)
 
     def state_dict(self) -> dict:
         return self.inner.state_dict()

@@ -38,14 +38,10 @@ from models.classifier import (
     to_float,
 )
 from models.ema import ModelEMA
-from models.losses import (
-    DistributionAlignment,
-    FixedThreshold,
-    FlexMatchThreshold,
-    supervised_loss,
-)
+from models.losses import DistributionAlignment, supervised_loss
 from models.pool import ImagePool, on_device, take_rows
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
+from models.thresholds import make_threshold
 from models.train.settings import Callback, TrainData, TrainResult, TrainSettings
 from models.train.step import (
     evaluate,
@@ -122,14 +118,21 @@ def fit(
     ema: ModelEMA | None = None
     teacher: Classifier | None = None
     n_ulb = len(x_ulb)
-    if s.threshold == "flexmatch":
-        thr: FixedThreshold = FlexMatchThreshold(s.tau, s.num_classes, max(n_ulb, 1), device)
-    else:
-        thr = FixedThreshold(s.tau, s.num_classes)
+    thr = make_threshold(
+        s.threshold,
+        tau=s.tau,
+        num_classes=s.num_classes,
+        num_unlabeled=n_ulb,
+        device=device,
+        momentum=s.threshold_momentum,
+        fairness_weight=s.fairness_weight,
+    )
     align = None
-    if s.distribution_alignment:
-        prior = torch.bincount(y_lb, minlength=s.num_classes).float() + 1.0
-        align = DistributionAlignment(prior.to(device))
+    if s.distribution_alignment != "off":  # toward the labeled prior, or uniform
+        target = torch.ones(s.num_classes)
+        if s.distribution_alignment == "prior":
+            target = torch.bincount(y_lb.cpu(), minlength=s.num_classes).float() + 1.0
+        align = DistributionAlignment(target.to(device))
     if ranks.distributed:
         thr = ShardedThreshold(thr, ranks)
         align = ShardedAlignment(align, ranks) if align is not None else None
@@ -266,8 +269,9 @@ def fit(
                     lambda_u=0.0 if guard_off_at is not None else s.lambda_u,
                 )
                 loss, metrics = out.loss, out.metrics
+                # the pseudo-labels' weight per class (a count, for 0/1 masks)
                 pseudo_counts += torch.bincount(
-                    out.pseudo[out.mask.bool()], minlength=s.num_classes
+                    out.pseudo, weights=out.mask.float(), minlength=s.num_classes
                 )
         opt.zero_grad(set_to_none=True)
         loss.backward()

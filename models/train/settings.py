@@ -25,8 +25,10 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ema_decay: float = 0.99
-    threshold: Literal["fixed", "flexmatch"] = "flexmatch"
+    threshold: Literal["fixed", "flexmatch", "freematch", "softmatch"] = "flexmatch"
     tau: float = 0.95
+    threshold_momentum: float = 0.999  # freematch / softmatch running statistics
+    fairness_weight: float = 0.0  # freematch's self-adaptive fairness term
     lambda_u: float = 1.0
     # The feedback-loop guard: when the pseudo-labels the threshold keeps on the
     # evaluation set are right less often than this (judged once at least
@@ -34,7 +36,7 @@ class TrainSettings:
     # of the run. None: no guard.
     pseudo_label_precision_floor: float | None = None
     guard_min_pseudo_labels: int = 20
-    distribution_alignment: bool = False
+    distribution_alignment: Literal["off", "prior", "uniform"] = "off"
     pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
     # human_lb), the rest from the weak ones, however many more weak labels there are.

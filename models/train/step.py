@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from models.classifier import predict_proba
 from models.ema import ModelEMA
-from models.losses import DistributionAlignment, FixedThreshold, consistency_loss, supervised_loss
+from models.losses import DistributionAlignment, consistency_loss, supervised_loss
+from models.thresholds import FixedThreshold
 from models.train.settings import TrainData, TrainSettings
 
 
@@ -87,6 +88,10 @@ def student_step(
         "loss_unsup": loss_u.detach(),
         "mask_rate": mask.mean(),
     }
+    fair = thr.fairness_loss(logits_s, mask)  # FreeMatch's fairness term, part of the
+    if fair is not None:  # unlabeled loss (off with it when the guard fires)
+        metrics["loss_fairness"] = fair.detach()
+        loss_u = loss_u + fair
     return StepOutput(loss_sup + lambda_u * loss_u, metrics, pseudo, mask)
 
 

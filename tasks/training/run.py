@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
 from models import Callback, TrainResult, TrainSettings, fit
+from models.collapse import pseudo_label_shares
 from models.distributed import fit_distributed
 from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
@@ -123,6 +124,7 @@ class TrainSummary:
     run_dir: str
     pseudo_label_coverage: float = float("nan")
     pseudo_labeling_off_at: int | None = None  # the feedback-loop guard's step, if it fired
+    pseudo_label_classes: str = "not measured"  # "ok", or which classes collapsed/exploded
 
     def markdown(self) -> str:
         """The run's description until a gate decides on it (`semilabel retrain`
@@ -158,6 +160,7 @@ class TrainSummary:
                 if self.pseudo_labeling_off_at is None
                 else f"switched off at step {self.pseudo_labeling_off_at} (precision below floor)",
             },
+            {"metric": "pseudo-label share per class", "value": self.pseudo_label_classes},
             {"metric": "seconds", "value": round(self.elapsed_s, 1)},
             {"metric": "MLflow run", "value": self.mlflow_run_id},
             {"metric": "data snapshot", "value": self.snapshot_id},
@@ -238,6 +241,7 @@ def train_and_log(
         mlflow.set_tag("semilabel.device", result.device)
         model_uri = log_classifier(result.model, tuple(cfg.taxonomy.classes), training.data.x_lb)
         last = _last_eval(result)
+        classes_said = report_pseudo_label_shares(result, tuple(cfg.taxonomy.classes), training)
         summary = TrainSummary(
             mlflow_run_id=run.info.run_id,
             model_uri=model_uri,
@@ -260,12 +264,50 @@ def train_and_log(
             run_dir=str(run_dir),
             pseudo_label_coverage=last.get("eval_pseudo_label_coverage", float("nan")),
             pseudo_labeling_off_at=result.pseudo_labeling_off_at,
+            pseudo_label_classes=classes_said,
         )
         mlflow.set_tag("mlflow.note.content", summary.markdown())
         return summary, result
     finally:
         if active is None:
             mlflow.end_run()
+
+
+def report_pseudo_label_shares(
+    result: TrainResult, classes: tuple[str, ...], training: TrainingSet
+) -> str:
+    """Each class's share of the pseudo-label weight late in the student phase against
+    its share of the labeled set (see `models.collapse`): logged as
+    `pseudo_labels/share_<class>`, a warning per class that collapsed or exploded, and
+    the tag `semilabel.pseudo_label_collapse`. Returns the one-line verdict."""
+    import mlflow
+
+    prior = [training.class_counts.get(c, 0) + 1 for c in classes]  # +1: none is impossible
+    shares = pseudo_label_shares(result.history, prior)
+    if not shares:
+        return "not measured (no pseudo-labels counted)"
+    mlflow.log_metrics({f"pseudo_labels/share_{classes[s.index]}": tidy(s.share) for s in shares})
+    off = [s for s in shares if s.state != "ok"]
+    for s in off:
+        log.warning(
+            "pseudo-labels of class %s %s: %.1f%% of the pseudo-label weight in the last "
+            "quarter of the student phase, against %.1f%% of the labeled examples. The model "
+            "is %s; consider train.distribution_alignment: prior, train.threshold: "
+            "freematch, or more human labels of class %s",
+            classes[s.index],
+            s.state,
+            100 * s.share,
+            100 * s.expected,
+            "no longer predicting it" if s.state == "collapsed" else "over-predicting it",
+            classes[s.index],
+        )
+    said = ", ".join(
+        f"{classes[s.index]} {s.state} ({100 * s.share:.1f}% vs {100 * s.expected:.1f}%)"
+        for s in off
+    )
+    said = said or "ok (every class within 3x of its labeled share)"
+    mlflow.set_tag("semilabel.pseudo_label_collapse", said)
+    return said
 
 
 def _last_eval(result: TrainResult) -> dict[str, float]:

@@ -21,8 +21,9 @@ from models.distributed import (
     torchrun_command,
     write_job,
 )
-from models.losses import DistributionAlignment, FlexMatchThreshold
+from models.losses import DistributionAlignment
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
+from models.thresholds import FlexMatchThreshold, FreeMatchThreshold, SoftMatchWeight
 
 pytestmark = pytest.mark.slow
 TWO = DistributedSettings(nproc_per_node=2, backend="gloo")
@@ -113,8 +114,16 @@ def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
         mask, pseudo = thr.select(probs, idx)
         align = ShardedAlignment(DistributionAlignment(torch.ones(4), momentum=0.5), ranks)
         align(probs)
+        free = ShardedThreshold(FreeMatchThreshold(4, torch.device("cpu"), momentum=0.5), ranks)
+        free_mask, _ = free.select(probs, idx)
+        soft = ShardedThreshold(SoftMatchWeight(4, torch.device("cpu"), momentum=0.5), ranks)
+        soft_weight, _ = soft.select(probs, idx)
         torch.save(
             {
+                "free": free.state_dict(),
+                "free_mask": free_mask,
+                "soft": soft.state_dict(),
+                "soft_weight": soft_weight,
                 "predicted": thr.inner.predicted,
                 "running": align.inner.running,
                 "probs": probs,
@@ -144,6 +153,22 @@ def test_ranks_share_flexmatch_state_and_alignment_as_one_process_would(tmp_path
     lone = DistributionAlignment(torch.ones(4), momentum=0.5)
     lone(both)
     assert torch.allclose(r0["running"], lone.running) and torch.equal(r0["running"], r1["running"])
+    # FreeMatch and SoftMatch learn from all ranks' batch before masking, as one process
+    free = FreeMatchThreshold(4, torch.device("cpu"), momentum=0.5)
+    soft = SoftMatchWeight(4, torch.device("cpu"), momentum=0.5)
+    free_mask, _ = free.select(both)
+    soft_weight, _ = soft.select(both)
+    for key, value in free.state_dict().items():
+        assert torch.allclose(r0["free"][key], value) and torch.equal(
+            r0["free"][key], r1["free"][key]
+        )
+    for key, value in soft.state_dict().items():
+        assert torch.allclose(r0["soft"][key], value) and torch.equal(
+            r0["soft"][key], r1["soft"][key]
+        )
+    assert torch.equal(torch.cat([r0["free_mask"], r1["free_mask"]]), free_mask)
+    assert torch.allclose(torch.cat([r0["soft_weight"], r1["soft_weight"]]), soft_weight)
+    assert float(free.global_threshold) != 0.25 and float(soft.mu) != 0.25  # they moved
 
 
 def _ranks_of(job) -> list[int]:

@@ -6,11 +6,10 @@ import torch
 from models.ema import ModelEMA
 from models.losses import (
     DistributionAlignment,
-    FixedThreshold,
-    FlexMatchThreshold,
     consistency_loss,
     supervised_loss,
 )
+from models.thresholds import FixedThreshold
 from models.train import student_step
 
 
@@ -109,36 +108,6 @@ def test_student_step_loss_matches_hand_computation():
     assert 0 < float(mask.sum()) < 6  # some kept, some masked: the mask matters
     assert math.isclose(float(out.loss.detach()), float(expected), rel_tol=1e-5)
     assert out.pseudo.tolist() == pseudo.tolist()
-
-
-def test_fixed_threshold_mask():
-    probs = torch.tensor([[0.96, 0.04], [0.6, 0.4], [0.01, 0.99]])
-    mask, pseudo = FixedThreshold(0.95, 2).select(probs)
-    assert mask.tolist() == [1.0, 0.0, 1.0] and pseudo.tolist() == [0, 0, 1]
-
-
-def test_flexmatch_threshold_lowers_for_under_predicted_classes():
-    thr = FlexMatchThreshold(
-        0.9, num_classes=3, num_unlabeled=10, device=torch.device("cpu"), warmup=False
-    )
-    # Confident predictions: six examples of class 0, two of class 1, none of class 2.
-    probs = torch.tensor([[0.95, 0.03, 0.02]] * 6 + [[0.02, 0.95, 0.03]] * 2)
-    thr.select(probs, torch.arange(8))
-    t = thr.thresholds()
-    # beta = (1, 1/3, 0) -> tau * beta / (2 - beta) = (0.9, 0.18, 0)
-    assert torch.allclose(t, torch.tensor([0.9, 0.9 * (1 / 3) / (2 - 1 / 3), 0.0]))
-    assert t[2] < t[1] < t[0]
-    # A class-1 prediction at 0.5 confidence now passes; a class-0 one does not.
-    mask, _ = thr.select(torch.tensor([[0.1, 0.5, 0.4], [0.5, 0.3, 0.2]]), torch.tensor([8, 9]))
-    assert mask.tolist() == [1.0, 0.0]
-
-
-def test_flexmatch_warmup_counts_unused_examples():
-    thr = FlexMatchThreshold(0.9, 2, num_unlabeled=100, device=torch.device("cpu"))
-    thr.select(torch.tensor([[0.95, 0.05]] * 10), torch.arange(10))
-    # 10 confident of class 0, 90 unused: beta_0 = 10/90.
-    b = 10 / 90
-    assert torch.allclose(thr.thresholds(), torch.tensor([0.9 * b / (2 - b), 0.0]))
 
 
 def test_distribution_alignment_moves_predictions_toward_the_target():

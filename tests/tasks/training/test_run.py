@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
@@ -15,6 +16,7 @@ from configs.schema import DistributedConfig
 from models.train import CHECKPOINT
 from tasks.model_artifact import load_classifier
 from tasks.store import Store
+from tasks.tracking import ensure_experiment
 from tasks.training import claim_run_dir, train_and_log
 
 REPO = Path(__file__).resolve().parents[3]
@@ -61,6 +63,10 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     assert torch.allclose(torch.from_numpy(probs), torch.softmax(result.model(x), 1), atol=1e-5)
     assert Store(store_cfg.store.root).count_snapshot(summary.snapshot_id) > 0
     assert not Path(summary.run_dir).exists()  # a finished run leaves no checkpoint behind
+    # each class's late share of the pseudo-label weight, and the collapse verdict
+    shares = [run.data.metrics[f"pseudo_labels/share_{c}"] for c in store_cfg.taxonomy.classes]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-4)
+    assert run.data.tags["semilabel.pseudo_label_collapse"] == summary.pseudo_label_classes
 
 
 @pytest.mark.slow
@@ -128,3 +134,27 @@ def test_a_restarted_flow_run_claims_its_own_folder_first(tmp_path: Path):
     with claim_run_dir(tmp_path, "k", "run-a") as d:
         os.remove(d / CHECKPOINT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-k-run-b"]
+
+
+def test_a_collapsed_class_is_warned_about_and_tagged(store_cfg, caplog):
+    from models import TrainResult
+    from tasks.training.run import report_pseudo_label_shares
+
+    classes = ("0", "1", "2")
+    late = [
+        {"pseudo_labels_class_0": 50.0, "pseudo_labels_class_1": 49.0, "pseudo_labels_class_2": 1.0}
+    ]
+    result = TrainResult(None, None, 1, 0, "cpu", 0.0, history=late)  # type: ignore[arg-type]
+    training = SimpleNamespace(class_counts={"0": 9, "1": 9, "2": 9})  # prior: a third each
+    m = store_cfg.mlflow
+    ensure_experiment(m.tracking_uri, m.experiment, m.artifact_root)
+    with mlflow.start_run() as run, caplog.at_level("WARNING"):
+        said = report_pseudo_label_shares(result, classes, training)
+    assert said == "2 collapsed (1.0% vs 33.3%)"
+    assert (
+        "pseudo-labels of class 2 collapsed" in caplog.text
+        and "distribution_alignment" in caplog.text
+    )
+    logged = mlflow.MlflowClient(store_cfg.mlflow.tracking_uri).get_run(run.info.run_id).data
+    assert logged.tags["semilabel.pseudo_label_collapse"] == said
+    assert logged.metrics["pseudo_labels/share_2"] == pytest.approx(0.01)
