@@ -22,7 +22,7 @@ from tests.conftest import digit_folder, label_events, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
-RULES = "tests.tasks.test_weak_labeling"
+RULES = "tests.tasks.weak_labeling.test_init"
 
 
 def _free_port() -> int:

@@ -30,8 +30,8 @@ from tests.conftest import digit_png, write
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCS = [
-    {"name": "bar", "kind": "python", "target": "tests.tasks.test_weak_labeling:bar_position"},
-    {"name": "coin", "kind": "python", "target": "tests.tasks.test_weak_labeling:coin_flip"},
+    {"name": "bar", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:bar_position"},
+    {"name": "coin", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:coin_flip"},
     {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
     {"name": "proto", "kind": "prototype", "embedding": "pca", "dims": 8},
 ]

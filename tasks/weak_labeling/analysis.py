@@ -1,11 +1,6 @@
-"""Weak labeling: labeling functions vote (or abstain) over the store, each is judged on
-the gold holdout, a label model weighs the rest by their estimated reliability, and the
-result is written as `label_model` events with provenance.
-
-The pieces: `tasks.labeling_functions` (the API and the built-in families),
-`tasks.lf_applier` (applying them over the store in parallel shards), `tasks.label_model`
-(Dawid-Skene and majority vote); this module analyses and combines. The labeling
-function API is re-exported here: `from tasks.weak_labeling import labeling_function`.
+"""Judging labeling functions on gold and combining their votes: per-function analysis
+and quarantine, the label model (or majority vote), and the combined labels handed to
+`tasks.weak_labeling.events` for writing.
 """
 
 from __future__ import annotations
@@ -14,15 +9,9 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
-from prefect import get_run_logger
-from prefect.artifacts import create_table_artifact
 
 from configs.schema import Config
 from tasks.label_model import (
@@ -33,39 +22,10 @@ from tasks.label_model import (
     lf_summary,
     majority_vote,
 )
-from tasks.labeling_functions import (
-    LabelingFunction,
-    LabelingFunctionError,
-    LFBatch,
-    build_functions,
-    human_labels,
-    labeling_function,
-)
-from tasks.lf_applier import ExampleIds, LabelMatrix, apply_in_shards
-from tasks.progress import stage_progress
-from tasks.store import (
-    DEV,
-    EXAMPLES,
-    LABELS,
-    SCHEMAS,
-    GoldSplit,
-    SourceEvent,
-    SourceLog,
-    Store,
-    utcnow,
-)
-from tasks.tracking import ensure_experiment
-
-__all__ = [
-    "ABSTAIN",
-    "LFBatch",
-    "LabelingFunction",
-    "LabelingFunctionError",
-    "WeakLabelSummary",
-    "labeling_function",
-    "weak_label_examples",
-    "weak_label_store",
-]
+from tasks.labeling_functions import LabelingFunction, human_labels
+from tasks.lf_applier import ExampleIds, LabelMatrix
+from tasks.store import DEV, GoldSplit, Store
+from tasks.weak_labeling.events import write_label_model_events
 
 log = logging.getLogger(__name__)
 
@@ -294,195 +254,3 @@ def combine_votes(
     for c in range(k):
         np.maximum(share, (used == c).sum(1) / covered, out=share)
     return pred, share
-
-
-def write_label_model_events(
-    store: Store,
-    cfg: Config,
-    source_name: str,
-    run_id: str,
-    example_ids: Sequence[str],
-    labels: np.ndarray,
-    conf: np.ndarray,
-    influenced: np.ndarray,
-) -> tuple[int, int]:
-    """`label_model` events saying class `labels[i]` at `conf[i]` about `example_ids[i]`:
-    a new event only where the label or its confidence changed since this label model's
-    last word on the example (a re-run on the same data writes nothing). Committed under
-    the store's lease, after catching up with other writers. Returns (written, already
-    present)."""
-    ids = example_ids if isinstance(example_ids, ExampleIds) else ExampleIds(example_ids)
-    classes = list(cfg.taxonomy.classes)
-    source = SourceLog("label_model", source_name)
-    read = store.files(LABELS)
-    source.add_files(store, read)  # the bulk of the log, read before taking the lease
-    # Only an example listed twice can meet its own new event again below: the log
-    # records the events of those alone, rather than one entry per event written.
-    repeated = ids.repeated()
-    with store.commit_lock() as lease:
-        source.add_files(store, sorted(set(store.files(LABELS)) - set(read)))  # catch up
-        lease.check()
-        now = utcnow()
-        event_ids: list[pa.Array] = []
-        new = np.zeros(len(ids), bool)
-        for start, chunk in ids.chunks():
-            fresh: list[str] = []
-            for i, ex in enumerate(chunk, start):
-                label, c = classes[int(labels[i])], float(conf[i])
-                event_id = source.next_event(ex, label, c)
-                if event_id is None or event_id in source.event_ids:
-                    continue
-                if ex in repeated:
-                    source.record(ex, SourceEvent(event_id, label, c), (now, event_id))
-                fresh.append(event_id)
-                new[i] = True
-            event_ids.append(pa.array(fresh, pa.string()))
-        rows = np.flatnonzero(new)
-        store.write(
-            LABELS,
-            _label_events(
-                pa.chunked_array(event_ids, pa.string()),
-                ids.take(rows).arrow,
-                pa.array(classes, pa.string()).take(pa.array(labels[rows], pa.int64())),
-                conf[rows],
-                influenced[rows],
-                source_name=source_name,
-                run_id=run_id,
-                taxonomy_version=cfg.taxonomy.version,
-                created_at=now,
-            ),
-            when=now,
-        )
-    return len(rows), len(ids) - len(rows)
-
-
-def _label_events(
-    event_ids: pa.ChunkedArray,
-    example_ids: pa.ChunkedArray,
-    labels: pa.Array,
-    conf: np.ndarray,
-    influenced: np.ndarray,
-    *,
-    source_name: str,
-    run_id: str,
-    taxonomy_version: str,
-    created_at: datetime,
-) -> pa.Table:
-    """The label-log table of `label_model` events, built column by column."""
-    schema = SCHEMAS[LABELS]
-    n = len(event_ids)
-
-    def same(name: str, value: object) -> pa.Array:
-        return pa.repeat(pa.scalar(value, schema.field(name).type), n)
-
-    columns = {
-        "event_id": event_ids,
-        "example_id": example_ids,
-        "label": labels,
-        "source_kind": same("source_kind", "label_model"),
-        "source_name": same("source_name", source_name),
-        "confidence": pa.array(conf, pa.float64()).cast(schema.field("confidence").type),
-        "created_at": same("created_at", created_at),
-        "run_id": same("run_id", run_id),
-        "taxonomy_version": same("taxonomy_version", taxonomy_version),
-        "model_influenced": pa.array(influenced, pa.bool_()),
-    }
-    return pa.table([columns[f.name] for f in schema], schema=schema)
-
-
-def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> WeakLabelSummary:
-    """Build the configured functions, apply them over the store, analyse them on gold,
-    combine their votes, write `label_model` events, and log the analysis to MLflow."""
-    import dataclasses
-
-    import mlflow
-
-    store = Store(cfg.store.root)
-    if not cfg.weak_labeling.functions:
-        raise LabelingFunctionError(
-            "weak_labeling.functions is empty: configure at least one "
-            "labeling function (see README, Weak labeling)"
-        )
-    champion = _champion_or_none(cfg)
-    functions = build_functions(store, cfg, champion)
-    matrix = apply_in_shards(
-        store,
-        cfg,
-        functions,
-        run_id,
-        progress=progress.update if progress is not None else None,
-    )
-    summary = analyse_and_combine(store, cfg, matrix, functions, run_id)
-    summary = dataclasses.replace(
-        summary, matrix_path=matrix.path, elapsed_s=summary.elapsed_s + matrix.elapsed_s
-    )
-    ensure_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_root)
-    with mlflow.start_run(
-        run_name=f"weak-label-{run_id[:8]}", tags={"semilabel.stage": "weak_label"}
-    ):
-        for f in summary.functions:
-            metrics = {
-                "coverage": f.coverage,
-                "overlap": f.overlap,
-                "conflict": f.conflict,
-                "gold_accuracy": f.gold_accuracy,
-                "quarantined": float(f.quarantined),
-            }
-            mlflow.log_metrics({f"lf.{f.name}.{k}": v for k, v in metrics.items() if v == v})
-        mlflow.log_metrics(
-            {
-                k: v
-                for k, v in {
-                    "label_model.coverage": summary.coverage,
-                    "label_model.gold_accuracy": summary.gold_accuracy,
-                    "majority_vote.gold_accuracy": summary.gold_accuracy_majority,
-                    "label_model.events_written": summary.events_written,
-                }.items()
-                if v == v
-            }
-        )
-        mlflow.log_dict({"functions": summary.table()}, "lf_analysis.json")
-    return summary
-
-
-def _champion_or_none(cfg: Config) -> Any:
-    if not any(s.embedding == "champion" for s in cfg.weak_labeling.functions):
-        return None
-    from tasks.model_artifact import load_classifier
-    from tasks.registry import RegistryRef, champion_version
-
-    ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    version = champion_version(ref)
-    if version is None:
-        log.info("no champion yet: champion embeddings fall back to PCA")
-        return None
-    return load_classifier(
-        ref.version_uri(version), ref.tracking_uri, trust_pickle=cfg.mlflow.trust_pickled_models
-    )
-
-
-# -- inside a flow ---------------------------------------------------------------------
-
-
-def weak_label_examples(cfg: Config, run_id: str) -> WeakLabelSummary:
-    """Inside a flow: apply the labeling functions (one mapped `apply-labeling-functions`
-    task per shard on the configured task runner), fit the label model, write
-    `label_model` events, and publish the LF analysis as a table artifact."""
-    bar = stage_progress("weak-label", Store(cfg.store.root).count(EXAMPLES))
-    summary = weak_label_store(cfg, run_id, progress=bar)
-    bar.finish(summary.n_rows)
-    create_table_artifact(
-        table=summary.table(),
-        key="lf-analysis",
-        description="Labeling functions: coverage, overlap, conflict, accuracy on gold",
-    )
-    get_run_logger().info(
-        "weak labels: %d events (%d already present), coverage %.3f, gold accuracy %s "
-        "(majority vote %s)",
-        summary.events_written,
-        summary.events_already_present,
-        summary.coverage,
-        _r(summary.gold_accuracy),
-        _r(summary.gold_accuracy_majority),
-    )
-    return summary
