@@ -137,7 +137,10 @@ def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
             while blocks:
                 for raw in blocks.pop().to_pylist():
                     name = raw.decode("utf-8", "surrogatepass")
-                    uri = f"{dir_uri}/{name if _URI_SAFE.issuperset(name) else quote(name)}"
+                    # A name that is not UTF-8 holds surrogate escapes: its URI quotes the
+                    # raw bytes (os.fsencode), so the file is read and checked as any other.
+                    safe = _URI_SAFE.issuperset(name)
+                    uri = f"{dir_uri}/{name if safe else quote(os.fsencode(name))}"
                     yield RawRecord(uri, None, label, None, prefix + name)
 
     return total, gen()

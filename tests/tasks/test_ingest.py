@@ -436,6 +436,28 @@ def _walk_records(base: Path) -> list[tuple]:
     return out
 
 
+def test_a_file_name_that_is_not_utf8_is_ingested_with_its_bytes_quoted(
+    store_root: str, tmp_path: Path
+):
+    base = tmp_path / "f"
+    write(base / "0" / "good.png", png(1))
+    bad = os.path.join(os.fsencode(base / "0"), b"bad\xff.png")  # not valid UTF-8
+    with open(bad, "wb") as fh:
+        fh.write(png(2))
+    assert os.fsdecode(b"bad\xff.png") in os.listdir(base / "0")  # a surrogate escape
+
+    summary = _ingest(store_root, image_folder_records(base))
+
+    assert (summary.seen, summary.ingested, summary.quarantined) == (2, 2, {})
+    stored = {
+        r["example_id"]: r["source_uri"] for r in Store(store_root).read(EXAMPLES).to_pylist()
+    }
+    assert set(stored) == {content_id(png(1)), content_id(png(2))}
+    assert stored[content_id(png(2))].endswith("/0/bad%FF.png")
+    assert "%FF" in stored[content_id(png(2))]
+    assert stored[content_id(png(1))].endswith("/0/good.png")
+
+
 def test_image_folder_records_follow_sorted_os_walk_across_listing_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
