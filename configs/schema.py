@@ -204,6 +204,19 @@ class TrainConfig(_Section):
         description="Scale the pseudo-label source's predictions so their running mean "
         "moves toward the labeled class prior or a uniform one (true = prior, false = off).",
     )
+    pretrain_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps of the pre-phase that learns features from the unlabeled pool "
+        "alone (SimCLR) before the teacher; cached per data snapshot. 0: none.",
+    )
+    pretrain_batch_size: int = Field(256, ge=2, description="Images per pre-phase step.")
+    propagate_per_class: int = Field(
+        0,
+        ge=0,
+        description="Label propagation on the pre-phase's features: this many of the most "
+        "confident propagated labels per class join the labeled set as weak labels. 0: none.",
+    )
     pseudo_label_source: Literal["ema", "teacher", "self"] = Field(
         "self", description="Who pseudo-labels the weak view: student (FixMatch), EMA, teacher."
     )
@@ -589,6 +602,9 @@ class Config(_Section):
             distribution_alignment=t.distribution_alignment,
             pseudo_label_source=t.pseudo_label_source,
             human_share=t.human_share,
+            pretrain_steps=t.pretrain_steps,
+            pretrain_batch_size=t.pretrain_batch_size,
+            propagate_per_class=t.propagate_per_class,
             augment=AugmentSettings(
                 pad=t.augment.pad,
                 flip=t.augment.flip,

@@ -146,6 +146,7 @@ def write_job(
     run_dir: str | Path,
     keep_checkpoint: bool = False,
     checkpoint_meta: dict[str, str] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> Path:
     """The job folder every rank reads: the data (memory-mapped by each rank) and the
     settings. Returns its path (`<run_dir>/ddp`)."""
@@ -172,6 +173,7 @@ def write_job(
                 "pools": pools,
                 "run_dir": str(Path(run_dir).resolve()),
                 "keep_checkpoint": keep_checkpoint,
+                "pretrain_cache": str(pretrain_cache) if pretrain_cache else None,
                 "meta": dict(checkpoint_meta or {}),
             }
         )
@@ -189,6 +191,7 @@ def fit_distributed(
     callbacks: Sequence[Callback] = (),
     keep_checkpoint: bool = False,
     checkpoint_meta: dict[str, str] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> TrainResult:
     """`fit` on `d.world_size` processes under torchrun; see the module docstring."""
     if s.batch_size % d.world_size:
@@ -196,7 +199,7 @@ def fit_distributed(
             f"train.batch_size {s.batch_size} must divide evenly over {d.world_size} "
             "training processes (each takes an equal share of every batch)"
         )
-    job = write_job(data, s, run_dir, keep_checkpoint, checkpoint_meta)
+    job = write_job(data, s, run_dir, keep_checkpoint, checkpoint_meta, pretrain_cache)
     cmd = torchrun_command(job, d)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     offset = 0
@@ -288,6 +291,7 @@ def run_rank(job: Path, backend: str = "auto") -> None:
             callbacks=callbacks,
             keep_checkpoint=spec["keep_checkpoint"],
             checkpoint_meta=spec["meta"],
+            pretrain_cache=spec["pretrain_cache"],
         )
         if ranks.is_main:
             assert result.model.config is not None

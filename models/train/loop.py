@@ -43,6 +43,7 @@ from models.pool import ImagePool, on_device, take_rows
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
 from models.thresholds import make_threshold
 from models.train.settings import Callback, TrainData, TrainResult, TrainSettings
+from models.train.start import better_start
 from models.train.step import (
     evaluate,
     labeled_groups,
@@ -62,6 +63,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     keep_checkpoint: bool = False,
     checkpoint_meta: dict[str, str] | None = None,
+    pretrain_cache: str | Path | None = None,
 ) -> TrainResult:
     """Train teacher then student; see the module docstring. The checkpoint (with the
     settings, the classifier's config and `checkpoint_meta`, e.g. the code version) is
@@ -107,6 +109,11 @@ def fit(
     mean, std = channel_stats(torch.cat([x_lb_stats, data.x_ulb[:10_000]]))
     config = ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
     model = build_classifier(config).to(device, memory_format=fmt)
+    # a better start than the labels alone (pre-phase, seeds), before DDP wraps the model:
+    # its constructor shares rank 0's weights
+    begin = better_start(model, data, x_lb, y_lb, w_lb, x_ulb, s, device, ranks, pretrain_cache)
+    x_lb, y_lb, w_lb = on_device(begin.x_lb, device, fmt), begin.y_lb, begin.w_lb
+    data = dataclasses.replace(data, human_lb=begin.human_lb)
     forward: torch.nn.Module = model
     if ranks.distributed:
         forward = torch.nn.parallel.DistributedDataParallel(
@@ -214,6 +221,9 @@ def fit(
             },
         )
 
+    if not resumed_from and ranks.is_main:  # the start: pre-phase loss, seeds added
+        for row in begin.rows:
+            _emit(callbacks, 0, row, history)
     # a resumed run keeps the guard's decision
     guard_off_at = next((int(r["step"]) for r in history if r.get("pseudo_labeling_off")), None)
     window: dict[str, torch.Tensor] = {}

@@ -41,6 +41,12 @@ class TrainSettings:
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
     # human_lb), the rest from the weak ones, however many more weak labels there are.
     human_share: float = 0.0
+    # A better start than a handful of labels (models.pretrain): steps of the unlabeled-only
+    # pre-phase before the teacher (0: none), its batch, and how many label-propagation
+    # seeds per class join the labeled set (0: none).
+    pretrain_steps: int = 0
+    pretrain_batch_size: int = 256
+    propagate_per_class: int = 0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
@@ -66,6 +72,16 @@ class TrainData:
     x_eval: torch.Tensor | None = None  # evaluation only (e.g. the gold holdout)
     y_eval: torch.Tensor | None = None
     human_lb: torch.Tensor | None = None  # (N,) bool: which labels are human (for human_share)
+
+    def pool_fingerprint(self) -> str:
+        """A cheap hash of the unlabeled pool alone (what the pre-phase learns from)."""
+        if isinstance(self.x_ulb, ImagePool):
+            return self.x_ulb.fingerprint()
+        flat = self.x_ulb.reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        h = hashlib.sha256(str(tuple(self.x_ulb.shape)).encode())
+        h.update(flat[::step].cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """A cheap content hash, so a checkpoint is only resumed on the same data."""

@@ -33,6 +33,7 @@ from tasks.tracking import (
     tidy,
 )
 from tasks.training.data import TrainingSet, load_training_data
+from tasks.training.decoded_cache import cache_root
 from tasks.training.run_dir import claim_run_dir
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,8 @@ def train_and_log(
             mlflow.set_tag("semilabel.run_dir", str(run_dir))
             meta = {"code_version": code_version(), "snapshot_id": snapshot_id}
             spread = cfg.distributed_settings()
+            # the pre-phase's weights, beside the decoded images: reused while the pool is
+            pretrain_cache = cache_root(cfg.train.cache_dir, cfg.store.root) / "pretrain"
             if spread.world_size > 1:  # torchrun: rank 0's rows reach these callbacks
                 mlflow.set_tag("semilabel.world_size", str(spread.world_size))
                 result = fit_distributed(
@@ -229,6 +232,7 @@ def train_and_log(
                     run_dir,
                     callbacks=callbacks,
                     checkpoint_meta=meta,
+                    pretrain_cache=pretrain_cache,
                 )
             else:
                 result = fit(
@@ -237,6 +241,7 @@ def train_and_log(
                     run_dir=run_dir,
                     callbacks=callbacks,
                     checkpoint_meta=meta,
+                    pretrain_cache=pretrain_cache,
                 )
         mlflow.set_tag("semilabel.device", result.device)
         model_uri = log_classifier(result.model, tuple(cfg.taxonomy.classes), training.data.x_lb)

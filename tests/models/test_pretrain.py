@@ -1,0 +1,112 @@
+"""The better start: the contrastive pre-phase, its cache, label propagation and the
+seeds it adds, each against hand-worked numbers, and wired through `fit`."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import AugmentSettings, Callback, fit
+from models.classifier import ClassifierConfig, build_classifier
+from models.pretrain import choose_seeds, nt_xent, pretrain, propagate_labels
+from tests.models.test_train import settings, toy_data
+
+CPU = torch.device("cpu")
+
+
+def test_nt_xent_matches_hand_computation_and_reaches_both_views():
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    z2 = torch.tensor([[2.0, 0.0], [0.0, 3.0]], requires_grad=True)  # same directions
+    loss = nt_xent(z1, z2, temperature=0.5)
+    # each view: its partner at cosine 1, the two others at 0 -> logits (2, 0, 0) / one
+    # right answer: -log(e^2 / (e^2 + 2))
+    assert float(loss) == pytest.approx(math.log(1 + 2 * math.exp(-2)), abs=1e-6)
+    loss.backward()
+    assert z1.grad is not None and z2.grad is not None
+    # swapping partners makes it worse: the objective tells pairs apart
+    assert float(nt_xent(z1, z2.flip(0), temperature=0.5)) > float(loss)
+
+
+def test_labels_spread_along_the_graph_to_each_cluster():
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(
+        torch.tensor([1.0, 0.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=g), dim=1
+    )
+    b = torch.nn.functional.normalize(
+        torch.tensor([0.0, 1.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=g), dim=1
+    )
+    f_lb, y_lb = torch.stack([a[0], b[0]]), torch.tensor([0, 1])
+    f_ulb = torch.cat([a[1:], b[1:]])
+    labels, conf = propagate_labels(f_lb, y_lb, f_ulb, num_classes=2, k=5)
+    assert labels.tolist() == [0] * 19 + [1] * 19  # each cluster takes its one label
+    assert conf.min() > 0.99
+    # a third class nobody labeled gets no mass; confidence stays in [0, 1]
+    labels3, conf3 = propagate_labels(f_lb, y_lb, f_ulb, num_classes=3, k=5)
+    assert labels3.tolist() == labels.tolist() and float(conf3.max()) <= 1.0
+
+
+def test_seeds_are_the_most_confident_of_each_class():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    conf = torch.tensor([0.5, 0.9, 0.7, 0.8, 0.95, 0.6])
+    assert choose_seeds(labels, conf, 2).tolist() == [1, 2, 3, 4, 5]
+    assert choose_seeds(labels, conf, 1).tolist() == [1, 4, 5]
+
+
+def _model():
+    return build_classifier(ClassifierConfig("small_cnn", 3, 1, 16, (0.1,), (0.2,)))
+
+
+def test_the_pre_phase_learns_and_its_weights_are_cached_whole(tmp_path: Path):
+    data = toy_data()
+    aug = AugmentSettings()
+    torch.manual_seed(0)
+    model = _model()
+    first = pretrain(model, data.x_ulb, steps=1, batch=32, augment=aug, seed=0, device=CPU)
+    torch.manual_seed(0)
+    model = _model()
+    kw = dict(batch=32, augment=aug, seed=0, device=CPU, cache=tmp_path, key="k1")
+    later = pretrain(model, data.x_ulb, steps=40, **kw)
+    assert later < first  # 40 steps of NT-Xent lower it
+    assert [p.name for p in tmp_path.iterdir()] == ["k1.pt"]  # no temp file left
+    again = _model()
+    assert math.isnan(pretrain(again, data.x_ulb, steps=40, **kw))  # read, not trained
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, again.state_dict()[name]), name
+    other = _model()
+    assert not math.isnan(pretrain(other, data.x_ulb, steps=2, **{**kw, "key": "k2"}))
+
+
+def test_fit_pretrains_seeds_the_labeled_set_and_resumes_the_same(tmp_path: Path):
+    s = settings(pretrain_steps=5, pretrain_batch_size=32, propagate_per_class=4)
+    rows: list[dict] = []
+
+    class Collect(Callback):
+        def on_metrics(self, step, metrics):
+            rows.append(metrics)
+
+    class Stop(Callback):
+        def on_progress(self, step, total):
+            if step == 17:
+                raise KeyboardInterrupt
+
+    straight = fit(toy_data(), s, callbacks=[Collect()], pretrain_cache=tmp_path / "cache")
+    assert rows[0]["pretrain_loss"] > 0 and rows[1]["seeded_labels"] == 12.0  # 4 x 3 classes
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            toy_data(),
+            s,
+            run_dir=tmp_path / "run",
+            callbacks=[Stop()],
+            pretrain_cache=tmp_path / "cache",
+        )
+    resumed = fit(toy_data(), s, run_dir=tmp_path / "run", pretrain_cache=tmp_path / "cache")
+    assert resumed.resumed_from == 15
+    for name, p in straight.model.state_dict().items():
+        assert torch.equal(p, resumed.model.state_dict()[name]), name
+    # without the start, training differs: the settings reached the loop
+    plain = fit(toy_data(), settings())
+    assert any(
+        not torch.equal(p, plain.model.state_dict()[n])
+        for n, p in straight.model.state_dict().items()
+    )
