@@ -27,6 +27,7 @@ from configs.schema import Config
 from tasks.image_check import READ_ERROR, read_and_check
 from tasks.ingest.runners import open_executor
 from tasks.ingest.sources import RawRecord
+from tasks.memory import release_free_memory
 from tasks.store import (
     EXAMPLES,
     LABELS,
@@ -308,9 +309,9 @@ def ingest_records(
                 counts,
                 reasons,
             )
-        # A chunk's images pass through Arrow's allocator (mimalloc by default), which
-        # keeps freed pages and grew the process by ~100 B an image: hand them back.
-        pa.default_memory_pool().release_unused()
+        # A chunk's images pass through Arrow's allocator, and its records through
+        # malloc; both keep what was freed, and the process grew with the run: hand it back.
+        release_free_memory()
         if progress:
             progress(counts["seen"], total)
 

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.image_decode import decode_images
+from tasks.memory import release_free_memory
 from tasks.store import EXAMPLES, Store
 from tasks.store.locks import pid_alive
 
@@ -192,7 +193,7 @@ def _build(
             if sum(len(t) for t in pending) >= INDEX_ROWS:
                 index.write_table(pa.concat_tables(pending))
                 pending = []
-            pa.default_memory_pool().release_unused()  # else freed pages pile up per batch
+            release_free_memory()  # else freed pages pile up batch by batch
         if pending:
             index.write_table(pa.concat_tables(pending))
         f.flush()
