@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from configs.schema import Config
@@ -59,13 +61,17 @@ def load_gold_set(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSet:
     sizes = {DEV: int((parts == DEV).sum()), TEST: int((parts == TEST).sum())}
     wanted = {e for e, p in zip(labeled, parts, strict=True) if p == part}
     ids: list[str] = []
-    blobs: list[bytes] = []
-    for batch in store.iter_batches(EXAMPLES, ["example_id", "image"], batch_size=4096):
-        for ex, data in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+    decoded: list[np.ndarray] = []  # each batch's gold images, decoded as they stream by
+    for batch in store.iter_batches(EXAMPLES, ["example_id", "image"], batch_size=4096, lean=True):
+        rows = []
+        for i, ex in enumerate(batch.column(0).to_pylist()):
             if ex in wanted:
                 wanted.discard(ex)  # a duplicate row of the same example counts once
                 ids.append(ex)
-                blobs.append(data)
+                rows.append(i)
+        if rows:
+            blobs = batch.column(1).take(pa.array(rows, pa.int64())).to_pylist()
+            decoded.append(decode_images(blobs, spec.image_size, spec.channels))
     events = [human[e][1] for e in ids]
     snapshot_id = (
         store.write_snapshot(ids, events, purpose=f"gold-{part}", run_id=f"gold-{part}")
@@ -73,8 +79,8 @@ def load_gold_set(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSet:
         else ""
     )
     x = (
-        torch.from_numpy(decode_images(blobs, spec.image_size, spec.channels))
-        if blobs
+        torch.from_numpy(np.concatenate(decoded))
+        if decoded
         else torch.zeros(0, spec.channels, spec.image_size, spec.image_size, dtype=torch.uint8)
     )
     y = torch.tensor([index[human[e][0]] for e in ids], dtype=torch.long)
