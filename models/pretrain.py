@@ -169,7 +169,10 @@ def propagate_labels(
         vals.append(top.clamp_min(0).reshape(-1))
     r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(vals)
     w = torch.sparse_coo_tensor(
-        torch.stack([torch.cat([r, c]), torch.cat([c, r])]), torch.cat([v, v]), (n, n)
+        torch.stack([torch.cat([r, c]), torch.cat([c, r])]),
+        torch.cat([v, v]),
+        (n, n),
+        check_invariants=False,
     )
     w = w.coalesce()
     degree = torch.sparse.sum(w, 1).to_dense().clamp_min(1e-12)
