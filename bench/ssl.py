@@ -26,6 +26,12 @@ sets, and the two networks the same `TrainSettings.seed`:
 * **ours** — `models.fit`: teacher, then the student; scored is the EMA of the student
   after the last step (`TrainResult.model`): final EMA model, no test-set checkpoint
   selection (the loop gets no evaluation set at all).
+* **ours_da**, **freematch**, **softmatch**, **seeded**, **freematch_seeded** — ours
+  with the `train:` changes in `VARIANTS`: distribution alignment toward the labeled
+  prior; FreeMatch's self-adaptive thresholds with its fairness term at 0.01; SoftMatch's
+  weights with uniform alignment; a 300-step contrastive pre-phase on the pool and 20
+  label-propagation seeds a class (`models.pretrain`), alone and with FreeMatch. The
+  pre-phase is timed in every run (no cache across runs here).
 
 Settings start from `train:` in configs/default.yaml; what each (mode, dataset) changes is
 in `PLANS` and is printed and written with the results. `--quick` is the CPU schedule;
@@ -57,12 +63,34 @@ SECTION = "## SSL (bench/ssl)"
 NOTES = "### SSL notes"  # kept when the section is rewritten
 SPLIT_SEED = 0  # the test holdout of each dataset; fixed for good
 DATASETS = ("mnist5k", "digits")
-METHODS = ("supervised", "label_spreading", "ours")
+# ours with one change each from configs/default.yaml: the label-efficiency candidates
+# (issue 15). Each is a `train:` setting a user can choose.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ours_da": {"distribution_alignment": "prior"},
+    "freematch": {"threshold": "freematch", "fairness_weight": 0.01},
+    "softmatch": {"threshold": "softmatch", "distribution_alignment": "uniform"},
+    "seeded": {"pretrain_steps": 300, "propagate_per_class": 20},
+    "freematch_seeded": {
+        "threshold": "freematch",
+        "fairness_weight": 0.01,
+        "pretrain_steps": 300,
+        "propagate_per_class": 20,
+    },
+}
+METHODS = ("supervised", "label_spreading", "ours", *VARIANTS)
+NETWORK_SSL = ("ours", *VARIANTS)  # the methods the targets apply to
 QUICK_BUDGET_S = 15 * 60
 
-# Targets from the issue: (dataset, labels/class) -> minimum test accuracy of ours.
-TARGETS = {("mnist5k", 10): 0.97, ("mnist5k", 2): 0.90, ("digits", 2): 0.96}
-QUICK_TARGETS = {("mnist5k", 10): 0.95}
+# Targets from the issues: (dataset, labels/class) -> (mean over seeds, worst seed), the
+# minimum test accuracy; None: no target on the mean. 1 label a class: issue 15.
+TARGETS: dict[tuple[str, int], tuple[float | None, float]] = {
+    ("mnist5k", 10): (None, 0.97),
+    ("mnist5k", 2): (None, 0.97),
+    ("mnist5k", 1): (0.90, 0.85),
+    ("digits", 1): (0.90, 0.85),
+    ("digits", 2): (None, 0.96),
+}
+QUICK_TARGETS: dict[tuple[str, int], tuple[float | None, float]] = {("mnist5k", 10): (None, 0.95)}
 
 # What each mode changes from configs/default.yaml's `train:` section, per dataset and
 # labels/class ("*" = any). Keys are TrainSettings fields; image_size is the networks' input.
@@ -317,18 +345,21 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
             per_seed = ", ".join(f"{100 * o.accuracy:.1f}" for o in got)
             seconds = sum(o.seconds for o in got)
             target = ""
-            if method == "ours":
+            if method in NETWORK_SSL:
                 for kind, table in ((r.mode, targets), ("issue", TARGETS)):
                     if (dataset, k) not in table or (kind == "issue" and table is targets):
                         continue
-                    goal = table[(dataset, k)]
-                    ok = min(accs) >= goal
+                    mean_goal, worst_goal = table[(dataset, k)]
+                    ok = min(accs) >= worst_goal
+                    goal = f"worst seed >= {100 * worst_goal:.0f}"
+                    if mean_goal is not None:
+                        ok = ok and statistics.mean(accs) >= mean_goal
+                        goal = f"mean >= {100 * mean_goal:.0f}, {goal}"
                     label = "" if kind == r.mode else " (full-mode target, for reference)"
-                    target += f"{'; ' if target else ''}>= {100 * goal:.0f}{label}: {verdict(ok)}"
+                    target += f"{'; ' if target else ''}{goal}{label}: {verdict(ok)}"
                     verdicts.append(
-                        f"{dataset} {k}/class: ours {_fmt_acc(accs)}% (worst seed "
-                        f"{100 * min(accs):.1f}%) vs target >= {100 * goal:.0f}%{label}: "
-                        f"{verdict(ok)}"
+                        f"{dataset} {k}/class: {method} {_fmt_acc(accs)}% (worst seed "
+                        f"{100 * min(accs):.1f}%) vs target {goal}%{label}: {verdict(ok)}"
                     )
             seeds = ",".join(str(o.seed) for o in got)
             rows.append(
@@ -466,8 +497,10 @@ def main(argv: list[str] | None = None) -> int:
                         acc, dev = run_label_spreading(ds, lb, ulb), "cpu"
                     else:
                         s = sup if method == "supervised" else settings
+                        if method in VARIANTS:
+                            s = dataclasses.replace(settings, **VARIANTS[method])
                         acc, dev, last = run_network(ds, lb, ulb, s, size)
-                        if method == "ours":
+                        if method in NETWORK_SSL:
                             note = f"last mask_rate {last.get('mask_rate', float('nan')):.2f}"
                     seconds = time.perf_counter() - start
                     report.outcomes.append(Outcome(name, k, method, seed, acc, seconds, dev, note))
