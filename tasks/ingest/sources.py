@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import io
 import logging
 import os
@@ -50,15 +51,16 @@ class RawRecord(NamedTuple):
 # -- sources ----------------------------------------------------------------------------
 
 
-LISTING_BLOCK = 65_536  # file names gathered, and then yielded, per Arrow array
+LISTING_BLOCK = 65_536  # file names gathered, and sorted, per Arrow array
+NAMES_PER_SLICE = 1_024  # names of a block turned into Python bytes at a time
 
 
 def _list_folder(path: str, keep_names: bool) -> tuple[list[str], int, list[pa.Array]] | None:
     """A folder's visible subfolders, the number of its visible files and, with
-    `keep_names`, their names in sorted order as UTF-8 Arrow arrays of LISTING_BLOCK
-    names (about 8 + len(name) bytes a file instead of a Python string's 60+). None when
-    the folder cannot be listed. Sorts as `sorted()` sorts the names: UTF-8 with lone
-    surrogates passed through orders bytes as code points."""
+    `keep_names`, their names as UTF-8 Arrow arrays of up to LISTING_BLOCK names, each
+    sorted on its own (about 8 + len(name) bytes a file instead of a Python string's 60+,
+    and never a second copy of the folder: `_sorted_names` merges the blocks). None when
+    the folder cannot be listed."""
     dirs: list[str] = []
     n_files = 0
     blocks: list[pa.Array] = []
@@ -79,22 +81,34 @@ def _list_folder(path: str, keep_names: bool) -> tuple[list[str], int, list[pa.A
                 if keep_names:
                     names.append(entry.name.encode("utf-8", "surrogatepass"))
                     if len(names) >= LISTING_BLOCK:
-                        blocks.append(pa.array(names, pa.large_binary()))
+                        blocks.append(_sorted_block(names))
                         names = []
     except OSError:  # os.walk skips a folder it cannot list, and so do we
         return None
-    if not keep_names or not n_files:
-        return dirs, n_files, []
-    blocks.append(pa.array(names, pa.large_binary()))
-    del names
-    unsorted = pa.concat_arrays(blocks)
+    if keep_names and names:
+        blocks.append(_sorted_block(names))
+    return dirs, n_files, blocks
+
+
+def _sorted_block(names: list[bytes]) -> pa.Array:
+    block = pa.array(names, pa.large_binary())
+    return block.take(pc.sort_indices(block))
+
+
+def _sorted_names(blocks: list[pa.Array]) -> Iterator[bytes]:
+    """The names of sorted blocks in one sorted order, as `sorted()` sorts the decoded
+    names (UTF-8 with lone surrogates passed through orders bytes as code points). Takes
+    the blocks from `blocks`: each is dropped once its last name is yielded."""
+
+    def each(block: pa.Array) -> Iterator[bytes]:
+        for start in range(0, len(block), NAMES_PER_SLICE):
+            yield from block.slice(start, NAMES_PER_SLICE).to_pylist()
+
+    streams = [each(b) for b in blocks]
     blocks.clear()
-    order = pc.sort_indices(unsorted)
-    # Sorted blocks, each dropped by the caller once yielded.
-    sorted_blocks = [
-        unsorted.take(order.slice(i, LISTING_BLOCK)) for i in range(0, n_files, LISTING_BLOCK)
-    ]
-    return dirs, n_files, sorted_blocks
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams)
 
 
 def _walk(base: str, keep_names: bool) -> Iterator[tuple[str, int, list[pa.Array]]]:
@@ -133,15 +147,13 @@ def image_folder_records(root: str | Path) -> tuple[int, Iterator[RawRecord]]:
             label = rel[0] if rel and rel[0] != "unlabeled" else None
             dir_uri = Path(dirpath).as_uri()
             prefix = os.path.join(dirpath, "")  # + name == os.path.join(dirpath, name)
-            blocks.reverse()
-            while blocks:
-                for raw in blocks.pop().to_pylist():
-                    name = raw.decode("utf-8", "surrogatepass")
-                    # A name that is not UTF-8 holds surrogate escapes: its URI quotes the
-                    # raw bytes (os.fsencode), so the file is read and checked as any other.
-                    safe = _URI_SAFE.issuperset(name)
-                    uri = f"{dir_uri}/{name if safe else quote(os.fsencode(name))}"
-                    yield RawRecord(uri, None, label, None, prefix + name)
+            for raw in _sorted_names(blocks):
+                name = raw.decode("utf-8", "surrogatepass")
+                # A name that is not UTF-8 holds surrogate escapes: its URI quotes the
+                # raw bytes (os.fsencode), so the file is read and checked as any other.
+                safe = _URI_SAFE.issuperset(name)
+                uri = f"{dir_uri}/{name if safe else quote(os.fsencode(name))}"
+                yield RawRecord(uri, None, label, None, prefix + name)
 
     return total, gen()
 

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from tasks.memory import _malloc_trim, release_free_memory
+from tasks.memory import _malloc_trim, release_free_memory, streaming_arrow_pool
 
 
 def _rss_mib() -> float:
@@ -29,3 +30,16 @@ def test_freed_heap_pages_pinned_below_a_live_object_are_returned():
     after = _rss_mib()
     assert before - after > 200, (before, after)
     assert pin[0] == ord("x")
+
+
+def test_streaming_arrow_pool_is_the_default_inside_the_block_and_only_there():
+    before = pa.default_memory_pool()
+    with streaming_arrow_pool() as pool:
+        assert pa.default_memory_pool().backend_name == pool.backend_name
+        assert pool.backend_name in ("jemalloc", "system")
+        start = pool.bytes_allocated()
+        arr = pa.array([b"x" * 1000] * 1000, pa.binary())  # allocated from the block's pool
+        assert pool.bytes_allocated() - start >= 1_000_000
+    assert pa.default_memory_pool().backend_name == before.backend_name
+    del arr
+    assert pool.bytes_allocated() == start  # freed into the pool it came from
