@@ -37,6 +37,7 @@ def open_executor(ing: IngestConfig) -> tuple[Executor, Callable[[bool], None]]:
 
 def _dask_executor(ing: IngestConfig) -> tuple[Executor, Callable[[bool], None]]:
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise IngestRunnerError(
@@ -44,16 +45,20 @@ def _dask_executor(ing: IngestConfig) -> tuple[Executor, Callable[[bool], None]]
             "pip install 'semilabel[dask]' (or choose runner 'processes')"
         ) from exc
     cluster = None
-    if ing.dask_address:
-        client = Client(ing.dask_address)
-    else:
-        cluster = LocalCluster(
-            n_workers=ing.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-        )
-        client = Client(cluster)
+    # Dask keeps its last 1,000 sent batches and transitions for debugging (the
+    # low-level log); here each batch holds a task's 256 paths, which made 100 MiB of the
+    # process at 1M images. The logs are sized when the client and scheduler start.
+    with dask.config.set({"distributed.admin.low-level-log-length": 0}):
+        if ing.dask_address:
+            client = Client(ing.dask_address)
+        else:
+            cluster = LocalCluster(
+                n_workers=ing.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            client = Client(cluster)
     executor = client.get_executor(pure=False)
 
     def close(wait: bool) -> None:
