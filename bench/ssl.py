@@ -29,7 +29,7 @@ sets, and the two networks the same `TrainSettings.seed`:
 * **ours_da**, **freematch**, **softmatch**, **seeded**, **freematch_seeded** — ours
   with the `train:` changes in `VARIANTS`: distribution alignment toward the labeled
   prior; FreeMatch's self-adaptive thresholds with its fairness term at 0.01; SoftMatch's
-  weights with uniform alignment; a 300-step contrastive pre-phase on the pool and 20
+  weights with uniform alignment; a 300-step contrastive pre-phase on the pool and 100
   label-propagation seeds a class (`models.pretrain`), alone and with FreeMatch. The
   pre-phase is timed in every run (no cache across runs here).
 
@@ -69,12 +69,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ours_da": {"distribution_alignment": "prior"},
     "freematch": {"threshold": "freematch", "fairness_weight": 0.01},
     "softmatch": {"threshold": "softmatch", "distribution_alignment": "uniform"},
-    "seeded": {"pretrain_steps": 300, "propagate_per_class": 20},
+    "seeded": {"pretrain_steps": 300, "propagate_per_class": 100},
     "freematch_seeded": {
         "threshold": "freematch",
         "fairness_weight": 0.01,
         "pretrain_steps": 300,
-        "propagate_per_class": 20,
+        "propagate_per_class": 100,
     },
 }
 METHODS = ("supervised", "label_spreading", "ours", *VARIANTS)
