@@ -55,8 +55,9 @@ def streaming_pool() -> pa.MemoryPool:
 
 @contextlib.contextmanager
 def streaming_arrow_pool() -> Iterator[pa.MemoryPool]:
-    """Make `streaming_pool()` Arrow's default for the block, then restore the previous
-    default. Buffers remember their pool, so ones made before or kept after are fine."""
+    """Make `streaming_pool()` Arrow's default for the block (or, as a decorator, the
+    call), then restore the previous default. Buffers remember their pool, so ones made
+    before or kept after are fine."""
     previous = pa.default_memory_pool()
     pool = streaming_pool()
     pa.set_memory_pool(pool)

@@ -258,6 +258,7 @@ class _Chunk:
             self._write(records, checks, datas)
 
 
+@streaming_arrow_pool()  # Arrow allocates from jemalloc while ingest runs (tasks/memory.py)
 def ingest_records(
     store: Store,
     records: Iterator[RawRecord],
@@ -269,28 +270,6 @@ def ingest_records(
     progress: ProgressFn | None = None,
 ) -> IngestSummary:
     """Check, dedupe and write `records` into `store`; returns what happened."""
-    with streaming_arrow_pool():
-        return _ingest_records(
-            store,
-            records,
-            cfg,
-            source_name=source_name,
-            run_id=run_id,
-            total=total,
-            progress=progress,
-        )
-
-
-def _ingest_records(
-    store: Store,
-    records: Iterator[RawRecord],
-    cfg: Config,
-    *,
-    source_name: str,
-    run_id: str,
-    total: int | None,
-    progress: ProgressFn | None,
-) -> IngestSummary:
     start = time.perf_counter()
     store.remove_stale_temp_files()
     known = _Known(store, source_name)
