@@ -3,6 +3,13 @@ run of the same network and scikit-learn's LabelSpreading, on the same splits an
 
     python -m bench.ssl --quick                  # CPU: the 15-minute check
     python -m bench.ssl --device cuda            # full schedules, meant for a GPU
+    python -m bench.ssl --resume ...             # go on: reuse the cells already measured
+
+Every finished cell (method, dataset, labels/class, seed) is appended to
+bench/out/ssl-cells.jsonl, keyed by the training code (models/), the resolved settings
+and the device. `--resume` reuses the cells measured on the same code, so a table that
+takes hours on a CPU can be measured over several sittings; the report says how many
+cells were kept and when they were measured.
 
 Datasets (both bundled, nothing is downloaded):
 
@@ -26,12 +33,17 @@ sets, and the two networks the same `TrainSettings.seed`:
 * **ours** — `models.fit`: teacher, then the student; scored is the EMA of the student
   after the last step (`TrainResult.model`): final EMA model, no test-set checkpoint
   selection (the loop gets no evaluation set at all).
-* **ours_da**, **freematch**, **softmatch**, **seeded**, **freematch_seeded** — ours
-  with the `train:` changes in `VARIANTS`: distribution alignment toward the labeled
-  prior; FreeMatch's self-adaptive thresholds with its fairness term at 0.01; SoftMatch's
-  weights with uniform alignment; a 300-step contrastive pre-phase on the pool and 100
-  label-propagation seeds a class (`models.pretrain`), alone and with FreeMatch. The
-  pre-phase is timed in every run (no cache across runs here).
+  Its `train.start: auto` starts seeded (below) when k <= `train.few_labels` (2).
+* **ours_labels**, **ours_da**, **freematch**, **softmatch**, **seeded**,
+  **freematch_seeded** — ours with the `train:` changes in `VARIANTS`: the labels alone
+  (`train.start: labels`, the default before issue 15); distribution alignment toward the
+  labeled prior; FreeMatch's self-adaptive thresholds with its fairness term at 0.01;
+  SoftMatch's weights with uniform alignment; always the seeded start (a 300-step
+  contrastive pre-phase on the pool, then 100 label-propagation seeds a class,
+  `models.pretrain`), alone and with FreeMatch. The pre-phase is timed in every run (no
+  cache across runs here). A method whose settings come out the same as an earlier
+  method's for that k and seed (e.g. seeded and ours at k <= 2) reuses its result, and
+  says so.
 
 Settings start from `train:` in configs/default.yaml; what each (mode, dataset) changes is
 in `PLANS` and is printed and written with the results. `--quick` is the CPU schedule;
@@ -43,6 +55,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -52,6 +66,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,20 +81,17 @@ DATASETS = ("mnist5k", "digits")
 # ours with one change each from configs/default.yaml: the label-efficiency candidates
 # (issue 15). Each is a `train:` setting a user can choose.
 VARIANTS: dict[str, dict[str, Any]] = {
+    "ours_labels": {"start": "labels"},
     "ours_da": {"distribution_alignment": "prior"},
     "freematch": {"threshold": "freematch", "fairness_weight": 0.01},
     "softmatch": {"threshold": "softmatch", "distribution_alignment": "uniform"},
-    "seeded": {"pretrain_steps": 300, "propagate_per_class": 100},
-    "freematch_seeded": {
-        "threshold": "freematch",
-        "fairness_weight": 0.01,
-        "pretrain_steps": 300,
-        "propagate_per_class": 100,
-    },
+    "seeded": {"start": "seeded"},
+    "freematch_seeded": {"threshold": "freematch", "fairness_weight": 0.01, "start": "seeded"},
 }
 METHODS = ("supervised", "label_spreading", "ours", *VARIANTS)
 NETWORK_SSL = ("ours", *VARIANTS)  # the methods the targets apply to
 QUICK_BUDGET_S = 15 * 60
+CELLS = Path("bench/out/ssl-cells.jsonl")
 
 # Targets from the issues: (dataset, labels/class) -> (mean over seeds, worst seed), the
 # minimum test accuracy; None: no target on the mean. 1 label a class: issue 15.
@@ -225,6 +237,14 @@ def make_settings(
     return s, image_size
 
 
+def resolved(s, k: int):
+    """`s` with `train.start: auto` decided for k human labels in every class, so that
+    methods that would train the same way are recognised as one."""
+    if s.start != "auto":
+        return s
+    return dataclasses.replace(s, start="seeded" if k <= s.few_labels else "labels")
+
+
 def describe_changes(base: dict[str, Any], plan: dict[str, Any]) -> str:
     parts = []
     for key, value in plan.items():
@@ -250,6 +270,7 @@ class Outcome:
     seconds: float
     device: str
     note: str = ""
+    resumed: str = ""  # when a kept cell was measured (--resume), else ""
 
 
 def run_label_spreading(ds: Dataset, lb: np.ndarray, ulb: np.ndarray) -> float:
@@ -304,6 +325,55 @@ def machine_facts(device: str) -> str:
     if device.startswith("cuda"):
         facts += f"; GPU: {torch.cuda.get_device_name()}"
     return facts
+
+
+# -- cells: a long run that can stop and go on -------------------------------------------------
+
+
+def code_fingerprint() -> str:
+    """A hash of the training code (models/) and this benchmark's data and methods: a
+    kept cell is reused only if neither changed since it was measured."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted((root / "models").rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    h.update(repr((SPLIT_SEED, VARIANTS)).encode())
+    return h.hexdigest()[:16]
+
+
+def cell_key(code: str, dataset: str, k: int, seed: int, method: str, what: Any) -> str:
+    """`what`: the resolved TrainSettings and input size for a network, or the method's
+    fixed parameters; the device is in the settings."""
+    text = repr((code, dataset, k, seed, method, what))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Cells:
+    """Finished cells (one method, dataset, labels/class and seed each) as JSON lines:
+    written as each finishes, read back with --resume, so that a table that takes hours
+    on a CPU can be measured in several sittings on the same code."""
+
+    def __init__(self, path: Path | None, resume: bool) -> None:
+        self.path = path
+        self.kept: dict[str, dict[str, Any]] = {}
+        if path is not None and resume and path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.kept[row["key"]] = row
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.kept.get(key)
+
+    def add(self, key: str, outcome: Outcome, facts: str) -> None:
+        if self.path is None:
+            return
+        row = {"key": key, **dataclasses.asdict(outcome), "machine": facts}
+        row["when"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -362,8 +432,12 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
                         f"{100 * min(accs):.1f}%) vs target {goal}%{label}: {verdict(ok)}"
                     )
             seeds = ",".join(str(o.seed) for o in got)
+            shown = method
+            reused = sorted({o.note.split(":")[0] for o in got if o.note.startswith("same")})
+            if reused:  # "same settings as ours"
+                shown += " (" + "; ".join(reused) + ")"
             rows.append(
-                f"| {dataset} | {k} | {method} | {seeds} | {_fmt_acc(accs)} | {per_seed} "
+                f"| {dataset} | {k} | {shown} | {seeds} | {_fmt_acc(accs)} | {per_seed} "
                 f"| {seconds:.1f} | {got[0].device} | {target} |"
             )
     header = [
@@ -412,11 +486,56 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
         r.changes.items(), key=lambda t: (DATASETS.index(t[0][0]), t[0][1])
     ):
         md.append(f"| {dataset} | {k} | {change} | {r.settings[(dataset, k)]} |")
+    kept = sorted({o.resumed for o in r.outcomes if o.resumed})
+    if kept:
+        md += [
+            "",
+            f"{sum(1 for o in r.outcomes if o.resumed)} of {len(r.outcomes)} cells were kept "
+            f"from earlier runs of the same code and settings (`--resume`), measured "
+            f"{kept[0]} to {kept[-1]}; their wall s is from then.",
+        ]
     md += ["", f"Command: `{command}` (run {when}, total {r.total_s:.0f} s)."]
     return term, md
 
 
 # -- main ------------------------------------------------------------------------------------
+
+
+def measure(
+    ds: Dataset,
+    lb: np.ndarray,
+    ulb: np.ndarray,
+    k: int,
+    seed: int,
+    method: str,
+    what: Any,
+    kept: dict[str, Any] | None,
+    done: dict[Any, Outcome],
+) -> Outcome:
+    """One cell: a kept one (--resume), the result of an earlier method that trains the
+    same way in this run, or a new measurement."""
+    if kept is not None:
+        fields = {f.name for f in dataclasses.fields(Outcome)} - {"resumed"}
+        outcome = Outcome(**{f: kept[f] for f in fields}, resumed=kept["when"])
+        if method != "label_spreading":
+            done.setdefault(what, outcome)
+        return outcome
+    start = time.perf_counter()
+    if method == "label_spreading":
+        acc = run_label_spreading(ds, lb, ulb)
+        return Outcome(ds.name, k, method, seed, acc, time.perf_counter() - start, "cpu")
+    if what in done:
+        same = done[what]
+        note = f"same settings as {same.method}: its run; " + same.note.split("; ")[-1]
+        return dataclasses.replace(same, method=method, seconds=0.0, note=note, resumed="")
+    s, size = what
+    acc, dev, last = run_network(ds, lb, ulb, s, size)
+    note = ""
+    if method in NETWORK_SSL:
+        note = f"last mask_rate {last.get('mask_rate', float('nan')):.2f}"
+    outcome = Outcome(ds.name, k, method, seed, acc, time.perf_counter() - start, dev, note)
+    done[what] = outcome
+    return outcome
 
 
 def _list(kind):
@@ -442,6 +561,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="multiply teacher and student steps (smoke tests only; results are not comparable)",
     )
     p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
+    p.add_argument(
+        "--cells",
+        type=Path,
+        default=CELLS,
+        help=f"finished cells are appended here as JSON lines (default {CELLS}); '-': none",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the cells in --cells measured on the same code and settings",
+    )
     args = p.parse_args(argv)
     for d in args.datasets:
         if d not in DATASETS:
@@ -467,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {report.load_start}", flush=True)
     if mode == "full" and device == "cpu":
         print("  note: full mode is meant for a GPU; on this CPU it takes hours", flush=True)
+    cells = Cells(None if str(args.cells) == "-" else args.cells, args.resume)
+    code = code_fingerprint()
     base = base_settings()
     if args.network:
         base["network"] = args.network
@@ -481,32 +613,36 @@ def main(argv: list[str] | None = None) -> int:
                 lb, ulb = draw_labeled(ds, k, seed)
                 settings, size = make_settings(base, plan, device, seed, args.steps_scale)
                 sup = dataclasses.replace(
-                    settings, teacher_steps=settings.total_steps, student_steps=0
+                    settings, teacher_steps=settings.total_steps, student_steps=0, start="labels"
                 )
+                done: dict[Any, Outcome] = {}  # network settings -> the first run of them
                 report.settings[(name, k)] = (
                     f"{settings.network} {size}x{size}, teacher {settings.teacher_steps} + "
                     f"student {settings.student_steps} steps, batch {settings.batch_size} "
                     f"x uratio {settings.uratio}, lr {settings.lr}, {settings.threshold} "
                     f"tau {settings.tau}, pseudo-labels {settings.pseudo_label_source}, "
-                    f"ema {settings.ema_decay}"
+                    f"ema {settings.ema_decay}, start {settings.start} (seeded at <= "
+                    f"{settings.few_labels} labels/class: pre-phase {settings.pretrain_steps} "
+                    f"steps, {settings.propagate_per_class} seeds/class)"
                 )
                 for method in args.methods:
-                    start = time.perf_counter()
-                    note = ""
                     if method == "label_spreading":
-                        acc, dev = run_label_spreading(ds, lb, ulb), "cpu"
+                        what: Any = ("knn", 7, 0.2, 1000)
                     else:
                         s = sup if method == "supervised" else settings
                         if method in VARIANTS:
                             s = dataclasses.replace(settings, **VARIANTS[method])
-                        acc, dev, last = run_network(ds, lb, ulb, s, size)
-                        if method in NETWORK_SSL:
-                            note = f"last mask_rate {last.get('mask_rate', float('nan')):.2f}"
-                    seconds = time.perf_counter() - start
-                    report.outcomes.append(Outcome(name, k, method, seed, acc, seconds, dev, note))
+                        what = (resolved(s, k), size)
+                    key = cell_key(code, name, k, seed, method, what)
+                    outcome = measure(ds, lb, ulb, k, seed, method, what, cells.get(key), done)
+                    if not outcome.resumed:
+                        cells.add(key, outcome, report.facts)
+                    report.outcomes.append(outcome)
+                    when = f"kept from {outcome.resumed}" if outcome.resumed else load_now()
                     print(
-                        f"  {name} k={k} seed={seed} {method:<15} acc {100 * acc:5.1f}%  "
-                        f"{seconds:6.1f}s  {note}  [{load_now()}]",
+                        f"  {name} k={k} seed={seed} {method:<15} acc "
+                        f"{100 * outcome.accuracy:5.1f}%  {outcome.seconds:6.1f}s  "
+                        f"{outcome.note}  [{when}]",
                         flush=True,
                     )
 

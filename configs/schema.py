@@ -204,18 +204,31 @@ class TrainConfig(_Section):
         description="Scale the pseudo-label source's predictions so their running mean "
         "moves toward the labeled class prior or a uniform one (true = prior, false = off).",
     )
-    pretrain_steps: int = Field(
-        0,
+    start: Literal["labels", "seeded", "auto"] = Field(
+        "auto",
+        description="How the teacher starts: labels (the labels alone), seeded (the "
+        "pre-phase, then propagation seeds) or auto (seeded when the class with the fewest "
+        "human labels has at most train.few_labels).",
+    )
+    few_labels: int = Field(
+        2,
         ge=0,
-        description="Steps of the pre-phase that learns features from the unlabeled pool "
-        "alone (SimCLR) before the teacher; cached per data snapshot. 0: none.",
+        description="train.start auto: the seeded start runs when some class has at most "
+        "this many human labels.",
+    )
+    pretrain_steps: int = Field(
+        300,
+        ge=0,
+        description="Seeded start: steps of the pre-phase that learns features from the "
+        "unlabeled pool alone (SimCLR) before the teacher; cached per data snapshot. 0: none.",
     )
     pretrain_batch_size: int = Field(256, ge=2, description="Images per pre-phase step.")
     propagate_per_class: int = Field(
-        0,
+        100,
         ge=0,
-        description="Label propagation on the pre-phase's features: this many of the most "
-        "confident propagated labels per class join the labeled set as weak labels. 0: none.",
+        description="Seeded start: label propagation on the pre-phase's features; this many "
+        "of the most confident propagated labels per class join the labeled set as weak "
+        "labels. 0: none.",
     )
     pseudo_label_source: Literal["ema", "teacher", "self"] = Field(
         "self", description="Who pseudo-labels the weak view: student (FixMatch), EMA, teacher."
@@ -602,6 +615,8 @@ class Config(_Section):
             distribution_alignment=t.distribution_alignment,
             pseudo_label_source=t.pseudo_label_source,
             human_share=t.human_share,
+            start=t.start,
+            few_labels=t.few_labels,
             pretrain_steps=t.pretrain_steps,
             pretrain_batch_size=t.pretrain_batch_size,
             propagate_per_class=t.propagate_per_class,

@@ -1,18 +1,18 @@
 """A start better than a handful of labels: features learned from the unlabeled pool
 alone, and the few labels spread over the pool along them.
 
-1. **Pre-phase** (`train.pretrain_steps` > 0): before the teacher, the network's body
-   learns from unlabeled images only, with SimCLR's contrastive objective (NT-Xent): two
-   strong views of each image should be each other's nearest neighbour among all views of
-   the batch. The teacher then starts from these weights (its head starts fresh). The
-   weights are cached by the caller's key (the data and these settings), so repeated
-   retrains on the same snapshot don't pay for it again.
-2. **Label propagation seeding** (`train.propagate_per_class` > 0): the labeled and (up to
-   `PROPAGATION_POOL`) unlabeled images are embedded with those weights, linked to their
-   k nearest neighbours by cosine similarity, and the labels spread over the graph (Zhou
-   et al. 2004, what scikit-learn's LabelSpreading does). The most confident
-   `propagate_per_class` examples of each class join the teacher's labeled set, weighted
-   by their confidence, as weak labels would.
+1. **Pre-phase** (a seeded `train.start`, `train.pretrain_steps` > 0): before the
+   teacher, the network's body learns from unlabeled images only, with SimCLR's
+   contrastive objective (NT-Xent): two strong views of each image should be each other's
+   nearest neighbour among all views of the batch. The teacher then starts from these
+   weights (its head starts fresh). The weights are cached by the caller's key (the data
+   and these settings), so repeated retrains on the same snapshot don't pay for it again.
+2. **Label propagation seeding** (a seeded start, `train.propagate_per_class` > 0): the
+   labeled and (up to `PROPAGATION_POOL`) unlabeled images are embedded with those
+   weights, linked to their k nearest neighbours by cosine similarity, and the labels
+   spread over the graph (Zhou et al. 2004, what scikit-learn's LabelSpreading does). The
+   most confident `propagate_per_class` examples of each class join the teacher's labeled
+   set, weighted by their confidence, as weak labels would.
 """
 
 from __future__ import annotations

@@ -41,12 +41,16 @@ class TrainSettings:
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
     # human_lb), the rest from the weak ones, however many more weak labels there are.
     human_share: float = 0.0
-    # A better start than a handful of labels (models.pretrain): steps of the unlabeled-only
-    # pre-phase before the teacher (0: none), its batch, and how many label-propagation
-    # seeds per class join the labeled set (0: none).
-    pretrain_steps: int = 0
+    # A better start than a handful of labels (models.pretrain, models.train.start):
+    # "labels" trains the teacher on the labels alone; "seeded" first runs the
+    # unlabeled-only pre-phase (`pretrain_steps`, 0: none) and adds `propagate_per_class`
+    # label-propagation seeds a class (0: none); "auto" is "seeded" when the class with the
+    # fewest human labels has at most `few_labels`, else "labels".
+    start: Literal["labels", "seeded", "auto"] = "labels"
+    few_labels: int = 2
+    pretrain_steps: int = 300
     pretrain_batch_size: int = 256
-    propagate_per_class: int = 0
+    propagate_per_class: int = 100
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     device: str = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU

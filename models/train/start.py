@@ -1,6 +1,10 @@
-"""The start of a run: what happens before the teacher's first step when
-`train.pretrain_steps` or `train.propagate_per_class` ask for a better start than the
-labels alone (see `models.pretrain`)."""
+"""The start of a run: what happens before the teacher's first step when `train.start`
+asks for a better start than the labels alone (see `models.pretrain`).
+
+`auto` decides from the labels: with one or two human labels in some class the teacher
+sees too little and the student locks its mistakes in (bench/RESULTS.md, *SSL at one
+label a class*), so the pre-phase and the propagation seeds run; with more, they would
+cost minutes for nothing."""
 
 from __future__ import annotations
 
@@ -31,6 +35,37 @@ class Start:
     rows: list[dict[str, float]]
 
 
+@dataclass(frozen=True)
+class StartChoice:
+    """Whether this run starts seeded, and why (for the log and the run's metrics)."""
+
+    seeded: bool
+    smallest_class: int  # human labels in the class with the fewest
+    reason: str
+
+
+def choose_start(
+    s: TrainSettings, y_lb: torch.Tensor, human_lb: torch.Tensor | None
+) -> StartChoice:
+    """`train.start` resolved against the labeled set: counts only human labels (weak
+    ones, from the label model, are no better a start than propagation seeds)."""
+    human = y_lb.cpu() if human_lb is None else y_lb.cpu()[human_lb.cpu().bool()]
+    counts = torch.bincount(human.long(), minlength=s.num_classes)[: s.num_classes]
+    smallest = int(counts.min()) if len(counts) else 0
+    fewest = f"the class with the fewest human labels has {smallest}"
+    if s.start == "auto":
+        seeded = smallest <= s.few_labels
+        verdict = "at most" if seeded else "more than"
+        return StartChoice(
+            seeded,
+            smallest,
+            f"train.start auto: {fewest}, {verdict} train.few_labels ({s.few_labels}): "
+            + ("seeded start" if seeded else "labels alone"),
+        )
+    seeded = s.start == "seeded"
+    return StartChoice(seeded, smallest, f"train.start {s.start} ({fewest})")
+
+
 def better_start(
     model: Classifier,
     data: TrainData,
@@ -43,11 +78,15 @@ def better_start(
     ranks: Ranks,
     pretrain_cache: str | Path | None,
 ) -> Start:
-    """Pre-train `model` in place on the unlabeled pool (or load the cached weights), then
-    add label-propagation seeds to the labeled set; each only when its setting asks."""
-    rows: list[dict[str, float]] = []
+    """When the run starts seeded (`choose_start`): pre-train `model` in place on the
+    unlabeled pool (or load the cached weights), then add label-propagation seeds to the
+    labeled set; each only when its setting is above 0."""
+    choice = choose_start(s, y_lb, data.human_lb)
+    log.info("%s", choice.reason)
+    first = {"start_seeded": float(choice.seeded), "smallest_class_labels": choice.smallest_class}
+    rows: list[dict[str, float]] = [first]
     human = data.human_lb
-    if s.pretrain_steps:
+    if choice.seeded and s.pretrain_steps:
         key = pretrain_key(
             data.pool_fingerprint(), s.network, s.pretrain_steps, s.pretrain_batch_size, s.seed
         )
@@ -63,7 +102,7 @@ def better_start(
             key=key,
         )
         rows.append({"pretrain_loss": loss})
-    if s.propagate_per_class and isinstance(x_lb, torch.Tensor) and len(x_ulb):
+    if choice.seeded and s.propagate_per_class and isinstance(x_lb, torch.Tensor) and len(x_ulb):
         seeds = propagation_seeds(
             model,
             x_lb,

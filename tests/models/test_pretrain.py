@@ -10,6 +10,7 @@ import torch
 from models import AugmentSettings, Callback, fit
 from models.classifier import ClassifierConfig, build_classifier
 from models.pretrain import choose_seeds, nt_xent, pretrain, propagate_labels
+from models.train.start import choose_start
 from tests.models.test_train import settings, toy_data
 
 CPU = torch.device("cpu")
@@ -78,7 +79,7 @@ def test_the_pre_phase_learns_and_its_weights_are_cached_whole(tmp_path: Path):
 
 
 def test_fit_pretrains_seeds_the_labeled_set_and_resumes_the_same(tmp_path: Path):
-    s = settings(pretrain_steps=5, pretrain_batch_size=32, propagate_per_class=4)
+    s = settings(start="seeded", pretrain_steps=5, pretrain_batch_size=32, propagate_per_class=4)
     rows: list[dict] = []
 
     class Collect(Callback):
@@ -91,7 +92,8 @@ def test_fit_pretrains_seeds_the_labeled_set_and_resumes_the_same(tmp_path: Path
                 raise KeyboardInterrupt
 
     straight = fit(toy_data(), s, callbacks=[Collect()], pretrain_cache=tmp_path / "cache")
-    assert rows[0]["pretrain_loss"] > 0 and rows[1]["seeded_labels"] == 12.0  # 4 x 3 classes
+    assert rows[0] == {"start_seeded": 1.0, "smallest_class_labels": 6.0}  # toy: 11/6/13
+    assert rows[1]["pretrain_loss"] > 0 and rows[2]["seeded_labels"] == 12.0  # 4 x 3 classes
     with pytest.raises(KeyboardInterrupt):
         fit(
             toy_data(),
@@ -110,3 +112,38 @@ def test_fit_pretrains_seeds_the_labeled_set_and_resumes_the_same(tmp_path: Path
         not torch.equal(p, plain.model.state_dict()[n])
         for n, p in straight.model.state_dict().items()
     )
+
+
+def test_auto_start_is_seeded_when_the_fewest_human_labels_are_few():
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    auto = settings(start="auto", few_labels=2)
+    assert not choose_start(auto, y, None).seeded  # 3 human labels in every class
+    # two of class 2's labels are weak (label model): one human label left there
+    human = torch.tensor([True] * 7 + [False] * 2)
+    choice = choose_start(auto, y, human)
+    assert choice.seeded and choice.smallest_class == 1
+    assert "fewest human labels has 1" in choice.reason and "seeded start" in choice.reason
+    assert not choose_start(settings(start="auto", few_labels=0), y, human).seeded
+    # a class with no label at all counts as 0
+    four = settings(num_classes=4, start="auto", few_labels=0)
+    assert choose_start(four, y, None).smallest_class == 0 and choose_start(four, y, None).seeded
+    # labels and seeded do not look at the counts
+    assert not choose_start(settings(start="labels"), y, human).seeded
+    assert choose_start(settings(start="seeded"), y, None).seeded
+
+
+def test_fit_starts_seeded_only_when_auto_finds_few_labels():
+    rows: list[dict] = []
+
+    class Collect(Callback):
+        def on_metrics(self, step, metrics):
+            rows.append(metrics)
+
+    small = dict(start="auto", pretrain_steps=3, pretrain_batch_size=32, propagate_per_class=2)
+    fit(toy_data(), settings(few_labels=5, **small), callbacks=[Collect()])  # fewest: 6
+    assert rows[0] == {"start_seeded": 0.0, "smallest_class_labels": 6.0}
+    assert not any("pretrain_loss" in r or "seeded_labels" in r for r in rows)
+    rows.clear()
+    fit(toy_data(), settings(few_labels=6, **small), callbacks=[Collect()])
+    assert rows[0] == {"start_seeded": 1.0, "smallest_class_labels": 6.0}
+    assert rows[1]["pretrain_loss"] > 0 and rows[2]["seeded_labels"] == 6.0  # 2 x 3 classes
