@@ -147,3 +147,16 @@ def test_fit_starts_seeded_only_when_auto_finds_few_labels():
     fit(toy_data(), settings(few_labels=6, **small), callbacks=[Collect()])
     assert rows[0] == {"start_seeded": 1.0, "smallest_class_labels": 6.0}
     assert rows[1]["pretrain_loss"] > 0 and rows[2]["seeded_labels"] == 6.0  # 2 x 3 classes
+
+
+def test_a_run_that_reads_the_cached_pre_phase_trains_the_same_as_the_one_that_wrote_it(
+    tmp_path: Path,
+):
+    # the pre-phase draws from its own generator and its projection head's init is not
+    # used after it: reading the weights instead of training them changes nothing later
+    s = settings(start="seeded", pretrain_steps=3, pretrain_batch_size=32, propagate_per_class=2)
+    wrote = fit(toy_data(), s, pretrain_cache=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    read = fit(toy_data(), s, pretrain_cache=tmp_path)
+    for name, p in wrote.model.state_dict().items():
+        assert torch.equal(p, read.model.state_dict()[name]), name
