@@ -25,7 +25,13 @@ LOOP_METRICS = {
     "loss_unsup": "train/loss_unsup",
     "mask_rate": "train/mask_rate",
     "lr": "train/lr",
+    "loss_fairness": "train/loss_fairness",
     "pseudo_labeling_off": "train/pseudo_labeling_off",
+    # step 0: how the run started (models.train.start)
+    "start_seeded": "train/start_seeded",
+    "smallest_class_labels": "train/smallest_class_labels",
+    "pretrain_loss": "train/pretrain_loss",
+    "seeded_labels": "train/seeded_labels",
     "eval_teacher_accuracy": "eval_gold/teacher_accuracy",
     "eval_student_accuracy": "eval_gold/student_accuracy",
     "eval_pseudo_label_precision": "eval_gold/pseudo_label_precision",

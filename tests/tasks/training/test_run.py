@@ -44,6 +44,11 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     ):
         assert client.get_metric_history(summary.mlflow_run_id, key), key
     assert len(client.get_metric_history(summary.mlflow_run_id, "train/loss")) == 6  # 10 steps
+    # train.start auto with more than train.few_labels human labels a class: the labels alone
+    few = float(run.data.params["train.few_labels"])
+    assert run.data.params["train.start"] == "auto" and run.data.metrics["train/start_seeded"] == 0
+    assert run.data.metrics["train/smallest_class_labels"] > few
+    assert "train/pretrain_loss" not in run.data.metrics
     assert "phase" not in run.data.metrics and run.data.tags["semilabel.student_from_step"] == "30"
     # only the keys that change the model are params; the whole config is config.json
     assert not any(
@@ -67,6 +72,25 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     shares = [run.data.metrics[f"pseudo_labels/share_{c}"] for c in store_cfg.taxonomy.classes]
     assert sum(shares) == pytest.approx(1.0, abs=1e-4)
     assert run.data.tags["semilabel.pseudo_label_collapse"] == summary.pseudo_label_classes
+
+
+@pytest.mark.slow
+def test_a_seeded_start_is_logged_and_its_pre_phase_cached_for_the_next_retrain(store_cfg):
+    seeded = {"start": "seeded", "pretrain_steps": 3, "pretrain_batch_size": 32}
+    train = store_cfg.train.model_copy(update={**seeded, "propagate_per_class": 2})
+    cfg = store_cfg.model_copy(update={"train": train})
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    first, _ = train_and_log(cfg)
+    logged = client.get_run(first.mlflow_run_id).data.metrics
+    assert logged["train/start_seeded"] == 1 and logged["train/pretrain_loss"] > 0
+    assert logged["train/seeded_labels"] == 6  # 2 a class x 3 classes
+    cached = list(Path(cfg.store.root).parent.rglob("pretrain/*.pt"))
+    assert len(cached) == 1
+    # the next retrain on the same pool reads the weights: no pre-phase loss to log
+    again, _ = train_and_log(cfg)
+    logged = client.get_run(again.mlflow_run_id).data.metrics
+    assert logged["train/start_seeded"] == 1 and "train/pretrain_loss" not in logged
+    assert logged["train/seeded_labels"] == 6
 
 
 @pytest.mark.slow
