@@ -243,11 +243,14 @@ def make_settings(
 
 
 def resolved(s, k: int):
-    """`s` with `train.start: auto` decided for k human labels in every class, so that
-    methods that would train the same way are recognised as one."""
+    """`s` with `train.start: auto` decided for k human labels in every class (by the
+    training loop's own rule), so that methods that train the same way are seen as one."""
+    from models.train.start import choose_start
+
     if s.start != "auto":
         return s
-    return dataclasses.replace(s, start="seeded" if k <= s.few_labels else "labels")
+    y = torch.arange(s.num_classes).repeat(k)
+    return dataclasses.replace(s, start="seeded" if choose_start(s, y, None).seeded else "labels")
 
 
 def describe_changes(base: dict[str, Any], plan: dict[str, Any]) -> str:
