@@ -94,7 +94,9 @@ def fit(
     if ranks.distributed:
         aug_gen = torch.Generator(device=device).manual_seed(s.seed + 1 + ranks.rank)
     cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    # channels_last: faster convolutions on CUDA and on the CPU (oneDNN); a training step
+    # of small_cnn on a 2-core CPU takes 0.21 s instead of 0.25 s (bench/RESULTS.md)
+    fmt = torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and s.bf16 else nullcontext()
 
     # The whole dataset stays on the device as uint8; batches are augmented there. A
