@@ -4,12 +4,16 @@ run of the same network and scikit-learn's LabelSpreading, on the same splits an
     python -m bench.ssl --quick                  # CPU: the 15-minute check
     python -m bench.ssl --device cuda            # full schedules, meant for a GPU
     python -m bench.ssl --resume ...             # go on: reuse the cells already measured
+    python -m bench.ssl --jobs 2 ...             # (dataset, k, seed) groups in 2 processes
 
 Every finished cell (method, dataset, labels/class, seed) is appended to
 bench/out/ssl-cells.jsonl, keyed by the training code (models/), the resolved settings
 and the device. `--resume` reuses the cells measured on the same code, so a table that
 takes hours on a CPU can be measured over several sittings; the report says how many
-cells were kept and when they were measured.
+cells were kept and when they were measured. `--jobs N` measures the (dataset,
+labels/class, seed) groups in N processes of (CPUs / N) threads each, round robin, then
+builds the report from their cells: small networks on few CPU cores train faster as two
+one-thread processes than as one two-thread process (bench/RESULTS.md).
 
 Datasets (both bundled, nothing is downloaded):
 
@@ -63,6 +67,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -559,6 +564,13 @@ def _list(kind):
     return parse
 
 
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected i/N with 0 <= i < N")
+    return int(i), int(n)
+
+
 def _cases(text: str) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for part in text.split(","):
@@ -603,7 +615,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="labels/class per dataset, e.g. mnist5k:1,mnist5k:2,digits:1 (overrides "
         "--datasets and --labels)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="measure in this many processes (CPUs / jobs threads each); implies --resume",
+    )
+    p.add_argument("--shard", type=_shard, default=None, help=argparse.SUPPRESS)  # i/N: a job
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
     if args.cases:
         args.datasets = list(args.cases)
     for d in args.datasets:
@@ -615,16 +636,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_jobs(argv: list[str], jobs: int) -> str:
+    """Measure the groups in `jobs` child processes (`--shard i/jobs`), each with its share
+    of the CPU threads, writing to the cell store; fails if any of them fails."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    print(f"  {jobs} jobs of {threads} CPU threads each", flush=True)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.ssl", *argv, "--jobs", "1", "--shard", f"{i}/{jobs}"]
+            + ["--resume", "--no-results"],
+            env=env,
+        )
+        for i in range(jobs)
+    ]
+    failed = [i for i, c in enumerate(children) if c.wait() != 0]  # wait for all
+    if failed:
+        raise SystemExit(
+            f"bench.ssl: job(s) {failed} of {jobs} failed (their output is above); the cells "
+            "they finished are kept: run the same command again to go on"
+        )
+    return f"measured in {jobs} processes of {threads} threads"
+
+
 def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    load_start, jobs = load_now(), ""
+    if args.jobs > 1:
+        jobs = run_jobs(argv, args.jobs)
+        args.resume = True  # the report: every cell is now in the store
     from models import resolve_device
 
     mode = "quick" if args.quick else "full"
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS[mode]
     device = str(resolve_device(args.device))
     report = Report(
-        args=args, mode=mode, device=device, facts=machine_facts(device), load_start=load_now()
+        args=args,
+        mode=mode,
+        device=device,
+        facts=machine_facts(device) + (f"; {jobs}" if jobs else ""),
+        load_start=load_start,
     )
     print(f"bench.ssl mode={mode} device={device} seeds={seeds}; {report.facts}", flush=True)
     print(f"  {report.load_start}", flush=True)
@@ -637,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         base["network"] = args.network
 
     pretrain_cache = PRETRAIN_CACHE / code
+    group = -1  # (dataset, k, seed) groups in order; a job (--shard i/N) measures every Nth
     for name in args.datasets:
         ds = load_dataset(name)
         print(f"{name}: {len(ds.pool)} pool, {len(ds.test)} test", flush=True)
@@ -644,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_for(mode, name, k)
             report.changes[(name, k)] = describe_changes(base, plan)
             for seed in seeds:
+                group += 1
+                if args.shard is not None and group % args.shard[1] != args.shard[0]:
+                    continue
                 lb, ulb = draw_labeled(ds, k, seed)
                 settings, size = make_settings(base, plan, device, seed, args.steps_scale)
                 sup = dataclasses.replace(
@@ -682,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
 
+    if args.shard is not None:  # one job of --jobs: the parent reports
+        print(f"  job {args.shard[0]}/{args.shard[1]} done", flush=True)
+        return 0
     report.load_end = load_now()
     report.total_s = time.perf_counter() - t0
     term, md = build_report(report)
