@@ -625,6 +625,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    if args.jobs > 1 and str(args.cells) == "-":
+        p.error("--jobs needs a cell store (--cells PATH): the report is built from it")
     if args.cases:
         args.datasets = list(args.cases)
     for d in args.datasets:
