@@ -5,6 +5,7 @@ run of the same network and scikit-learn's LabelSpreading, on the same splits an
     python -m bench.ssl --device cuda            # full schedules, meant for a GPU
     python -m bench.ssl --resume ...             # go on: reuse the cells already measured
     python -m bench.ssl --jobs 2 ...             # (dataset, k, seed) groups in 2 processes
+    python -m bench.ssl --kept-only ...          # measure nothing: the table so far
 
 Every finished cell (method, dataset, labels/class, seed) is appended to
 bench/out/ssl-cells.jsonl, keyed by the training code (models/), the resolved settings
@@ -409,6 +410,8 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
     changes: dict[tuple[str, int], str] = field(default_factory=dict)
     settings: dict[tuple[str, int], str] = field(default_factory=dict)
+    # --kept-only: the cells not measured yet, as (dataset, k, seed, method, what it trains)
+    missing: list[tuple[str, int, int, str, Any]] = field(default_factory=list)
 
 
 def _fmt_acc(values: list[float]) -> str:
@@ -512,6 +515,22 @@ def build_report(r: Report) -> tuple[list[str], list[str]]:
             f"from earlier runs of the same code and settings (`--resume`), measured "
             f"{kept[0]} to {kept[-1]}; their wall s is from then.",
         ]
+    if r.missing:
+        runs = len({(d, k, seed, repr(what)) for d, k, seed, _, what in r.missing})
+        groups: dict[tuple[str, int, int], list[str]] = {}
+        for d, k, seed, method, _ in r.missing:
+            groups.setdefault((d, k, seed), []).append(method)
+        gap = (
+            f"{len(r.missing)} cells ({runs} runs: methods with the same settings share "
+            "one) are not measured yet (--kept-only), so this table is partial and its "
+            "verdicts cover only the seeds shown. Missing: "
+            + "; ".join(
+                f"{d} k={k} seed {seed}: {', '.join(m)}" for (d, k, seed), m in groups.items()
+            )
+            + "."
+        )
+        term.append(gap)
+        md += ["", gap]
     md += ["", f"Command: `{command}` (run {when}, total {r.total_s:.0f} s)."]
     return term, md
 
@@ -621,10 +640,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="measure in this many processes (CPUs / jobs threads each); implies --resume",
     )
+    p.add_argument(
+        "--kept-only",
+        action="store_true",
+        help="measure nothing: report the cells kept in --cells (implies --resume), and "
+        "list the ones still missing",
+    )
     p.add_argument("--shard", type=_shard, default=None, help=argparse.SUPPRESS)  # i/N: a job
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    args.resume = args.resume or args.kept_only
     if args.jobs > 1 and str(args.cells) == "-":
         p.error("--jobs needs a cell store (--cells PATH): the report is built from it")
     if args.cases:
@@ -727,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
                             s = dataclasses.replace(settings, **VARIANTS[method])
                         what = (resolved(s, k), size)
                     key = cell_key(code, name, k, seed, method, what)
+                    if args.kept_only and cells.get(key) is None and what not in done:
+                        report.missing.append((name, k, seed, method, what))
+                        continue
                     outcome = measure(
                         ds, lb, ulb, k, seed, method, what, cells.get(key), done, pretrain_cache
                     )
