@@ -54,8 +54,8 @@ sets, and the two networks the same `TrainSettings.seed`:
 
 Settings start from `train:` in configs/default.yaml; what each (mode, dataset) changes is
 in `PLANS` and is printed and written with the results. `--quick` is the CPU schedule;
-the default (full) one is longer and meant for a GPU. Results go to the
-"## SSL (bench/ssl)" section of bench/RESULTS.md.
+the default (full) one is longer and meant for a GPU. Results go to bench/RESULTS.md:
+the "## SSL (bench/ssl)" section, or "## SSL, quick schedule (bench/ssl --quick)".
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ import torch
 
 from bench.common import RESULTS_MD, cpu_model, load_now, update_results, verdict
 
-SECTION = "## SSL (bench/ssl)"
+# RESULTS.md sections by mode: a --quick run does not overwrite the full-schedule table
+SECTIONS = {"full": "## SSL (bench/ssl)", "quick": "## SSL, quick schedule (bench/ssl --quick)"}
 NOTES = "### SSL notes"  # kept when the section is rewritten
 SPLIT_SEED = 0  # the test holdout of each dataset; fixed for good
 DATASETS = ("mnist5k", "digits")
@@ -669,7 +670,8 @@ def run_jobs(argv: list[str], jobs: int) -> str:
     of the CPU threads, writing to the cell store; fails if any of them fails."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    print(f"  {jobs} jobs of {threads} CPU threads each", flush=True)
+    each = f"{threads} CPU thread{'s' if threads > 1 else ''}"
+    print(f"  {jobs} jobs of {each} each", flush=True)
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "bench.ssl", *argv, "--jobs", "1", "--shard", f"{i}/{jobs}"]
@@ -684,7 +686,7 @@ def run_jobs(argv: list[str], jobs: int) -> str:
             f"bench.ssl: job(s) {failed} of {jobs} failed (their output is above); the cells "
             "they finished are kept: run the same command again to go on"
         )
-    return f"measured in {jobs} processes of {threads} threads"
+    return f"measured in {jobs} processes of {each}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -779,8 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(term))
     if not args.no_results:
-        update_results(SECTION, md, notes=NOTES)
-        print(f"\nwrote the '{SECTION}' section of {RESULTS_MD}")
+        update_results(SECTIONS[mode], md, notes=NOTES)
+        print(f"\nwrote the '{SECTIONS[mode]}' section of {RESULTS_MD}")
     return 0
 
 
