@@ -38,7 +38,37 @@ LOOP_METRICS = {
     "eval_pseudo_label_coverage": "eval_gold/pseudo_label_coverage",
     "eval_pseudo_label_count": "eval_gold/pseudo_label_count",
 }
-PARAM_SECTIONS = ("train", "gate")  # plus weak_labeling when it runs
+# The run's params: the config keys that change the trained model, and only those, so
+# that runs compare on them in the UI. An entry is a key or a section (every key under
+# it, less NOT_MODEL_PARAMS). Everything else is in the run's `config.json`: the stores,
+# ingest, MLflow, sampling and monitoring; and gate.*, which judges the trained model
+# and does not change it (its thresholds are in the gate report).
+MODEL_PARAMS = (
+    "seed",  # every random draw: init, batches, augmentations
+    "taxonomy.classes",  # the outputs and their order
+    "gold",  # which examples are held out of training; the dev part the guard judges on
+    "labels.confidence_floor",  # which weak labels become training labels
+    "labels.max_model_share",
+    "train",
+    "health.pseudo_label_precision_floor",  # the guard that switches pseudo-labeling off
+)
+WEAK_LABELING_PARAMS = "weak_labeling"  # when it runs: its labels are training data
+# Keys under those that only change where, how fast or how visibly it trains; why each:
+NOT_MODEL_PARAMS = {
+    "train.device": "where it runs (the tag semilabel.device says where it ran)",
+    "train.compile": "the same network, compiled for speed",
+    "train.checkpoint_every": "how often a run can resume",
+    "train.log_every": "how often the curves get a point",
+    "train.run_dir": "a folder for checkpoints",
+    "train.cache_dir": "a folder for decoded images",
+    "train.pool_memory_mb": "the pool held in memory or read from the cache: the same rows",
+    "train.distributed": "processes splitting one global batch (tag semilabel.world_size)",
+    "weak_labeling.batch_rows": "rows per vectorized batch",
+    "weak_labeling.shard_rows": "rows per parallel shard",
+    "weak_labeling.runner": "where the shards run",
+    "weak_labeling.workers": "how many shards run at once",
+    "weak_labeling.dask_address": "which Dask cluster runs them",
+}
 
 
 def artifact_root(tracking_uri: str, configured: str | None) -> str | None:
@@ -122,16 +152,19 @@ def tidy(value: float) -> float:
 
 
 def model_params(cfg: Config) -> dict[str, str]:
-    """The config keys that change the model: train.*, gate.*, and weak_labeling.* when
-    it runs (the whole config is the run's config.json)."""
+    """The config keys that change the trained model (`MODEL_PARAMS`, and
+    `weak_labeling` when it runs, less `NOT_MODEL_PARAMS`) as MLflow params. The whole
+    config is the run's config.json."""
     data = cfg.model_dump(mode="json")
-    sections = list(PARAM_SECTIONS) + (["weak_labeling"] if cfg.weak_labeling.enabled else [])
+    roots = MODEL_PARAMS + ((WEAK_LABELING_PARAMS,) if cfg.weak_labeling.enabled else ())
     out: dict[str, str] = {}
-    for section in sections:
-        for key, value in _flatten(section, data[section]).items():
-            out[key] = str(value)[:500]
-    out["labels.confidence_floor"] = str(cfg.labels.confidence_floor)
-    out["labels.max_model_share"] = str(cfg.labels.max_model_share)
+    for root in roots:
+        node = data
+        for part in root.split("."):
+            node = node[part]
+        for key, value in _flatten(root, node).items():
+            if not any(key == k or key.startswith(f"{k}.") for k in NOT_MODEL_PARAMS):
+                out[key] = str(value)[:500]
     return out
 
 
