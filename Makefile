@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.weak_labeling
 	$(BIN)/python -m bench.active_learning
 	$(BIN)/python -m bench.scale --sizes 10000 100000
+	$(BIN)/python -m bench.gate
 
 clean:
 	rm -rf .semilabel

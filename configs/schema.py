@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -60,6 +61,9 @@ class TaxonomyConfig(_Section):
         return self
 
 
+BUILTIN_SLICES = ("source", "ingest_date")  # gate slices every example has
+
+
 class SourceConfig(_Section):
     kind: Literal["mnist5k", "image_folder", "manifest"] = Field(
         "mnist5k", description="Where ingest reads from."
@@ -72,11 +76,32 @@ class SourceConfig(_Section):
     )
     path_column: str = Field("path", description="manifest: column with image paths.")
     label_column: str = Field("label", description="manifest: optional label column.")
+    metadata_columns: tuple[str, ...] = Field(
+        (),
+        description="manifest: columns read for each row and stored with its example as "
+        "metadata (values as strings; an empty cell is left out), e.g. region or camera; "
+        "each may name a slice in gate.slices. A column missing from the manifest fails the "
+        "ingest. Other source kinds store no metadata.",
+    )
 
     @model_validator(mode="after")
     def _path_needed(self) -> SourceConfig:
         if self.kind != "mnist5k" and not self.path:
             raise ValueError(f"source.path is required when source.kind is {self.kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _metadata_names(self) -> SourceConfig:
+        seen: set[str] = set()
+        dupes = sorted({c for c in self.metadata_columns if c in seen or seen.add(c)})
+        taken = sorted(set(self.metadata_columns) & set(BUILTIN_SLICES))
+        problems = [f"has duplicates: {dupes}"] if dupes else []
+        if taken:
+            problems.append(
+                f"{taken} would hide the built-in slice of that name (rename the column)"
+            )
+        if problems:
+            raise ValueError("source.metadata_columns " + "; ".join(problems))
         return self
 
 
@@ -397,22 +422,53 @@ class GateRegressionConfig(_Section):
 
 
 class GateConfig(_Section):
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Level of every bound the gate decides on: a floor passes when the lower "
+        "bound clears it, fails when the upper bound is below it, and is otherwise undecided; "
+        "a model truly under a floor is promoted at most 1 - confidence of the time.",
+    )
     min_gold_labels: int = Field(
-        200,
+        30,
         ge=1,
-        description="Fewer human labels in the gold test part than this: the gate refuses.",
+        description="A safety minimum: with fewer human labels in the gold test part the gate "
+        "is undecided (the bounds decide the rest).",
+    )
+    min_labels_per_class: int = Field(
+        4,
+        ge=1,
+        description="A class with fewer gold test labels makes the gate undecided, with the "
+        "number of labels needed.",
     )
     floors: GateFloorsConfig = Field(
         GateFloorsConfig(),
         description="Absolute floors (for ece: a ceiling). A key left out keeps its default.",
     )
     min_class_recall: float | None = Field(
-        0.8, ge=0, le=1, description="Per-class recall floor." + _DISABLE
+        0.4,
+        ge=0,
+        le=1,
+        description="Per-class recall floor, judged on each class's bounds: a class the model "
+        "has collapsed on never passes." + _DISABLE,
     )
     max_regression: GateRegressionConfig = Field(
         GateRegressionConfig(),
-        description="Largest allowed change for the worse vs the champion, on the same gold. "
-        "A key left out keeps its default.",
+        description="Largest allowed change for the worse vs the champion, on the same gold "
+        "examples (paired). A key left out keeps its default.",
+    )
+    bootstrap_samples: int = Field(
+        1000,
+        ge=100,
+        description="Bootstrap replicates for the bounds on macro-F1, ECE and worst-class recall "
+        "(seeded by `seed`).",
+    )
+    slices: tuple[str, ...] = Field(
+        ("source",),
+        description="Gold test is also judged per slice: `source`, `ingest_date`, or a column "
+        "of source.metadata_columns. A slice where the candidate is significantly worse than "
+        "the champion blocks promotion.",
     )
 
 
@@ -555,7 +611,7 @@ class HealthConfig(_Section):
         description="Share of training labels a model influenced above this (feedback risk).",
     )
     min_class_recall: float | None = Field(
-        0.5,
+        0.4,
         ge=0,
         le=1,
         description="A class's gold recall below this is a collapse (reported; the gate's own "
@@ -588,6 +644,23 @@ class Config(_Section):
     label_studio: LabelStudioConfig = LabelStudioConfig()
     health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @field_validator("gate")
+    @classmethod
+    def _slices_known(cls, gate: GateConfig, info: ValidationInfo) -> GateConfig:
+        """A slice is built-in or a stored metadata column (on the field, not the model,
+        so the error names `gate` and not the whole config)."""
+        source = info.data.get("source")
+        if source is None:  # source itself is invalid: that error is reported
+            return gate
+        accepted = (*BUILTIN_SLICES, *source.metadata_columns)
+        unknown = [s for s in gate.slices if s not in accepted]
+        if unknown:
+            raise ValueError(
+                f"gate.slices: unknown slice {', '.join(map(repr, unknown))}; accepted: "
+                f"{', '.join(accepted)} (built-in, then source.metadata_columns)"
+            )
+        return gate
 
     def train_settings(self) -> Any:
         """This config as `models.TrainSettings`, the training loop's own settings: the

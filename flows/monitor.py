@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 
 from configs.schema import load_config
 from tasks.gold import GoldSpec
-from tasks.monitoring import ChampionNotVerified, check_champion
+from tasks.monitoring import ChampionNotVerified, Evidence, check_champion
 from tasks.registry import RegistryRef
 from tasks.registry_lock import registry_lock
 from tasks.slis import LabelHealthAlert, monitor_facts, report_label_health
@@ -53,9 +53,13 @@ def monitor(
             ref,
             cfg.monitor,
             cfg.mlflow.trust_pickled_models,
+            Evidence(cfg.gate.confidence, cfg.gate.bootstrap_samples, cfg.seed),
         )
     run_id = str(flow_run.id or "local")
-    health = report_label_health(cfg, monitor_facts(cfg, run_id), run_id)
+    facts = dataclasses.replace(
+        monitor_facts(cfg, run_id), gold_shifted=report.action == "gold_shifted"
+    )
+    health = report_label_health(cfg, facts, run_id)
     report = dataclasses.replace(report, label_health=health.markdown())
     if strict and not report.healthy:
         raise ChampionNotVerified(report)

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from configs.schema import load_config
+from configs.schema import Config, load_config
 from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
@@ -44,6 +44,15 @@ from tasks.tracking import ui_base
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
 from tasks.weak_labeling import weak_label_examples
+
+
+def with_gold_budget(cfg: Config, gold: int) -> Config:
+    """`cfg` whose sampling asks for at least `gold` gold-stream labels."""
+    budget = cfg.sampling.budget
+    if gold <= budget.gold:
+        return cfg
+    sampling = cfg.sampling.model_copy(update={"budget": budget.model_copy(update={"gold": gold})})
+    return cfg.model_copy(update={"sampling": sampling})
 
 
 @flow(name="retrain")
@@ -76,7 +85,7 @@ def retrain(
         )
         report = gate_candidate(
             evaluation,
-            GatePolicy.from_config(cfg.gate),
+            GatePolicy.from_config(cfg.gate, cfg.seed),
             drift_gate_checks(drift, cfg.health.drift.on_breach),
         )
         destination = Destination(
@@ -101,7 +110,9 @@ def retrain(
         if drifted and cfg.health.drift.on_breach == "sample":
             deliver_requests(cfg, sample_drifted(cfg, run_id, newest_batch), run_id)
         if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
-            delivery = deliver_requests(cfg, sample_examples(cfg, run_id), run_id)
+            # An undecided gate asks for the gold it needs in the gold stream itself.
+            asking = with_gold_budget(cfg, decision.gold_labels_requested)
+            delivery = deliver_requests(asking, sample_examples(asking, run_id), run_id)
             decision = dataclasses.replace(decision, next_labels=delivery.summary())
         return decision
 

@@ -5,7 +5,7 @@ snapshot of exactly which examples and label events they were.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +14,8 @@ import torch
 from configs.schema import Config
 from tasks.image_decode import decode_images
 from tasks.store import DEV, EXAMPLES, TEST, GoldSplit, Store, human_labels
+
+UNKNOWN = "unknown"  # the slice group of an example without the value
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class GoldSet:
     y: torch.Tensor  # (N,) class indices
     snapshot_id: str
     sizes: dict[str, int]  # human-labeled gold examples per part: {"dev": n, "test": m}
+    # slice key -> group of each example: "source", "ingest_date" (YYYY-MM-DD), and each
+    # metadata key stored with the gold examples ("unknown" where an example has none)
+    slices: dict[str, np.ndarray] = field(default_factory=dict)
+    unlabeled_gold: int = 0  # gold examples (either part) with no human label yet
+    n_examples: int = 0  # example rows in the store (an example stored twice counts twice)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,17 +68,36 @@ def load_gold_set(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSet:
     sizes = {DEV: int((parts == DEV).sum()), TEST: int((parts == TEST).sum())}
     wanted = {e for e, p in zip(labeled, parts, strict=True) if p == part}
     ids: list[str] = []
+    sources: list[str] = []
+    dates: list[str] = []
+    metas: list[dict[str, str]] = []  # each gold example's stored metadata
     decoded: list[np.ndarray] = []  # each batch's gold images, decoded as they stream by
-    for batch in store.iter_batches(EXAMPLES, ["example_id", "image"], batch_size=4096, lean=True):
+    seen: set[str] = set()
+    unlabeled = n_rows = 0
+    columns = ["example_id", "image", "source", "ingested_at", "metadata"]
+    for batch in store.iter_batches(EXAMPLES, columns, batch_size=4096, lean=True):
+        batch_ids = batch.column(0)
+        n_rows += len(batch_ids)
+        is_gold = spec.split.is_gold(batch_ids)
+        for ex in batch_ids.filter(pa.array(is_gold)).to_pylist():
+            if ex not in human and ex not in seen:
+                unlabeled += 1
+            seen.add(ex)
         rows = []
-        for i, ex in enumerate(batch.column(0).to_pylist()):
+        for i, ex in enumerate(batch_ids.to_pylist()):
             if ex in wanted:
                 wanted.discard(ex)  # a duplicate row of the same example counts once
                 ids.append(ex)
                 rows.append(i)
         if rows:
-            blobs = batch.column(1).take(pa.array(rows, pa.int64())).to_pylist()
+            take = pa.array(rows, pa.int64())
+            blobs = batch.column(1).take(take).to_pylist()
             decoded.append(decode_images(blobs, spec.image_size, spec.channels))
+            sources += [str(v) for v in batch.column(2).take(take).to_pylist()]
+            dates += [
+                f"{t:%Y-%m-%d}" if t else UNKNOWN for t in batch.column(3).take(take).to_pylist()
+            ]
+            metas += [dict(m or ()) for m in batch.column(4).take(take).to_pylist()]
     events = [human[e][1] for e in ids]
     snapshot_id = (
         store.write_snapshot(ids, events, purpose=f"gold-{part}", run_id=f"gold-{part}")
@@ -84,4 +110,10 @@ def load_gold_set(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSet:
         else torch.zeros(0, spec.channels, spec.image_size, spec.image_size, dtype=torch.uint8)
     )
     y = torch.tensor([index[human[e][0]] for e in ids], dtype=torch.long)
-    return GoldSet(part, ids, events, x, y, snapshot_id, sizes)
+    slices = {
+        "source": np.array(sources, dtype=object),
+        "ingest_date": np.array(dates, dtype=object),
+    }
+    for key in sorted({k for m in metas for k in m} - slices.keys()):
+        slices[key] = np.array([m.get(key) or UNKNOWN for m in metas], dtype=object)
+    return GoldSet(part, ids, events, x, y, snapshot_id, sizes, slices, unlabeled, n_rows)

@@ -1,6 +1,10 @@
 """Monitoring the live champion: re-evaluate it on the current gold test part (human
 corrections and new gold labels arrive between runs) and roll back automatically when
-it has regressed beyond `monitor.tolerance` against its own gate-time metrics.
+its bounds show it worse than at its gate by more than `monitor.tolerance`, the same
+statistics as the gate's (`gate.confidence`). Before it moves the alias it measures the
+version it would restore on the same gold: when that one is no better, the gold or the
+data moved, not the model, and walking the champion back one version per run would fix
+nothing, so it reports `gold_shifted` and label health raises an alert instead.
 
 The monitor measures one pinned version and rolls back only that version: if the
 champion moved meanwhile, it says so and changes nothing. A champion without gate
@@ -11,7 +15,9 @@ regressed, so it never reports it as ok.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -29,11 +35,22 @@ from tasks.registry import (
     gate_baseline,
     get_version,
     rollback,
+    rollback_target,
     tag_version,
 )
 from tasks.reports import monitor_markdown
 from tasks.store import TEST, Store
-from tasks.validation import METRICS, MonitorReport, gold_metrics, regressions_since_gate
+from tasks.validation import (
+    METRICS,
+    Bounds,
+    MonitorReport,
+    PairedCounts,
+    gold_metrics,
+    paired_accuracy_bounds,
+    proportion_bounds,
+    regressions_since_gate,
+)
+from tasks.validation.evidence import Predictions, bootstrap_metrics, percentile_bounds
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +67,42 @@ class ChampionNotVerified(RuntimeError):
         )
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """How sure the monitor must be, and how it resamples: the gate's own settings."""
+
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
+    seed: int = 0
+
+
+def metric_bounds(
+    probs: np.ndarray, y: np.ndarray, k: int, evidence: Evidence
+) -> dict[str, Bounds]:
+    """Accuracy, macro-F1 and ECE of one model on gold, each with its bounds."""
+    metrics = gold_metrics(probs, y, tuple(str(i) for i in range(k)))
+    pred = Predictions.of(probs)
+    boot = bootstrap_metrics(y, [pred], k, samples=evidence.bootstrap_samples, seed=evidence.seed)[
+        0
+    ]
+    return {
+        "accuracy": proportion_bounds(int((pred.pred == y).sum()), len(y), evidence.confidence),
+        "macro_f1": percentile_bounds(metrics.macro_f1, boot["macro_f1"], evidence.confidence),
+        "ece": percentile_bounds(metrics.ece, boot["ece"], evidence.confidence),
+    }
+
+
 def monitor_champion(
-    store: Store, spec: GoldSpec, ref: RegistryRef, policy: MonitorConfig, *, trust_pickle: bool
+    store: Store,
+    spec: GoldSpec,
+    ref: RegistryRef,
+    policy: MonitorConfig,
+    *,
+    trust_pickle: bool,
+    evidence: Evidence = Evidence(),
 ) -> MonitorReport:
-    """Measure the champion on current gold; roll it back on regression (see module)."""
+    """Measure the champion on current gold; roll it back on a significant regression,
+    unless the version it would restore is no better on the same gold (see module)."""
     name = ref.model_name
     version = champion_version(ref)
     if version is None:
@@ -72,13 +121,20 @@ def monitor_champion(
             detail=f"{len(gold)} gold test labels, fewer than monitor.min_gold_labels "
             f"({policy.min_gold_labels}): nothing was judged",
         )
-    model = load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
-    now = gold_metrics(gold_probabilities(model, gold, spec), gold.y.numpy(), spec.classes)
+
+    def probabilities(v: str) -> np.ndarray:
+        model = load_classifier(ref.version_uri(v), ref.tracking_uri, trust_pickle=trust_pickle)
+        return gold_probabilities(model, gold, spec)
+
+    y, k = gold.y.numpy(), len(spec.classes)
+    probs = probabilities(version)
+    now = gold_metrics(probs, y, spec.classes)
+    bounds = metric_bounds(probs, y, k, evidence)
     metrics = now.scalars()
     tag_version(ref, version, "monitor.last_accuracy", f"{now.accuracy:.6f}")
     enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
     missing = [m for m in enabled if m not in baseline]
-    common = dict(absent_classes=now.absent_classes)
+    common = dict(absent_classes=now.absent_classes, bounds=bounds, confidence=evidence.confidence)
     if missing:
         return MonitorReport(
             name,
@@ -93,9 +149,48 @@ def monitor_champion(
             "regressed cannot be told. Run `semilabel retrain` to gate a champion.",
             **common,
         )
-    regressions = regressions_since_gate(now, baseline, policy)
+    regressions = regressions_since_gate(bounds, baseline, policy)
     if not regressions:
         return MonitorReport(name, version, "ok", now.n, metrics, baseline, [], **common)
+    moved = champion_version(ref)
+    if moved != version:  # nothing to do for a version that is no longer the champion
+        return MonitorReport(
+            name,
+            version,
+            "champion_moved",
+            now.n,
+            metrics,
+            baseline,
+            regressions,
+            detail=f"{name}: champion moved from v{version} to v{moved} during this run; "
+            f"v{version} was measured, so v{moved} is not rolled back.",
+            **common,
+        )
+    target = rollback_target(ref, version)
+    if target is not None:
+        # Before walking the champion back, the version it would restore on the same gold:
+        # if it is no better, the gold or the data moved, not the model.
+        target_ok = probabilities(target).argmax(1) == y
+        gain = paired_accuracy_bounds(
+            PairedCounts.of(target_ok, probs.argmax(1) == y), evidence.confidence
+        )
+        if gain.low <= 0:
+            return MonitorReport(
+                name,
+                version,
+                "gold_shifted",
+                now.n,
+                metrics,
+                baseline,
+                regressions,
+                detail=f"v{version} regressed on the current gold, but v{target}, the version a "
+                f"rollback would restore, is no better on the same {now.n} examples (accuracy "
+                f"v{target} - v{version}: {gain}). The gold labels or the data moved, not the "
+                "model, so nothing was rolled back. Look at recent gold corrections and "
+                "newly ingested data (`semilabel lineage`, the label-health report), then "
+                "`semilabel retrain` on the current labels.",
+                **common,
+            )
     try:
         result = rollback(ref, "monitor: " + "; ".join(regressions), expected_champion=version)
     except ChampionMoved as exc:
@@ -140,10 +235,17 @@ def monitor_champion(
 
 @task(name="monitor-champion", cache_policy=NO_CACHE)
 def check_champion(
-    store_root: str, spec: GoldSpec, ref: RegistryRef, policy: MonitorConfig, trust_pickle: bool
+    store_root: str,
+    spec: GoldSpec,
+    ref: RegistryRef,
+    policy: MonitorConfig,
+    trust_pickle: bool,
+    evidence: Evidence = Evidence(),
 ) -> MonitorReport:
-    """Re-evaluate the champion on current gold; roll back on regression."""
-    report = monitor_champion(Store(store_root), spec, ref, policy, trust_pickle=trust_pickle)
+    """Re-evaluate the champion on current gold; roll back on a significant regression."""
+    report = monitor_champion(
+        Store(store_root), spec, ref, policy, trust_pickle=trust_pickle, evidence=evidence
+    )
     create_markdown_artifact(
         monitor_markdown(report), key="monitor-report", description=f"Monitor: {report.action}"
     )

@@ -251,6 +251,25 @@ def promote(ref: RegistryRef, version: str, *, expected_champion: str | None) ->
     return Promotion(version, current if current != version else None)
 
 
+def _restorable(ref: RegistryRef, current: str) -> list[ModelVersion]:
+    """Earlier versions a rollback may restore, oldest first: they passed their gate, were
+    promoted, and were not rolled back themselves."""
+    return [
+        v
+        for v in versions(ref)
+        if int(v.version) < int(current)
+        and v.tags.get(TAG_GATE) == "passed"
+        and TAG_PROMOTED_AT in v.tags
+        and v.tags.get(TAG_ROLLED_BACK) != "true"
+    ]
+
+
+def rollback_target(ref: RegistryRef, current: str) -> str | None:
+    """The version `rollback` would make the champion now, or None when there is none."""
+    candidates = _restorable(ref, current)
+    return str(candidates[-1].version) if candidates else None
+
+
 def rollback(
     ref: RegistryRef, reason: str, *, expected_champion: str | None = None
 ) -> RollbackResult:
@@ -271,14 +290,7 @@ def rollback(
             current,
             f"v{expected_champion} was measured, so v{current} is not rolled back.",
         )
-    candidates = [
-        v
-        for v in versions(ref)
-        if int(v.version) < int(current)
-        and v.tags.get(TAG_GATE) == "passed"
-        and TAG_PROMOTED_AT in v.tags
-        and v.tags.get(TAG_ROLLED_BACK) != "true"
-    ]
+    candidates = _restorable(ref, current)
     if not candidates:
         raise RollbackError(
             f"model {ref.model_name!r}: no earlier passing version to roll back to; champion "

@@ -26,14 +26,30 @@ def _f(x: float | None) -> str:
     return "—" if x is None or x != x else f"{x:.4f}"
 
 
-def gate_markdown(report: GateReport, sample_hint: str = "") -> str:
-    """The gate report: the verdict first, then every check (failed, passed, disabled)."""
+def _check_rows(checks: list[Check]) -> list[str]:
+    rows = ["| check | value [low, high] | limit | rule | outcome |", "|---|---:|---:|---|---|"]
+    for c in checks:
+        outcome = {"FAIL": "**FAIL**", "undecided": "*undecided*"}.get(c.status, c.status)
+        limit = "—" if c.threshold is None else f"{c.threshold:g}"
+        rows.append(f"| {c.name} | {c.shown()} | {limit} | {c.rule} | {outcome} |")
+    return rows
+
+
+def gate_markdown(report: GateReport, next_step: str = "") -> str:
+    """The gate report: the verdict and the next step first, then every check (failed,
+    undecided, passed, disabled) with its bounds, the metrics beside the champion's, the
+    slices and the classes."""
     champ = f"v{report.champion_version}" if report.champion_version else None
+    conf = f"{report.confidence:g}"
     lines = [
         f"# Gate: **{report.decision.upper()}**",
         "",
         report.summary(),
         "",
+    ]
+    if next_step:
+        lines += [f"**Next step:** {next_step}", ""]
+    lines += [
         f"Gold test labels: {report.candidate.n}"
         + (
             f" (gold dev: {report.gold_sizes.get('dev', 0)}, used only for choosing)"
@@ -41,28 +57,44 @@ def gate_markdown(report: GateReport, sample_hint: str = "") -> str:
             else ""
         )
         + ". Champion: "
-        + (champ or "none (first run: floors only)"),
+        + (champ or "none (first run: floors only)")
+        + f". Bounds are one-sided at {conf}: a floor passes when its lower bound clears it, "
+        "fails when its upper bound is below it, and is otherwise undecided.",
         "",
+        *_check_rows(report.checks),
+        "",
+        "| metric | candidate [low, high] | champion |",
+        "|---|---:|---:|",
     ]
-    missing = report.gold_labels_missing
-    if missing:
-        lines += [
-            f"**Too few gold labels: {missing} more human labels on gold test examples are "
-            "needed before the gate will decide.**" + (f" {sample_hint}" if sample_hint else ""),
-            "",
-        ]
-    lines += ["| check | value | threshold | rule | result |", "|---|---:|---:|---|---|"]
-    for c in report.checks:
-        result = "disabled" if c.disabled else ("pass" if c.passed else "**FAIL**")
-        if c.name == "gold_labels":  # a count
-            value, threshold = f"{c.value:.0f}", f"{c.threshold:.0f}"
-        else:
-            value, threshold = _f(c.value), _f(c.threshold)
-        lines.append(f"| {c.name} | {value} | {threshold} | {c.rule} | {result} |")
-    lines += ["", "| metric | candidate | champion |", "|---|---:|---:|"]
     theirs = report.champion.scalars() if report.champion else {}
-    for name, value in report.candidate.scalars().items():
-        lines.append(f"| {name} | {value:.4f} | {_f(theirs.get(name))} |")
+    if report.champion:
+        theirs["worst_class_recall"] = report.champion.worst_class_recall
+    for name, b in report.bounds.items():
+        lines.append(f"| {name} | {b} | {_f(theirs.get(name))} |")
+    if report.gain is not None:
+        lines += [
+            "",
+            f"Accuracy, candidate minus champion on the same examples: {report.gain} "
+            f"(exact McNemar p = {report.mcnemar_p:.3g}); "
+            + ("a significant gain." if report.significant_gain else "no significant gain."),
+        ]
+    if report.slices:
+        lines += [
+            "",
+            "| slice | labels | accuracy [low, high] | vs champion [low, high] | blocks |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for sl in report.slices:
+            vs = (
+                "—"
+                if sl.vs_champion is None
+                else f"{sl.vs_champion.value:+.4f} "
+                + (f"[{sl.vs_champion.low:+.4f}, {sl.vs_champion.high:+.4f}]")
+            )
+            lines.append(
+                f"| {sl.key}={sl.group} | {sl.n} | {sl.accuracy} | {vs} | "
+                f"{'**yes**' if sl.blocked else 'no'} |"
+            )
     lines += ["", "| class | recall | precision |", "|---|---:|---:|"]
     for cls, r in report.candidate.per_class_recall.items():
         lines.append(f"| {cls} | {r:.4f} | {report.candidate.per_class_precision[cls]:.4f} |")
@@ -85,13 +117,21 @@ def monitor_markdown(report: MonitorReport) -> str:
     if report.detail:
         lines += [report.detail, ""]
     if report.metrics:
-        lines += ["| metric | at gate | now |", "|---|---:|---:|"]
+        lines += [
+            f"| metric | at gate | now [low, high] (one-sided {report.confidence:g}) |",
+            "|---|---:|---:|",
+        ]
         for k, v in report.metrics.items():
-            lines.append(f"| {k} | {_f(report.baseline.get(k))} | {v:.4f} |")
+            now = str(report.bounds[k]) if k in report.bounds else f"{v:.4f}"
+            lines.append(f"| {k} | {_f(report.baseline.get(k))} | {now} |")
     if report.absent_classes:
         lines += ["", "Classes with no gold test example: " + ", ".join(report.absent_classes)]
     if report.regressions:
-        lines += ["", "Regressions beyond tolerance:", *[f"- {r}" for r in report.regressions]]
+        lines += [
+            "",
+            "Regressions beyond tolerance and beyond noise:",
+            *[f"- {r}" for r in report.regressions],
+        ]
     if report.rolled_back_to:
         lines += ["", f"Rolled back: champion is now v{report.rolled_back_to}."]
     if report.label_health:
@@ -186,55 +226,34 @@ def decision_markdown(
     champion_after: str | None,
     previous_after: str | None,
 ) -> str:
-    """The run's and the version's description: the decision in one line, then the
-    candidate against the champion with each check's floor, allowed regression and
-    margin, the tightest check, the data, and who holds which alias now."""
-    cand, champ = report.candidate, report.champion
-    rows = [
-        "| metric | candidate | champion | floor | allowed regression | margin |",
-        "|---|---:|---:|---:|---:|---:|",
+    """The run's and the version's description, short enough for the first screen: the
+    verdict in plain text on the first line, then every check that decided it (failed or
+    undecided ones first, passing per-class recall folded into one row), the data, and
+    who holds which alias now."""
+    cand = report.candidate
+    shown = [c for c in report.checks if c.status in ("FAIL", "undecided")]
+    recall_ok = [c for c in report.checks if c.name.startswith("recall[") and c.status == "pass"]
+    shown += [
+        c
+        for c in report.checks
+        if c.status == "pass" and c not in recall_ok and c.name not in ("gold_labels",)
     ]
-    for m in ("accuracy", "macro_f1", "ece"):
-        floor = _check(report, f"{m}_floor") or _check(report, f"{m}_ceiling")
-        vs = _check(report, f"{m}_vs_champion")
-        theirs = champ.scalars()[m] if champ else None
-        allowed = (
-            "off"
-            if vs is not None and vs.disabled
-            else f"{abs(theirs - vs.threshold):.4f}"
-            if vs is not None and theirs is not None and vs.threshold is not None
-            else "—"
-        )
-        margins = [c.margin for c in (floor, vs) if c is not None and c.margin == c.margin]
+    rows = _check_rows(shown)
+    if recall_ok:
+        low = min(recall_ok, key=lambda c: c.low)
         rows.append(
-            f"| {m} | {cand.scalars()[m]:.4f} | {_f(theirs)} | "
-            f"{'off' if floor is None or floor.disabled else f'{floor.threshold:.4f}'} | "
-            f"{allowed} | {_f(min(margins)) if margins else '—'} |"
+            f"| recall, {len(recall_ok)} classes | lowest bound: {low.name} {low.shown()} | "
+            f"{low.threshold:g} | lower bound >= {low.threshold:g} | pass |"
         )
-    recall_floor = next(
-        (c.threshold for c in report.checks if c.name.startswith("recall[") and not c.disabled),
-        None,
-    )
-    worst = cand.worst_class_recall
-    their_worst = champ.worst_class_recall if champ else None
-    margin = _f(worst - recall_floor) if recall_floor is not None else "—"
-    rows.append(
-        f"| worst-class recall | {_f(worst)} | {_f(their_worst)} | {_f(recall_floor)} | — "
-        f"| {margin} |"
-    )
-    tight = report.tightest()
+    off = [c.name for c in report.disabled]
     lines = [
-        f"**{headline}**",
+        headline,
         "",
         *rows,
         "",
-        f"Tightest check: `{tight.name}` {_f(tight.value)} against {_f(tight.threshold)} "
-        f"(margin {_f(tight.margin)})."
-        if tight
-        else "No enabled check.",
-        "",
-        f"Data: training snapshot `{snapshot_id}`, gold test snapshot `{gold_snapshot_id}` "
-        f"({cand.n} labels).",
+        f"Bounds one-sided at {report.confidence:g}, on {cand.n} gold test labels "
+        f"(snapshot `{gold_snapshot_id}`); training snapshot `{snapshot_id}`."
+        + (f" Disabled by config: {', '.join(off)}." if off else ""),
         "",
         "Aliases after this run: `champion` → "
         + (f"v{champion_after}" if champion_after else "none")
@@ -245,33 +264,50 @@ def decision_markdown(
     return "\n".join(lines) + "\n"
 
 
+STATUS_COLOUR = {"pass": "#2e7d32", "FAIL": "#c62828", "undecided": "#ef6c00"}
+
+
 def plot_gate(report: GateReport, title: str) -> bytes:
-    """PNG of the decision: each enabled check's value against its floor or limit (and
-    the champion's value where it has one), green when it passed, red when it failed."""
+    """PNG of the decision: each enabled check's value with its confidence bounds (the
+    whiskers) against its floor or limit (black tick), green when it passed, red when it
+    failed, orange when undecided; floors on the left, differences with the champion on
+    the right."""
     plt = _pyplot()
-    checks = [c for c in report.checks if not c.disabled and c.name != "gold_labels"]
-    champ = report.champion.scalars() if report.champion else {}
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(checks) + 1.4), dpi=110)
-    for i, c in enumerate(checks):
-        colour = "#2e7d32" if c.passed else "#c62828"
-        value = c.value if c.value == c.value else 0.0
-        ax.barh(i, value, color=colour, alpha=0.75)
-        if c.threshold is not None:
-            ax.plot([c.threshold, c.threshold], [i - 0.4, i + 0.4], color="black", lw=2)
-        metric = c.name.split("_vs_")[0].split("_floor")[0].split("_ceiling")[0]
-        if metric in champ:
-            ax.plot(champ[metric], i, marker="D", color="#1565c0", ms=6)
-        ax.text(
-            1.01,
-            i,
-            f"{c.value:.3f} {'pass' if c.passed else 'FAIL'}",
-            va="center",
-            fontsize=7,
-            transform=ax.get_yaxis_transform(),
-        )
-    ax.set_yticks(range(len(checks)), [c.name for c in checks], fontsize=7)
-    ax.set_xlim(0, 1.0)
-    ax.invert_yaxis()
-    ax.set_xlabel("value (bar) | floor or limit (black) | champion (blue diamond)")
-    ax.set_title(f"{title}: {report.decision.upper()}")
+    live = [
+        c
+        for c in report.checks
+        if not c.disabled and c.name not in ("gold_labels", "labels_per_class")
+    ]
+    groups = [
+        [c for c in live if "_vs_champion" not in c.name],
+        [c for c in live if "_vs_champion" in c.name],
+    ]
+    groups = [g for g in groups if g]
+    height = 0.4 * max((len(g) for g in groups), default=1) + 1.5
+    fig, axes = plt.subplots(
+        1, len(groups) or 1, figsize=(7 * max(len(groups), 1), height), dpi=110
+    )
+    axes = list(np.atleast_1d(axes))
+    for ax, checks in zip(axes, groups, strict=False):
+        for i, c in enumerate(checks):
+            colour = STATUS_COLOUR.get(c.status, "gray")
+            value = c.value if c.value == c.value else (c.threshold or 0.0)
+            lo = c.low if c.low == c.low else value
+            hi = c.high if c.high == c.high else value
+            ax.plot([lo, hi], [i, i], color=colour, lw=2)
+            ax.plot(value, i, "o", color=colour, ms=5)
+            if c.threshold is not None:
+                ax.plot([c.threshold, c.threshold], [i - 0.35, i + 0.35], color="black", lw=2)
+            ax.text(
+                1.01,
+                i,
+                f"{c.shown()} {c.status}",
+                va="center",
+                fontsize=7,
+                transform=ax.get_yaxis_transform(),
+            )
+        ax.set_yticks(range(len(checks)), [c.name for c in checks], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("value, one-sided bounds (line), floor or limit (black)")
+    axes[0].set_title(f"{title}: {report.decision.upper()}")
     return _png(fig)

@@ -1,13 +1,16 @@
 """Screenshots of what a reviewer sees in the MLflow UI after two retrains, for the README
 (optional, not run in CI: needs Debian's `chromium`).
 
-    .venv/bin/python -m bench.ui.screenshots              # two default retrains, then shots
+    .venv/bin/python -m bench.ui.screenshots              # three retrains, then shots
     .venv/bin/python -m bench.ui.screenshots --reuse      # shots of the runs already there
 
-The retrains run on the embedded default in their own home (`bench/ui/.home`, git-ignored),
-so the checkout's `.semilabel/` is left alone. An `mlflow server` on 127.0.0.1 serves
-that store while headless Chromium renders the run page, its artifacts page (the gate
-image) and the registered version page into `bench/ui/*.png`.
+Three retrains on the embedded default, as a reviewer would meet them: v1 promoted; v2
+trained on shuffled labels, rejected; v3 the same data as v1, promoted with no
+significant gain. They run in their own home (`bench/ui/.home`, git-ignored), so the
+checkout's `.semilabel/` is left alone. An `mlflow server` on 127.0.0.1 serves that store
+while headless Chromium renders, at 1440x900 (the first screen a reviewer sees), the
+runs list, the rejected and the last run's pages, the gate image, and the registry's
+version list into `bench/ui/*.png`.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def _chromium() -> str:
     sys.exit("bench.ui: no chromium found: `apt-get install chromium` (Debian) and run again")
 
 
-def _retrain(home: Path) -> None:
+def _retrain(home: Path, *extra: str) -> None:
     sets = [
         f"store.root={home / 'store'}",
         f"mlflow.tracking_uri=sqlite:///{home / 'mlflow.db'}",
         f"train.run_dir={home / 'runs'}",
+        *extra,
     ]
     args = ["retrain"] + [a for s in sets for a in ("--set", s)]
     if semilabel(args) not in (0, 1):  # 1: a rejected candidate is still a run to review
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
         _retrain(home)
+        _retrain(home, "train.shuffle_labels=true")
         _retrain(home)
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -106,20 +111,27 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
         else:
             sys.exit("bench.ui: mlflow server did not come up within 120 s")
-        page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-        _shoot(browser, f"{page}?workflowType=machine_learning", HERE / "run.png", 1500)
-        _shoot(
-            browser,
-            f"{page}/artifacts/gate/gate_checks.png?workflowType=machine_learning",
-            HERE / "artifacts.png",
-            1100,
+        exp = f"{base}/#/experiments/{run.info.experiment_id}"
+        rejected = next(
+            (
+                v
+                for v in client.search_model_versions(f"name='{MODEL}'")
+                if v.tags.get("semilabel.gate") == "rejected"
+            ),
+            None,
         )
-        _shoot(
-            browser,
-            f"{base}/#/models/{MODEL}/versions/{latest.version}",
-            HERE / "version.png",
-            1300,
-        )
+        shots = [(f"{exp}/runs", "runs.png")]
+        if rejected is not None:
+            shots.append((f"{exp}/runs/{rejected.run_id}", "run_rejected.png"))
+        page = f"{exp}/runs/{run.info.run_id}"
+        shots += [
+            (page, "run.png"),
+            (f"{page}/artifacts/gate/gate_checks.png", "artifacts.png"),
+            (f"{base}/#/models/{MODEL}", "versions.png"),
+        ]
+        for url, name in shots:
+            view = "?workflowType=machine_learning" if "/runs" in url else ""
+            _shoot(browser, url + view, HERE / name, 900)
     finally:
         server.terminate()
         server.wait(timeout=30)

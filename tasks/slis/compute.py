@@ -59,6 +59,7 @@ class RunFacts:
     label_model_gold_accuracy: float | None = None
     retrain_outcomes: tuple[bool, ...] = ()
     drift: tuple[DriftCheck, ...] = ()
+    gold_shifted: bool = False  # monitor: the champion and its predecessor regressed alike
     now: datetime = field(default_factory=utcnow)
 
 
@@ -311,6 +312,9 @@ def compute_slis(store: Store, cfg: Config, facts: RunFacts) -> list[Sli]:
     if cfg.labels.cost_per_label and human:
         spend = _spend(store, cfg.labels.cost_per_label)
         out.append(Sli("label_cost_per_verified_label", spend / len(human)))
+
+    if facts.flow == "monitor":
+        out.append(Sli("gold_shift", float(facts.gold_shifted), (), 0.0, facts.gold_shifted))
 
     # the gate, and a minority class's collapse as a label-health breach
     gate = facts.gate

@@ -61,6 +61,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("source_uri", pa.string()),
             ("ingested_at", _TS),
             ("run_id", pa.string()),  # the ingest run that stored it (null before 0.2)
+            # A manifest's source.metadata_columns (region, camera...), for the gate's
+            # slices; null for other sources and in files written before the column existed.
+            ("metadata", pa.map_(pa.string(), pa.string())),
         ]
     ),
     LABELS: pa.schema(

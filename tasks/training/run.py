@@ -9,7 +9,6 @@ import logging
 import platform
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
 from models import Callback, TrainResult, TrainSettings, fit
-from models.collapse import FACTOR, ClassShare, pseudo_label_shares
 from models.distributed import fit_distributed
 from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
@@ -33,6 +31,7 @@ from tasks.tracking import (
     snapshot_dataset,
     tidy,
 )
+from tasks.training.collapse import report_pseudo_label_collapse
 from tasks.training.data import TrainingSet, load_training_data
 from tasks.training.decoded_cache import cache_root
 from tasks.training.run_dir import claim_run_dir
@@ -279,133 +278,6 @@ def train_and_log(
     finally:
         if active is None:
             mlflow.end_run()
-
-
-@dataclass(frozen=True)
-class CollapseVerdict:
-    """Did pseudo-labeling go wrong? Every reason it did, everything that could not be
-    judged, and what was judged fine; `line()` is the tag `semilabel.pseudo_label_collapse`."""
-
-    collapsed: tuple[str, ...]
-    not_measured: tuple[str, ...]
-    fine: tuple[str, ...]
-
-    def line(self) -> str:
-        """`collapsed: ...` on any reason; else `not measured: ...` when something could
-        not be judged; `ok: ...` only when both checks were measured and passed."""
-        if self.collapsed:
-            missing = "; not measured: " + "; ".join(self.not_measured) if self.not_measured else ""
-            return "collapsed: " + "; ".join(self.collapsed) + missing
-        if self.not_measured:
-            return "not measured: " + "; ".join(self.not_measured + self.fine)
-        return "ok: " + "; ".join(self.fine)
-
-
-def collapse_verdict(
-    history: Sequence[dict[str, float]],
-    shares: Sequence[ClassShare],
-    classes: tuple[str, ...],
-    settings: TrainSettings,
-    off_at: int | None,
-) -> CollapseVerdict:
-    """Judge the pseudo-labels twice: their precision on gold dev against the feedback-loop
-    guard's floor (where the guard fired, and at the student's last evaluation, which the
-    guard never acts on), and each class's share (`shares`, see `models.collapse`). Class
-    shares alone miss a pseudo-labeler that is balanced and wrong: precision is the check
-    that sees it."""
-    collapsed: list[str] = []
-    missing: list[str] = []
-    fine: list[str] = []
-    floor = settings.pseudo_label_precision_floor
-    need = max(1, settings.guard_min_pseudo_labels)
-    evals = [r for r in history if "eval_pseudo_label_count" in r]  # the student's evaluations
-    if off_at is not None and floor is not None:  # the guard fires only below a floor
-        at = next((r for r in evals if int(r["step"]) == off_at), {})
-        precision = at.get("eval_pseudo_label_precision", float("nan"))
-        collapsed.append(
-            f"precision {precision:.3g} < floor {floor:g} at step {off_at}, "
-            "where the guard switched pseudo-labeling off"
-        )
-    if not any("eval_teacher_accuracy" in r for r in history):
-        missing.append("no gold dev labels")
-    elif not evals:
-        missing.append("no student evaluation on gold dev")
-    else:
-        last = evals[-1]
-        step, n = int(last["step"]), int(last["eval_pseudo_label_count"])
-        precision = last.get("eval_pseudo_label_precision", float("nan"))
-        if n < need or precision != precision:
-            missing.append(f"{n} pseudo-labels kept on gold dev at step {step}, {need} needed")
-        elif floor is None:
-            missing.append(
-                f"precision {precision:.3g} at step {step} not judged: no floor "
-                "(health.pseudo_label_precision_floor: null)"
-            )
-        elif precision < floor:
-            if step != off_at:
-                collapsed.append(f"precision {precision:.3g} < floor {floor:g} at step {step}")
-        else:
-            fine.append(
-                f"precision {precision:.3g} >= floor {floor:g} at step {step} "
-                f"({n} pseudo-labels on gold dev)"
-            )
-    if not shares:
-        missing.append("no pseudo-labels counted for class shares")
-    collapsed += [
-        f"class {classes[s.index]} {s.state} "
-        f"({100 * s.share:.1f}% of pseudo-labels vs {100 * s.expected:.1f}% expected)"
-        for s in shares
-        if s.state != "ok"
-    ]
-    if shares and all(s.state == "ok" for s in shares):
-        fine.append(f"class shares within {FACTOR:g}x of the labeled shares")
-    return CollapseVerdict(tuple(collapsed), tuple(missing), tuple(fine))
-
-
-def report_pseudo_label_collapse(
-    result: TrainResult, settings: TrainSettings, classes: tuple[str, ...], training: TrainingSet
-) -> str:
-    """Judge the run's pseudo-labels (`collapse_verdict`): each class's late share of the
-    pseudo-label weight against its share of the labeled set, logged as
-    `pseudo_labels/share_<class>`; a warning for each reason they collapsed; the verdict
-    as the tag `semilabel.pseudo_label_collapse`. Returns the verdict's line."""
-    import mlflow
-
-    prior = [training.class_counts.get(c, 0) + 1 for c in classes]  # +1: none is impossible
-    shares = pseudo_label_shares(result.history, prior)
-    if shares:
-        mlflow.log_metrics(
-            {f"pseudo_labels/share_{classes[s.index]}": tidy(s.share) for s in shares}
-        )
-    for s in shares:
-        if s.state != "ok":
-            log.warning(
-                "pseudo-labels of class %s %s: %.1f%% of the pseudo-label weight in the last "
-                "quarter of the student phase, against %.1f%% of the labeled examples. The "
-                "model is %s; consider train.distribution_alignment: prior, train.threshold: "
-                "freematch, or more human labels of class %s",
-                classes[s.index],
-                s.state,
-                100 * s.share,
-                100 * s.expected,
-                "no longer predicting it" if s.state == "collapsed" else "over-predicting it",
-                classes[s.index],
-            )
-    verdict = collapse_verdict(
-        result.history, shares, classes, settings, result.pseudo_labeling_off_at
-    )
-    if result.pseudo_labeling_off_at is None:  # else the guard has warned already
-        for reason in verdict.collapsed:
-            if reason.startswith("precision"):
-                log.warning(
-                    "pseudo-labels collapsed: %s on gold dev (the last evaluation: too late "
-                    "for the guard). The student learned from wrong pseudo-labels; check the "
-                    "training labels against gold dev",
-                    reason,
-                )
-    said = verdict.line()
-    mlflow.set_tag("semilabel.pseudo_label_collapse", said)
-    return said
 
 
 def _last_eval(result: TrainResult) -> dict[str, float]:

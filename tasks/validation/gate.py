@@ -1,115 +1,42 @@
-"""Gold-set metrics and the promotion gate, as pure functions of numbers.
+"""The promotion gate, decided on evidence: every metric with its confidence bounds,
+every comparison with the champion paired on the same gold examples.
 
-The gate fails closed: too little gold evidence, a metric under its floor, a class whose
-recall is under the per-class floor (or that the gold test part does not contain at all),
-or a change for the worse against the champion beyond the allowed tolerance each refuse
-promotion, and every violation is listed, not just the first. A check switched off in
-the config (`null`) is listed too, as disabled, so a report never hides what it did not
-check. Nothing here reads files, models or registries.
+Each check has three outcomes. A floor *passes* when its lower bound clears it, *fails*
+when its upper bound is below it, and is otherwise *undecided*; a comparison with the
+champion passes when the bound on the difference shows the candidate no worse than
+`gate.max_regression` allows, fails when it shows it worse, and is otherwise undecided
+(a tie within noise is never a regression). The gate is `rejected` when any check
+failed, `undecided` when none failed and some could not be decided (the champion stays;
+the report says how many more gold test labels would most likely decide it), and
+`passed` only when every check passed. Every check is listed, violated, undecided or
+disabled. Nothing here reads files, models or registries.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
-from configs.schema import GateConfig, MonitorConfig
+from configs.schema import GateConfig
+from tasks.validation.evidence import (
+    Bounds,
+    PairedCounts,
+    Predictions,
+    bootstrap_metrics,
+    labels_to_decide,
+    mcnemar_p,
+    paired_accuracy_bounds,
+    percentile_bounds,
+    proportion_bounds,
+)
+from tasks.validation.metrics import HIGHER_IS_BETTER, METRICS, GoldMetrics, gold_metrics
 
-ECE_BINS = 15
-METRICS = ("accuracy", "macro_f1", "ece")
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "ece": False}
-
-
-@dataclass(frozen=True)
-class GoldMetrics:
-    n: int
-    accuracy: float
-    macro_f1: float
-    ece: float
-    per_class_recall: dict[str, float]  # classes present in the gold set only
-    per_class_precision: dict[str, float]
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
-    absent_classes: tuple[str, ...] = ()  # taxonomy classes with no gold example
-
-    def scalars(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "ece": self.ece}
-
-    @property
-    def worst_class_recall(self) -> float:
-        return min(self.per_class_recall.values()) if self.per_class_recall else math.nan
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def gold_metrics(probs: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> GoldMetrics:
-    """Metrics of predicted probabilities (N, K) against true class indices (N,)."""
-    k = len(classes)
-    pred = probs.argmax(1)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    tp = np.diag(confusion).astype(float)
-    support = confusion.sum(1).astype(float)
-    predicted = confusion.sum(0).astype(float)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    f1 = np.divide(
-        2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0
-    )
-    present = support > 0
-    return GoldMetrics(
-        n=int(len(y)),
-        accuracy=float((pred == y).mean()) if len(y) else 0.0,
-        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
-        ece=expected_calibration_error(probs, y),
-        per_class_recall={c: float(recall[i]) for i, c in enumerate(classes) if present[i]},
-        per_class_precision={c: float(precision[i]) for i, c in enumerate(classes)},
-        confusion=confusion.tolist(),
-        absent_classes=tuple(c for i, c in enumerate(classes) if not present[i]),
-    )
-
-
-def calibration_bins(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
-    """Per confidence bin: its range, count, mean confidence and accuracy (for the ECE
-    and the reliability diagram)."""
-    conf = probs.max(1) if len(y) else np.zeros(0)
-    correct = probs.argmax(1) == y if len(y) else np.zeros(0, bool)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    out = []
-    for b in range(bins):
-        sel = which == b
-        n = int(sel.sum())
-        out.append(
-            {
-                "lo": float(edges[b]),
-                "hi": float(edges[b + 1]),
-                "count": n,
-                "confidence": float(conf[sel].mean()) if n else math.nan,
-                "accuracy": float(correct[sel].mean()) if n else math.nan,
-            }
-        )
-    return out
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over confidence bins of |accuracy - confidence| weighted by the bin's share."""
-    if len(y) == 0:
-        return 0.0
-    return float(
-        sum(
-            b["count"] / len(y) * abs(b["accuracy"] - b["confidence"])
-            for b in calibration_bins(probs, y, bins)
-            if b["count"]
-        )
-    )
-
-
-# -- the gate policy, typed --------------------------------------------------------------
+PASSED, REJECTED, UNDECIDED = "passed", "rejected", "undecided"
 
 
 @dataclass(frozen=True)
@@ -130,15 +57,25 @@ class GatePolicy:
     floors: Thresholds  # for ece: a ceiling
     min_class_recall: float | None
     max_regression: Thresholds  # largest change for the worse vs the champion
+    confidence: float = 0.95
+    min_labels_per_class: int = 1
+    bootstrap_samples: int = 1000
+    seed: int = 0
+    slices: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, gate: GateConfig) -> GatePolicy:
+    def from_config(cls, gate: GateConfig, seed: int = 0) -> GatePolicy:
         f, r = gate.floors, gate.max_regression
         return cls(
             gate.min_gold_labels,
             Thresholds(f.accuracy, f.macro_f1, f.ece),
             gate.min_class_recall,
             Thresholds(r.accuracy, r.macro_f1, r.ece),
+            gate.confidence,
+            gate.min_labels_per_class,
+            gate.bootstrap_samples,
+            seed,
+            tuple(gate.slices),
         )
 
 
@@ -150,10 +87,22 @@ class Check:
     passed: bool
     rule: str
     higher_is_better: bool = True
+    low: float = math.nan  # the value's one-sided confidence bounds (NaN: a count or a flag)
+    high: float = math.nan
+    undecided: bool = False  # the evidence is too thin either way
+    labels_needed: int = 0  # undecided: gold test labels in all that would most likely decide
 
     @property
     def disabled(self) -> bool:
         return self.threshold is None
+
+    @property
+    def status(self) -> str:
+        if self.disabled:
+            return "disabled"
+        if self.undecided:
+            return "undecided"
+        return "pass" if self.passed else "FAIL"
 
     @property
     def margin(self) -> float:
@@ -163,33 +112,78 @@ class Check:
         gap = self.value - self.threshold
         return gap if self.higher_is_better else -gap
 
+    def shown(self) -> str:
+        """`value [low, high]`, or the bare value for a count or a flag."""
+        if self.value != self.value:
+            return "—"
+        if self.low != self.low:
+            return f"{self.value:.0f}" if float(self.value).is_integer() else f"{self.value:.4f}"
+        signed = "+" if self.name.endswith("_vs_champion") or self.name.startswith("slice") else ""
+        return f"{self.value:{signed}.4f} [{self.low:{signed}.4f}, {self.high:{signed}.4f}]"
+
+    def sentence(self) -> str:
+        """The check in one line: name, value with bounds, the rule and the outcome."""
+        return f"{self.name} {self.shown()} {self.rule}: {self.status}"
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One slice of gold test (e.g. source=camera-2): its accuracy with bounds, and the
+    paired difference with the champion on the slice's examples."""
+
+    key: str
+    group: str
+    n: int
+    accuracy: Bounds
+    vs_champion: Bounds | None
+    blocked: bool
+
 
 @dataclass(frozen=True)
 class GateReport:
-    passed: bool
+    verdict: str  # passed | rejected | undecided
     candidate: GoldMetrics
     champion: GoldMetrics | None
     champion_version: str | None
     checks: list[Check] = field(default_factory=list)
     gold_sizes: dict[str, int] = field(default_factory=dict)  # dev/test human-labeled gold
+    confidence: float = 0.95
+    bounds: dict[str, Bounds] = field(default_factory=dict)  # the candidate's metrics
+    gain: Bounds | None = None  # accuracy(candidate) - accuracy(champion), paired
+    mcnemar_p: float | None = None
+    slices: list[SliceResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASSED
+
+    @property
+    def decision(self) -> str:
+        return self.verdict
 
     @property
     def violations(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if c.status == "FAIL"]
+
+    @property
+    def undecided(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "undecided"]
 
     @property
     def disabled(self) -> list[Check]:
         return [c for c in self.checks if c.disabled]
 
     @property
-    def decision(self) -> str:
-        return "passed" if self.passed else "rejected"
+    def labels_needed(self) -> int:
+        """How many more gold test labels would most likely decide every undecided check
+        (0 when nothing is undecided)."""
+        need = max((c.labels_needed for c in self.undecided), default=0)
+        return max(0, need - self.candidate.n) if self.undecided else 0
 
     @property
-    def gold_labels_missing(self) -> int:
-        """How many more gold test labels the gate needs before it will decide."""
-        need = next((c.threshold for c in self.checks if c.name == "gold_labels"), 0) or 0
-        return max(0, int(need) - self.candidate.n)
+    def significant_gain(self) -> bool:
+        """The candidate is more accurate than the champion beyond noise."""
+        return self.gain is not None and self.gain.low > 0
 
     def tightest(self) -> Check | None:
         """The enabled check closest to failing (or failing by the most)."""
@@ -199,143 +193,286 @@ class GateReport:
     def summary(self) -> str:
         enabled = [c for c in self.checks if not c.disabled]
         off = f"; {len(self.disabled)} disabled by config" if self.disabled else ""
-        if self.passed:
+        if self.verdict == PASSED:
             return f"passed: {len(enabled)} checks{off}"
-        return "rejected: " + "; ".join(f"{c.name} {c.rule}" for c in self.violations)
+        if self.verdict == REJECTED:
+            return "rejected: " + "; ".join(c.sentence() for c in self.violations)
+        return (
+            "undecided: "
+            + "; ".join(c.sentence() for c in self.undecided)
+            + f" (about {self.labels_needed} more gold test labels would decide)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "decision": self.decision,
+            "confidence": self.confidence,
             "champion_version": self.champion_version,
             "gold_sizes": self.gold_sizes,
-            "checks": [{**asdict(c), "disabled": c.disabled} for c in self.checks],
+            "labels_needed": self.labels_needed,
+            "checks": [
+                {**asdict(c), "disabled": c.disabled, "status": c.status} for c in self.checks
+            ],
+            "bounds": {k: asdict(b) for k, b in self.bounds.items()},
+            "gain": asdict(self.gain) if self.gain else None,
+            "mcnemar_p": self.mcnemar_p,
+            "slices": [asdict(s) for s in self.slices],
             "candidate": self.candidate.to_dict(),
             "champion": self.champion.to_dict() if self.champion else None,
         }
 
 
-def _cmp(metric: str) -> str:
-    return ">=" if HIGHER_IS_BETTER[metric] else "<="
+@dataclass(frozen=True)
+class GoldEvidence:
+    """What the gate judges: the true class of each gold test example, the candidate's
+    class probabilities on it, the champion's on the same examples, and the slices each
+    example belongs to (slice key -> (N,) group names)."""
+
+    classes: tuple[str, ...]
+    y: np.ndarray  # (N,) class indices
+    candidate: np.ndarray  # (N, K) probabilities
+    champion: np.ndarray | None = None  # (N, K), the same examples in the same order
+    slices: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+def _floor_check(
+    name: str, bounds: Bounds, floor: float, higher_is_better: bool, n: int, per: int | None = None
+) -> Check:
+    """A floor (a ceiling when lower is better) judged on the value's bounds. `per`: the
+    labels behind this value when it is a part of the `n` gold labels (one class)."""
+    worst, best = (bounds.low, bounds.high) if higher_is_better else (bounds.high, bounds.low)
+    ok = worst >= floor if higher_is_better else worst <= floor
+    bad = best < floor if higher_is_better else best > floor
+    if bounds.value != bounds.value:
+        ok, bad = False, False
+    # The rule says what decided it: the bound that cleared the floor, the one that missed
+    # it, or that the floor lies between the two.
+    good, poor = (">=", "<") if higher_is_better else ("<=", ">")
+    near, far = ("lower", "upper") if higher_is_better else ("upper", "lower")
+    if ok:
+        rule = f"{near} bound {good} {floor}"
+    elif bad:
+        rule = f"{far} bound {poor} {floor}"
+    else:
+        rule = f"bounds straddle {floor}: {near} bound {good} {floor} needed"
+    need = 0
+    if not ok and not bad:
+        own = per if per is not None else n
+        need = labels_to_decide(own, bounds, floor)
+        need = math.ceil(need * n / own) if per else need
+    return Check(
+        name, bounds.value, floor, ok, rule, higher_is_better, bounds.low, bounds.high,
+        not ok and not bad, need,
+    )  # fmt: skip
+
+
+def _champion_check(metric: str, diff: Bounds, tol: float, n: int) -> Check:
+    """The paired difference candidate - champion against the allowed regression."""
+    hib = HIGHER_IS_BETTER[metric]
+    limit = -tol if hib else tol
+    check = _floor_check(f"{metric}_vs_champion", diff, limit, hib, n)
+    what = "drop" if hib else "rise"
+    return _with_rule(check, f"{what} <= {tol} vs champion: {check.rule}")
+
+
+def _with_rule(check: Check, rule: str) -> Check:
+    return Check(**{**asdict(check), "rule": rule})
+
+
+def _more_for_class(have: int, minimum: int, share: float, confidence: float) -> int:
+    """Gold test labels to add so a class with `share` of them most likely (at
+    `confidence`) reaches `minimum`: the smallest x with
+    have + share x - z sqrt(share (1 - share) x) >= minimum."""
+    z = float(norm.ppf(confidence))
+    gap = minimum - have
+    if gap <= 0:
+        return 0
+    spread = z * math.sqrt(share * (1 - share))
+    root = (spread + math.sqrt(spread**2 + 4 * share * gap)) / (2 * share)
+    return math.ceil(root**2)
+
+
+def _class_counts_check(
+    y: np.ndarray, classes: tuple[str, ...], minimum: int, confidence: float
+) -> Check:
+    counts = np.bincount(y, minlength=len(classes))
+    short = [c for c, m in zip(classes, counts, strict=True) if m < minimum]
+    n = len(y)
+    need = 0
+    if short:
+        # a class's share of gold test: as observed, but never under a uniform share
+        shares = [max(m / n if n else 0.0, 1.0 / len(classes)) for m in counts]
+        need = n + max(
+            _more_for_class(int(m), minimum, s, confidence)
+            for m, s in zip(counts, shares, strict=True)
+            if m < minimum
+        )
+    names = ", ".join(short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+    return Check(
+        "labels_per_class",
+        float(counts.min()) if len(counts) else 0.0,
+        float(minimum),
+        not short,
+        f">= {minimum} gold test labels of every class" + (f" (too few: {names})" if short else ""),
+        undecided=bool(short),
+        labels_needed=need,
+    )
+
+
+def _slice_results(
+    ev: GoldEvidence, cand_ok: np.ndarray, champ_ok: np.ndarray | None, policy: GatePolicy
+) -> tuple[list[SliceResult], list[Check]]:
+    results: list[SliceResult] = []
+    checks: list[Check] = []
+    tol = policy.max_regression.accuracy
+    for key in policy.slices:
+        groups = ev.slices.get(key)
+        if groups is None or len(np.unique(groups)) < 2:
+            continue  # one group is the whole gold set, judged above
+        for group in sorted(np.unique(groups).tolist()):
+            sel = groups == group
+            n = int(sel.sum())
+            acc = proportion_bounds(int(cand_ok[sel].sum()), n, policy.confidence)
+            diff = None
+            blocked = False
+            if champ_ok is not None:
+                diff = paired_accuracy_bounds(
+                    PairedCounts.of(cand_ok[sel], champ_ok[sel]), policy.confidence
+                )
+                if tol is not None:
+                    blocked = diff.high < -tol
+                    checks.append(
+                        Check(
+                            f"slice[{key}={group}]_accuracy_vs_champion",
+                            diff.value,
+                            -tol,
+                            not blocked,
+                            f"not significantly worse than the champion by more than {tol} "
+                            f"({n} labels; upper bound >= {-tol})",
+                            True,
+                            diff.low,
+                            diff.high,
+                        )
+                    )
+            results.append(SliceResult(key, str(group), n, acc, diff, blocked))
+    return results, checks
 
 
 def decide(
-    candidate: GoldMetrics,
-    champion: GoldMetrics | None,
+    evidence: GoldEvidence,
     policy: GatePolicy,
     champion_version: str | None = None,
     gold_sizes: dict[str, int] | None = None,
     extra: Sequence[Check] = (),
 ) -> GateReport:
-    """Apply the gate policy. Fails closed; lists every check, violated or disabled.
-    `extra`: checks decided elsewhere that must pass too (e.g. drift, when it blocks)."""
-    checks: list[Check] = [
+    """Apply the gate policy to the evidence (see the module). `extra`: checks decided
+    elsewhere that must pass too (e.g. drift, when it blocks)."""
+    ev, classes, conf = evidence, evidence.classes, policy.confidence
+    k, n = len(classes), len(evidence)
+    y = np.asarray(ev.y, dtype=np.int64)
+    cand = gold_metrics(ev.candidate, y, classes)
+    champ = gold_metrics(ev.champion, y, classes) if ev.champion is not None else None
+    models = [Predictions.of(ev.candidate)] + (
+        [Predictions.of(ev.champion)] if ev.champion is not None else []
+    )
+    boot = bootstrap_metrics(y, models, k, samples=policy.bootstrap_samples, seed=policy.seed)
+    cand_ok = models[0].pred == y
+    bounds = {
+        "accuracy": proportion_bounds(int(cand_ok.sum()), n, conf),
+        "macro_f1": percentile_bounds(cand.macro_f1, boot[0]["macro_f1"], conf),
+        "ece": percentile_bounds(cand.ece, boot[0]["ece"], conf),
+        "worst_class_recall": percentile_bounds(
+            cand.worst_class_recall, boot[0]["worst_class_recall"], conf
+        ),
+    }
+    checks = [
         Check(
             "gold_labels",
-            candidate.n,
-            policy.min_gold_labels,
-            candidate.n >= policy.min_gold_labels,
-            f">= {policy.min_gold_labels} gold test labels (too few: no decision on thin evidence)",
-        )
+            float(n),
+            float(policy.min_gold_labels),
+            n >= policy.min_gold_labels,
+            f">= {policy.min_gold_labels} gold test labels",
+            undecided=n < policy.min_gold_labels,
+            labels_needed=policy.min_gold_labels,
+        ),
+        _class_counts_check(y, classes, policy.min_labels_per_class, conf),
     ]
-    values = candidate.scalars()
     for metric, floor in policy.floors.items():
-        name = f"{metric}_{'floor' if HIGHER_IS_BETTER[metric] else 'ceiling'}"
-        if floor is None:
-            checks.append(Check(name, values[metric], None, True, "disabled by config"))
-            continue
         hib = HIGHER_IS_BETTER[metric]
-        ok = values[metric] >= floor if hib else values[metric] <= floor
-        checks.append(Check(name, values[metric], floor, ok, f"{_cmp(metric)} {floor}", hib))
-    floor = policy.min_class_recall
-    for cls, recall in candidate.per_class_recall.items():
+        name = f"{metric}_{'floor' if hib else 'ceiling'}"
         if floor is None:
-            checks.append(Check(f"recall[{cls}]", recall, None, True, "disabled by config"))
+            checks.append(Check(name, bounds[metric].value, None, True, "disabled by config"))
         else:
-            checks.append(Check(f"recall[{cls}]", recall, floor, recall >= floor, f">= {floor}"))
-    for cls in candidate.absent_classes:
-        # A class the gold test part does not contain cannot be vouched for.
-        checks.append(
-            Check(
-                f"recall[{cls}]",
-                math.nan,
-                floor,
-                floor is None,
-                "disabled by config"
-                if floor is None
-                else f">= {floor}: class absent from the gold test set, its recall cannot "
-                "be checked (add gold labels for it)",
-            )
-        )
-    if champion is not None:
-        base = champion.scalars()
-        for metric, tol in policy.max_regression.items():
-            name = f"{metric}_vs_champion"
-            if tol is None:
-                checks.append(Check(name, values[metric], None, True, "disabled by config"))
-                continue
-            hib = HIGHER_IS_BETTER[metric]
-            limit = base[metric] - tol if hib else base[metric] + tol
-            ok = values[metric] >= limit if hib else values[metric] <= limit
+            checks.append(_floor_check(name, bounds[metric], floor, hib, n))
+    counts = np.bincount(y, minlength=k)
+    hits = np.bincount(y[cand_ok], minlength=k)
+    floor = policy.min_class_recall
+    for i, cls in enumerate(classes):
+        name = f"recall[{cls}]"
+        if floor is None:
+            value = hits[i] / counts[i] if counts[i] else math.nan
+            checks.append(Check(name, value, None, True, "disabled by config"))
+        elif counts[i] == 0:  # a class gold test lacks cannot be vouched for: not yet
             checks.append(
                 Check(
                     name,
-                    values[metric],
-                    limit,
-                    ok,
-                    f"{'drop' if hib else 'rise'} <= {tol} vs champion {base[metric]:.4f}",
-                    hib,
+                    math.nan,
+                    floor,
+                    False,
+                    f"lower bound >= {floor}: class absent from the gold test set",
+                    undecided=True,
+                    labels_needed=n + max(policy.min_labels_per_class, 1) * k,
                 )
             )
-    checks += list(extra)
-    # NaN compares false everywhere, so a NaN metric fails its check: closed by default.
-    passed = all(c.passed for c in checks)
-    return GateReport(passed, candidate, champion, champion_version, checks, gold_sizes or {})
-
-
-# -- the monitor's comparison ------------------------------------------------------------
-
-
-def regressions_since_gate(
-    now: GoldMetrics, baseline: dict[str, float], monitor: MonitorConfig
-) -> list[str]:
-    """Each metric that got worse than at the champion's gate by more than its tolerance
-    (a NaN counts as worse), as a sentence."""
-    t = monitor.tolerance
-    out = []
-    for metric, tol in Thresholds(t.accuracy, t.macro_f1, t.ece).items():
-        if tol is None or metric not in baseline:
-            continue
-        value = now.scalars()[metric]
-        delta = value - baseline[metric]
-        worse = -delta if HIGHER_IS_BETTER[metric] else delta
-        if not worse <= tol:
-            out.append(
-                f"{metric} {baseline[metric]:.4f} -> {value:.4f} "
-                f"(worse by {worse:.4f} > tolerance {tol})"
-            )
-    return out
-
-
-@dataclass(frozen=True)
-class MonitorReport:
-    """What one monitor run found about the live champion, and what it did.
-
-    action: ok | rolled_back | no_champion | no_baseline | insufficient_gold |
-    champion_moved | nothing_to_roll_back. Only `ok` vouches for the champion."""
-
-    model_name: str
-    champion_version: str | None  # the version measured (before any action)
-    action: str
-    n_gold: int
-    metrics: dict[str, float]
-    baseline: dict[str, float]  # the champion's gate-time metrics
-    regressions: list[str]
-    rolled_back_to: str | None = None
-    absent_classes: tuple[str, ...] = ()
-    detail: str = ""
-    label_health: str = ""  # the label-health report of the same run (Markdown)
-
-    @property
-    def healthy(self) -> bool:
-        return self.action == "ok"
+        else:
+            b = proportion_bounds(int(hits[i]), int(counts[i]), conf)
+            checks.append(_floor_check(name, b, floor, True, n, per=int(counts[i])))
+    gain = p_value = None
+    champ_ok = None
+    if champ is not None:
+        champ_ok = models[1].pred == y
+        paired = PairedCounts.of(cand_ok, champ_ok)
+        gain = paired_accuracy_bounds(paired, conf)
+        p_value = mcnemar_p(paired.gained, paired.lost)
+        diffs = {
+            "accuracy": gain,
+            **{
+                m: percentile_bounds(
+                    cand.scalars()[m] - champ.scalars()[m], boot[0][m] - boot[1][m], conf
+                )
+                for m in ("macro_f1", "ece")
+            },
+        }
+        for metric, tol in policy.max_regression.items():
+            if tol is None:
+                checks.append(
+                    Check(
+                        f"{metric}_vs_champion",
+                        diffs[metric].value,
+                        None,
+                        True,
+                        "disabled by config",
+                    )
+                )
+            else:
+                checks.append(_champion_check(metric, diffs[metric], tol, n))
+    slices, slice_checks = _slice_results(ev, cand_ok, champ_ok, policy)
+    checks += slice_checks + list(extra)
+    # A NaN value (no evidence) is undecided, never passed: the gate stays closed.
+    if any(c.status == "FAIL" for c in checks):
+        verdict = REJECTED
+    elif any(c.status == "undecided" for c in checks):
+        verdict = UNDECIDED
+    else:
+        verdict = PASSED
+    return GateReport(
+        verdict, cand, champ, champion_version, checks, gold_sizes or {}, conf, bounds,
+        gain, p_value, slices,
+    )  # fmt: skip

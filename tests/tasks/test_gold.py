@@ -1,10 +1,15 @@
 """The gold set: the right examples, their labels and pixels, each once, with a snapshot."""
 
+from pathlib import Path
+
 import numpy as np
 
+from configs.schema import load_config
 from tasks.gold import GoldSpec, load_gold_set
 from tasks.image_decode import decode_images
-from tasks.store import DEV, EXAMPLES, TEST, Store, human_labels
+from tasks.ingest import ingest_records, open_source
+from tasks.store import DEV, EXAMPLES, TEST, Store, content_id, human_labels
+from tests.conftest import digit_png, write
 
 
 def test_the_gold_part_holds_its_human_labeled_examples_decoded_once_each(store_cfg):
@@ -24,3 +29,43 @@ def test_the_gold_part_holds_its_human_labeled_examples_decoded_once_each(store_
     assert gold.y.tolist() == [spec.classes.index(human[e][0]) for e in gold.ids]
     assert gold.label_event_ids == [human[e][1] for e in gold.ids]
     assert store.count_snapshot(gold.snapshot_id) == 2 * len(gold)  # examples + events
+
+
+def test_gold_slices_carry_each_metadata_key_with_unknown_where_it_is_missing(
+    store_root: str, tmp_path: Path
+):
+    cfg = load_config(
+        overrides={
+            "store.root": store_root,
+            "ingest.workers": 1,
+            "taxonomy.classes": ["0", "1", "2"],
+            "gold.fraction": 0.5,
+            "source.kind": "manifest",
+            "source.path": str(tmp_path / "m.csv"),
+            "source.metadata_columns": ["region", "camera"],
+            "gate.slices": ["source", "region"],
+        }
+    )
+    spec = GoldSpec.from_config(cfg)
+    images = [digit_png(i % 3, i) for i in range(60)]
+    ids = [content_id(data) for data in images]
+    # a region by row, every fifth left empty; a camera on one gold test example only
+    regions = {e: f"r{i % 2}" if i % 5 else "" for i, e in enumerate(ids)}
+    on_camera = ids[list(spec.split.parts(ids)).index(TEST)]
+    lines = ["path,label,region,camera"]
+    for i, (e, data) in enumerate(zip(ids, images, strict=True)):
+        write(tmp_path / f"img/{i}.png", data)
+        lines.append(f"img/{i}.png,{i % 3},{regions[e]},{'cam-1' if e == on_camera else ''}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    name, total, records = open_source(cfg)
+    ingest_records(Store(store_root), records, cfg, source_name=name, run_id="r", total=total)
+
+    gold = load_gold_set(Store(store_root), spec, TEST)
+
+    assert len(gold) > 5 and on_camera in gold.ids
+    assert set(gold.slices) == {"source", "ingest_date", "region", "camera"}
+    assert gold.slices["region"].tolist() == [regions[e] or "unknown" for e in gold.ids]
+    assert {"r0", "r1", "unknown"} <= set(gold.slices["region"])  # every group is present
+    assert gold.slices["camera"].tolist() == [
+        "cam-1" if e == on_camera else "unknown" for e in gold.ids
+    ]

@@ -16,6 +16,7 @@ from configs.schema import load_config
 from tasks.image_check import check_image
 from tasks.ingest import (
     DataContractError,
+    RawRecord,
     image_folder_records,
     ingest_records,
     manifest_records,
@@ -434,7 +435,7 @@ def _walk_records(base: Path) -> list[tuple]:
         label = rel[0] if rel and rel[0] != "unlabeled" else None
         for name in sorted(f for f in filenames if not f.startswith(".")):
             uri = f"{Path(dirpath).as_uri()}/{quote(name, safe='')}"
-            out.append((uri, None, label, None, os.path.join(dirpath, name), None))
+            out.append(tuple(RawRecord(uri, None, label, None, os.path.join(dirpath, name))))
     return out
 
 

@@ -4,6 +4,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +13,7 @@ from configs.schema import load_config
 from tasks.sampling.requests import Request, write_requests
 from tasks.slis.compute import RunFacts, compute_slis
 from tasks.store import DEV, EXAMPLES, LABELS, SCHEMAS, GoldSplit, Store
-from tasks.validation import GatePolicy, GoldMetrics, Thresholds, decide
+from tasks.validation import GatePolicy, GoldEvidence, Thresholds, decide
 from tests.conftest import label_events
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -167,15 +168,13 @@ def test_every_sli_equals_its_hand_computation(hand_store):
             "health.max_model_influenced": 0.1,
         }
     )
-    thin = GoldMetrics(
-        2, 0.5, 0.33, 0.1, {"0": 1.0, "1": 0.0}, {"0": 0.5, "1": 0.0}, [[1, 0], [1, 0]]
-    )
+    thin = GoldEvidence(("0", "1"), np.array([0, 1]), np.array([[0.6, 0.4], [0.8, 0.2]]))
     policy = GatePolicy(1, Thresholds(None, None, None), None, Thresholds(None, None, None))
     facts = RunFacts(
         flow="retrain",
         pseudo_label_precision=0.7,
         pseudo_label_coverage=0.4,
-        gate=decide(thin, None, policy),
+        gate=decide(thin, policy),
         retrain_outcomes=(True, False, True, True),
         now=NOW,
     )

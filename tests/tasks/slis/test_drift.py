@@ -112,7 +112,7 @@ def test_the_newest_ingest_batch_is_checked_against_earlier_ones(tmp_path, digit
 
 def test_drift_blocks_promotion_only_when_configured(digits):
     from tasks.slis import drift_gate_checks
-    from tasks.validation import GatePolicy, GoldMetrics, Thresholds, decide
+    from tasks.validation import GatePolicy, GoldEvidence, Thresholds, decide
 
     drifted = compare(
         "newest_batch",
@@ -122,10 +122,11 @@ def test_drift_blocks_promotion_only_when_configured(digits):
         rng=np.random.default_rng(0),
         **KW,
     )
-    good = GoldMetrics(500, 0.99, 0.99, 0.01, {"0": 0.99}, {"0": 0.99}, [[500]])
+    y = np.arange(500) % 2
+    good = GoldEvidence(("0", "1"), y, np.eye(2)[y] * 0.98 + 0.01)  # all right
     policy = GatePolicy(200, Thresholds(0.9, 0.9, None), 0.8, Thresholds(0.01, 0.01, 0.05))
-    assert decide(good, None, policy, extra=drift_gate_checks([drifted], "report")).passed
-    blocked = decide(good, None, policy, extra=drift_gate_checks([drifted], "block"))
-    assert not blocked.passed
+    assert decide(good, policy, extra=drift_gate_checks([drifted], "report")).passed
+    blocked = decide(good, policy, extra=drift_gate_checks([drifted], "block"))
+    assert blocked.verdict == "rejected"
     assert [c.name for c in blocked.violations] == ["drift[newest_batch]"]
     assert "pixel intensities differ" in blocked.violations[0].rule

@@ -103,6 +103,7 @@ def _examples(n: int, offset: int = 0) -> pa.Table:
             "source_uri": [f"mem://{i}" for i in ids],
             "ingested_at": [T0] * n,
             "run_id": ["ingest-1"] * n,
+            "metadata": [None] * n,
         },
         schema=SCHEMAS[EXAMPLES],
     )
@@ -150,3 +151,24 @@ def test_a_snapshot_from_arrow_ids_matches_one_from_lists_and_keeps_every_id(sto
     rows = store.read("snapshots").to_pydict()
     assert rows["item_id"] == ids + sorted(events)
     assert set(rows["snapshot_id"]) == {expected} and set(rows["run_id"]) == {"r1"}
+
+
+def test_an_examples_file_without_metadata_still_reads_with_the_full_schema(store_root: str):
+    store = Store(store_root)
+    old = _examples(2).drop_columns(["metadata"])  # as a version before metadata wrote it
+    folder = Path(store.path(EXAMPLES)) / "date=2026-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(old, folder / "part-old.parquet")
+    assert "metadata" not in pq.read_schema(folder / "part-old.parquet").names
+    new = _examples(1, offset=2).set_column(
+        9, "metadata", pa.array([{"region": "north"}], SCHEMAS[EXAMPLES].field("metadata").type)
+    )
+    store.write(EXAMPLES, new, when=T0)
+
+    got = store.read(EXAMPLES).to_pylist()
+    by_id = {r["example_id"]: r["metadata"] for r in got}
+    assert len(by_id) == 3
+    assert by_id[new.column("example_id")[0].as_py()] == [("region", "north")]
+    assert [by_id[e] for e in old.column("example_id").to_pylist()] == [None, None]
+    streamed = [b.num_rows for b in store.iter_batches(EXAMPLES, ["example_id", "metadata"])]
+    assert sum(streamed) == 3

@@ -370,7 +370,7 @@ def test_the_collapse_tag_says_ok_only_when_measured_and_fine(
     collapse_tracking: str, caplog, history, floor, off_at, said
 ):
     from models import TrainResult, TrainSettings
-    from tasks.training.run import report_pseudo_label_collapse
+    from tasks.training.collapse import report_pseudo_label_collapse
 
     result = TrainResult(None, None, 60, 0, "cpu", 0.0, history, off_at)  # type: ignore[arg-type]
     settings = TrainSettings(num_classes=3, pseudo_label_precision_floor=floor)
