@@ -43,6 +43,7 @@ from tasks.slis import (
 from tasks.tracking import ui_base
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
+from tasks.validation.next_step import cli_args
 from tasks.weak_labeling import weak_label_examples
 
 
@@ -83,16 +84,19 @@ def retrain(
             trained.model_uri,
             cfg.mlflow.trust_pickled_models,
         )
+        args = cli_args(config_path, overrides)
         report = gate_candidate(
             evaluation,
             GatePolicy.from_config(cfg.gate, cfg.seed),
             drift_gate_checks(drift, cfg.health.drift.on_breach),
+            args,
         )
         destination = Destination(
             ref,
             tuple(cfg.taxonomy.classes),
             str(cfg.store.root),
             ui_base(cfg.mlflow.tracking_uri, cfg.mlflow.ui_url),
+            args,
         )
         decision = register_and_decide(destination, trained, evaluation, report)
         facts = RunFacts(

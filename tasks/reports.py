@@ -231,19 +231,24 @@ def decision_markdown(
     undecided ones first, passing per-class recall folded into one row), the data, and
     who holds which alias now."""
     cand = report.candidate
-    shown = [c for c in report.checks if c.status in ("FAIL", "undecided")]
-    recall_ok = [c for c in report.checks if c.name.startswith("recall[") and c.status == "pass"]
-    shown += [
-        c
-        for c in report.checks
-        if c.status == "pass" and c not in recall_ok and c.name not in ("gold_labels",)
-    ]
+    recall = [c for c in report.checks if c.name.startswith("recall[") and not c.disabled]
+    folded = [c for c in recall if c.status != "FAIL"]
+    routine = ("gold_labels", "labels_per_class")
+    live = [c for c in report.checks if not c.disabled and c not in folded]
+    shown = [c for c in live if c.status in ("FAIL", "undecided")]
+    shown += [c for c in live if c.status == "pass" and c.name not in routine]
     rows = _check_rows(shown)
-    if recall_ok:
-        low = min(recall_ok, key=lambda c: c.low)
+    if folded:
+        passing = [c for c in folded if c.status == "pass"]
+        waiting = [c.name[len("recall[") : -1] for c in folded if c.status == "undecided"]
+        low = min(passing, key=lambda c: c.low) if passing else None
         rows.append(
-            f"| recall, {len(recall_ok)} classes | lowest bound: {low.name} {low.shown()} | "
-            f"{low.threshold:g} | lower bound >= {low.threshold:g} | pass |"
+            f"| recall, {len(recall)} classes | "
+            + (f"lowest bound: {low.name} {low.shown()}" if low else "—")
+            + f" | {folded[0].threshold:g} | lower bound >= {folded[0].threshold:g} | "
+            + f"{len(passing)} pass"
+            + (f", *undecided*: {', '.join(waiting)}" if waiting else "")
+            + " |"
         )
     off = [c.name for c in report.disabled]
     lines = [

@@ -252,7 +252,7 @@ def test_retrain_with_weak_labeling_trains_on_label_model_labels(prefect_api, tm
     state = retrain(overrides=ov, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result.decision == "passed"
+    assert result.decision == "promoted"
 
     # The label model's events carry this flow run's id, and training used them.
     run_id = str(state.state_details.flow_run_id)
