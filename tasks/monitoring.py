@@ -150,21 +150,21 @@ def monitor_champion(
             **common,
         )
     regressions = regressions_since_gate(bounds, baseline, policy)
+
+    def judged(action: str, detail: str = "", to: str | None = None) -> MonitorReport:
+        return MonitorReport(
+            name, version, action, now.n, metrics, baseline, regressions,
+            rolled_back_to=to, detail=detail, **common,
+        )  # fmt: skip
+
     if not regressions:
-        return MonitorReport(name, version, "ok", now.n, metrics, baseline, [], **common)
+        return judged("ok")
     moved = champion_version(ref)
     if moved != version:  # nothing to do for a version that is no longer the champion
-        return MonitorReport(
-            name,
-            version,
+        return judged(
             "champion_moved",
-            now.n,
-            metrics,
-            baseline,
-            regressions,
-            detail=f"{name}: champion moved from v{version} to v{moved} during this run; "
+            f"{name}: champion moved from v{version} to v{moved} during this run; "
             f"v{version} was measured, so v{moved} is not rolled back.",
-            **common,
         )
     target = rollback_target(ref, version)
     if target is not None:
@@ -175,59 +175,22 @@ def monitor_champion(
             PairedCounts.of(target_ok, probs.argmax(1) == y), evidence.confidence
         )
         if gain.low <= 0:
-            return MonitorReport(
-                name,
-                version,
+            return judged(
                 "gold_shifted",
-                now.n,
-                metrics,
-                baseline,
-                regressions,
-                detail=f"v{version} regressed on the current gold, but v{target}, the version a "
+                f"v{version} regressed on the current gold, but v{target}, the version a "
                 f"rollback would restore, is no better on the same {now.n} examples (accuracy "
                 f"v{target} - v{version}: {gain}). The gold labels or the data moved, not the "
                 "model, so nothing was rolled back. Look at recent gold corrections and "
                 "newly ingested data (`semilabel lineage`, the label-health report), then "
                 "`semilabel retrain` on the current labels.",
-                **common,
             )
     try:
         result = rollback(ref, "monitor: " + "; ".join(regressions), expected_champion=version)
     except ChampionMoved as exc:
-        return MonitorReport(
-            name,
-            version,
-            "champion_moved",
-            now.n,
-            metrics,
-            baseline,
-            regressions,
-            detail=str(exc),
-            **common,
-        )
+        return judged("champion_moved", str(exc))
     except RollbackError as exc:
-        return MonitorReport(
-            name,
-            version,
-            "regressed_no_rollback",
-            now.n,
-            metrics,
-            baseline,
-            regressions,
-            detail=str(exc),
-            **common,
-        )
-    return MonitorReport(
-        name,
-        version,
-        "rolled_back",
-        now.n,
-        metrics,
-        baseline,
-        regressions,
-        rolled_back_to=result.to_version,
-        **common,
-    )
+        return judged("regressed_no_rollback", str(exc))
+    return judged("rolled_back", to=result.to_version)
 
 
 # -- Prefect tasks ---------------------------------------------------------------------
