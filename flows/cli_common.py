@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=title, show_header=False)
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value", overflow="fold")
     for row in rows:
         table.add_row(str(row["metric"]), str(row["value"]))
     out.print(table)

@@ -71,6 +71,7 @@ def next_step(report: GateReport, pool: GoldPool, args: str = "") -> str:
         )
     need = report.labels_needed
     ask = gold_to_request(report, pool)
+    improvable = any(c.low == c.low for c in report.undecided)  # a metric, not a count
     share = f"{pool.test_share:g}"
     if ask:
         text = (
@@ -83,18 +84,20 @@ def next_step(report: GateReport, pool: GoldPool, args: str = "") -> str:
         if ask < math.ceil(need / pool.test_share):
             text += (
                 f" That is every gold example still unlabeled ({pool.unlabeled}): it will not "
-                "be enough. " + _grow_gold(need, report.candidate.n, pool)
+                "be enough. " + _grow_gold(need, report.candidate.n, pool, a, improvable)
             )
         return text
     return (
         f"About {need} more gold test labels would most likely decide it, but the gold pool "
         "is exhausted: every gold example already has a human label. "
-        + _grow_gold(need, report.candidate.n, pool)
+        + _grow_gold(need, report.candidate.n, pool, a, improvable)
     )
 
 
-def _grow_gold(need: int, have: int, pool: GoldPool) -> str:
-    """Two ways to more gold test labels when the pool runs dry, with what each costs."""
+def _grow_gold(need: int, have: int, pool: GoldPool, a: str, improvable: bool) -> str:
+    """Ways to a decision when the pool runs dry, with what each costs: more gold test
+    labels (more data, or a larger gold fraction), or, when a metric's bounds are what is
+    undecided, a candidate clearly above its floors, which fewer labels decide."""
     images = math.ceil(need / (pool.fraction * pool.test_share))
     options = (
         f"Either ingest more data (about {images} more images give {need} gold test labels "
@@ -109,4 +112,11 @@ def _grow_gold(need: int, have: int, pool: GoldPool) -> str:
                 f"(`--set gold.fraction={wanted:.2f}`): about {moved} more examples become "
                 "gold, leave training, and need human labels before they count"
             )
+    if improvable:
+        options += (
+            "; or improve the candidate, since one clearly above its floors is decided on far "
+            "fewer gold labels: ask for training labels (`semilabel sample"
+            f"{a} --set sampling.budget.train=200 --set sampling.mode=export`), label, import, "
+            "and retrain"
+        )
     return options + "."

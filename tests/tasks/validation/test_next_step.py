@@ -90,3 +90,22 @@ def test_the_printed_commands_repeat_the_runs_own_options():
     assert f"`semilabel sample {args} --set sampling.budget.gold=384 " in step
     assert f"`semilabel annotate import {args} --file <export>`" in step
     assert f"then `semilabel retrain {args}`" in step
+
+
+def test_a_dry_pool_suggests_a_better_candidate_only_when_a_metric_is_undecided():
+    import numpy as np
+
+    from tasks.validation import GoldEvidence
+    from tasks.validation.next_step import GoldPool, next_step
+
+    dry = GoldPool(0.2, 0.5, 0, 1000)
+    count_only = next_step(_undecided(100, 160), dry)
+    assert "improve the candidate" not in count_only
+    y = np.arange(50) % 2
+    pred = y.copy()
+    pred[:4] = 1 - y[:4]  # 46 of 50: bounds [0.826, 0.972] straddle the 0.9 floor
+    policy = GatePolicy(1, Thresholds(0.9, None, None), None, Thresholds(None, None, None))
+    report = decide(GoldEvidence(("0", "1"), y, np.eye(2)[pred] * 0.8 + 0.1), policy)
+    step = next_step(report, dry, "--set source.path=./photos")
+    assert "or improve the candidate, since one clearly above its floors is decided on far" in step
+    assert "`semilabel sample --set source.path=./photos --set sampling.budget.train=200" in step
