@@ -217,6 +217,32 @@ def _check(report: GateReport, name: str) -> Check | None:
     return next((c for c in report.checks if c.name == name), None)
 
 
+def evidence_line(report: GateReport) -> str:
+    """Every check in one short paragraph, so the decision and its evidence fit the
+    collapsed description at the top of an MLflow run page: `name value [low, high] vs
+    limit: outcome`, the per-class recall checks counted by outcome."""
+    parts = []
+    recall = [c for c in report.checks if c.name.startswith("recall[") and not c.disabled]
+    for c in report.checks:
+        if (
+            c.disabled
+            or c in recall
+            or (c.name in ("gold_labels", "labels_per_class") and c.passed)
+        ):
+            continue
+        shown = c.shown() if c.low != c.low else f"{c.value:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+        if c.low == c.low and "_vs_" not in c.name and not c.name.startswith("slice"):
+            shown = f"{c.value:.3f} [{c.low:.3f}, {c.high:.3f}]"
+        parts.append(f"{c.name} {shown} vs {c.threshold:g}: {c.status}")
+    if recall:
+        counts = {s: sum(c.status == s for c in recall) for s in ("pass", "undecided", "FAIL")}
+        parts.append(
+            f"recall of {len(recall)} classes vs {recall[0].threshold:g}: "
+            + ", ".join(f"{k} {s}" for s, k in counts.items() if k)
+        )
+    return "; ".join(parts) + "."
+
+
 def decision_markdown(
     *,
     headline: str,
@@ -253,6 +279,8 @@ def decision_markdown(
     off = [c.name for c in report.disabled]
     lines = [
         headline,
+        "",
+        evidence_line(report),
         "",
         *rows,
         "",

@@ -111,29 +111,40 @@ def _sizes(sizes: dict[str, int]) -> str:
     return f"{sizes.get('test', 0)} / {sizes.get('dev', 0)}"
 
 
+def _names(checks: list[Check]) -> str:
+    """Check names, the per-class recall checks counted rather than listed."""
+    recall = [c for c in checks if c.name.startswith("recall[")]
+    names = [c.name for c in checks if c not in recall]
+    if recall:
+        names.append(f"{len(recall)} class recall{'s' if len(recall) > 1 else ''}")
+    return ", ".join(names)
+
+
 def decision_headline(decision: RetrainDecision, report: GateReport) -> str:
-    """The verdict in one plain-text line (the first line of every description)."""
+    """The verdict in one short plain-text line (the first line of every description;
+    the evidence is on the next line, see `reports.decision_markdown`)."""
     v = f"v{decision.version}"
     if decision.promoted:
         was = f" (was v{decision.previous_champion})" if decision.previous_champion else ""
         gain = ""
         if report.gain is not None:
             gain = (
-                f"; more accurate than v{report.champion_version} beyond noise, "
+                "; a significant gain"
                 if report.significant_gain
-                else f"; no significant gain over v{report.champion_version}, "
-            ) + f"accuracy difference {report.gain}"
+                else f"; no significant gain over v{report.champion_version}"
+            )
         return f"PROMOTED: {v} is the champion{was}{gain}"
     if report.passed:
         return f"NOT PROMOTED: {v} passed its gate, but {decision.reason}"
+    n = len([c for c in report.checks if not c.disabled])
     if report.verdict == UNDECIDED:
         return (
-            f"UNDECIDED: {v} is not promoted, the champion stays: "
-            f"{len(report.undecided)} check(s) cannot be decided on {report.candidate.n} gold "
-            f"test labels ({', '.join(c.name for c in report.undecided)})"
+            f"UNDECIDED: {v} is not promoted, the champion stays: {len(report.undecided)} of "
+            f"{n} checks undecided on {report.candidate.n} gold test labels "
+            f"({_names(report.undecided)})"
         )
-    return f"REJECTED: {v} failed {len(report.violations)} check(s): " + ", ".join(
-        c.name for c in report.violations
+    return (
+        f"REJECTED: {v} failed {len(report.violations)} of {n} checks ({_names(report.violations)})"
     )
 
 

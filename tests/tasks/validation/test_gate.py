@@ -229,6 +229,10 @@ def test_the_description_starts_with_the_verdict_and_keeps_to_the_checks_that_ma
         previous_after=None,
     )
     assert text.splitlines()[0] == "PROMOTED: v1 is the champion"
+    # the evidence in one short paragraph right under it (what a collapsed description shows)
+    line = text.splitlines()[2]
+    assert line.startswith("accuracy_floor 0.991 [0.958, 1.000] vs 0.9: pass; ")
+    assert line.endswith("recall of 10 classes vs 0.4: 10 pass.") and len(line) < 200
     assert "| recall, 10 classes | lowest bound: recall[" in text
     assert "accuracy_floor | 0.9909 [0.9576, 0.9995]" in text
     assert len(text.splitlines()) < 20  # one screen
