@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from configs.schema import ConfigError, load_config, parse_set_args
 
@@ -98,7 +99,10 @@ def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     table.add_column("metric")
     table.add_column("value", overflow="fold")
     for row in rows:
-        table.add_row(str(row["metric"]), str(row["value"]))
+        value = row["value"]
+        # numbers line up on the right; sentences (a reason, a next step) read from the left
+        cell = Text(str(value), justify="right") if isinstance(value, int | float) else str(value)
+        table.add_row(str(row["metric"]), cell)
     out.print(table)
 
 
