@@ -117,7 +117,7 @@ def run_lineage(args: argparse.Namespace) -> int:
 def run_metrics(args: argparse.Namespace) -> int:
     """`semilabel metrics serve|write`: the store's latest SLIs, no flow run needed."""
     from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
-    from tasks.prometheus import serve, write_textfile
+    from tasks.slis.prometheus import serve, write_textfile
 
     cfg = _config(args)
     if cfg is None:

@@ -25,6 +25,7 @@ from tasks.slis.catalog import METRICS
 from tasks.slis.compute import RunFacts, Sli, compute_slis
 from tasks.slis.drift import DriftCheck, compare
 from tasks.slis.health import LabelHealth, LabelHealthAlert, run_rows
+from tasks.slis.prometheus import push_slis
 from tasks.store import EXAMPLES, SCHEMAS, SLIS, GoldSplit, LatestLabels, Store, utcnow
 from tasks.tracking import ensure_experiment
 from tasks.validation import Check
@@ -197,8 +198,6 @@ def label_health(store: Store, cfg: Config, facts: RunFacts, run_id: str) -> Lab
     health = LabelHealth(facts.flow, run_id, compute_slis(store, cfg, facts))
     record_slis(store, health)
     if cfg.metrics.pushgateway_url:
-        from tasks.prometheus import push_slis
-
         push_slis(cfg.metrics.pushgateway_url, cfg.metrics.job, health)
     return health
 

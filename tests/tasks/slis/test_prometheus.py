@@ -15,14 +15,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.prometheus import exposition, families
 from tasks.slis import LabelHealth, RunFacts, label_health
 from tasks.slis.catalog import METRICS
 from tasks.slis.compute import Sli
 from tasks.slis.health import run_rows
+from tasks.slis.prometheus import exposition, families
 from tasks.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "dashboards" / "semilabel.json"
 RULES = REPO / "dashboards" / "alerts.yml"
 NAME = re.compile(r"\bsemilabel_[a-z_]+\b")
