@@ -78,13 +78,14 @@ def load_gold_set(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSet:
     for batch in store.iter_batches(EXAMPLES, columns, batch_size=4096, lean=True):
         batch_ids = batch.column(0)
         n_rows += len(batch_ids)
-        is_gold = spec.split.is_gold(batch_ids)
-        for ex in batch_ids.filter(pa.array(is_gold)).to_pylist():
-            if ex not in human and ex not in seen:
-                unlabeled += 1
-            seen.add(ex)
+        gold = spec.split.is_gold(batch_ids)
         rows = []
-        for i, ex in enumerate(batch_ids.to_pylist()):
+        for i, (ex, is_gold) in enumerate(zip(batch_ids.to_pylist(), gold, strict=True)):
+            if not is_gold:  # the wanted examples are all gold
+                continue
+            if ex not in seen:
+                seen.add(ex)
+                unlabeled += ex not in human
             if ex in wanted:
                 wanted.discard(ex)  # a duplicate row of the same example counts once
                 ids.append(ex)

@@ -43,6 +43,7 @@ from tasks.store import TEST, Store
 from tasks.validation import (
     METRICS,
     Bounds,
+    GoldMetrics,
     MonitorReport,
     PairedCounts,
     gold_metrics,
@@ -77,10 +78,11 @@ class Evidence:
 
 
 def metric_bounds(
-    probs: np.ndarray, y: np.ndarray, k: int, evidence: Evidence
+    probs: np.ndarray, y: np.ndarray, metrics: GoldMetrics, evidence: Evidence
 ) -> dict[str, Bounds]:
-    """Accuracy, macro-F1 and ECE of one model on gold, each with its bounds."""
-    metrics = gold_metrics(probs, y, tuple(str(i) for i in range(k)))
+    """Accuracy, macro-F1 and ECE of one model on gold (`metrics`, from `probs`), each
+    with its bounds."""
+    k = probs.shape[1]
     pred = Predictions.of(probs)
     boot = bootstrap_metrics(y, [pred], k, samples=evidence.bootstrap_samples, seed=evidence.seed)[
         0
@@ -126,10 +128,10 @@ def monitor_champion(
         model = load_classifier(ref.version_uri(v), ref.tracking_uri, trust_pickle=trust_pickle)
         return gold_probabilities(model, gold, spec)
 
-    y, k = gold.y.numpy(), len(spec.classes)
+    y = gold.y.numpy()
     probs = probabilities(version)
     now = gold_metrics(probs, y, spec.classes)
-    bounds = metric_bounds(probs, y, k, evidence)
+    bounds = metric_bounds(probs, y, now, evidence)
     metrics = now.scalars()
     tag_version(ref, version, "monitor.last_accuracy", f"{now.accuracy:.6f}")
     enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
