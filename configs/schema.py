@@ -124,8 +124,20 @@ class IngestConfig(_Section):
     max_pixels: int = Field(
         50_000_000, ge=1, description="Images declaring more pixels are quarantined."
     )
+    convert: Literal["auto", "L", "RGB", "off"] = Field(
+        "auto",
+        description="What ingest does with an image whose mode is not what training reads: "
+        "auto (accept it; training converts it to train.channels: grayscale `L` for 1, `RGB` "
+        "for 3), L or RGB (the same, naming the target, which must agree with "
+        "train.channels), or off (quarantine every image whose channel count is not in "
+        "ingest.channels). Palette, RGBA/LA (composited on white), CMYK, 16-bit and "
+        "grayscale-in-RGB images are converted; the stored bytes stay the original and the "
+        "ingest summary counts what was converted. EXIF orientation is always applied.",
+    )
     channels: tuple[Literal[1, 2, 3, 4], ...] = Field(
-        (1,), min_length=1, description="Allowed channel counts."
+        (1, 3),
+        min_length=1,
+        description="ingest.convert off: the channel counts accepted (others are quarantined).",
     )
     workers: int = Field(2, ge=1, description="Processes decoding and checking images.")
     runner: Literal["processes", "threads", "dask"] = Field(
@@ -184,6 +196,16 @@ class TrainConfig(_Section):
         object.__setattr__(self, "as_of", _utc(self.as_of))
         return self
 
+    @model_validator(mode="after")
+    def _pretrained_network(self) -> TrainConfig:
+        if self.pretrained is not None and not self.network.startswith("resnet"):
+            raise ValueError(
+                f"train.pretrained needs a torchvision network (resnet18, resnet34 or "
+                f"resnet50), not train.network={self.network!r}: set train.network=resnet18 "
+                "or train.pretrained=null"
+            )
+        return self
+
     @field_validator("distribution_alignment", mode="before")
     @classmethod
     def _alignment_from_bool(cls, v: object) -> object:
@@ -193,8 +215,23 @@ class TrainConfig(_Section):
     network: Literal["small_cnn", "wrn28_2", "resnet18", "resnet34", "resnet50"] = Field(
         "small_cnn", description="Backbone: small_cnn (28x28 on CPU), wrn28_2, torchvision."
     )
-    image_size: int = Field(28, ge=8, description="Images are resized to this square side.")
+    image_size: int = Field(
+        28,
+        ge=8,
+        description="Every image is resized to this square side (bilinear, aspect ratio not "
+        "kept: a 64x128 crop is stretched to a square, nothing is cut off); `semilabel init` "
+        "picks it from the image sizes found.",
+    )
     channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB input.")
+    pretrained: str | None = Field(
+        None,
+        description="resnet18/34/50 only: start from torchvision weights: `imagenet` (the "
+        "torchvision ImageNet weights, read from the torch hub cache, downloaded there when "
+        "missing) or the path of a saved state dict (.pt/.pth, e.g. for machines without "
+        "network). The network keeps torchvision's stem and the input normalization those "
+        "weights expect (ImageNet mean and std); its classification layer is new. "
+        "null: random weights.",
+    )
     teacher_steps: int = Field(300, ge=1, description="Supervised teacher steps.")
     student_steps: int = Field(600, ge=0, description="Semi-supervised student steps.")
     batch_size: int = Field(32, ge=1, description="Labeled examples per step.")
@@ -645,6 +682,17 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
 
+    @model_validator(mode="after")
+    def _convert_matches_channels(self) -> Config:
+        wanted = {"L": 1, "RGB": 3}.get(self.ingest.convert)
+        if wanted is not None and wanted != self.train.channels:
+            raise ValueError(
+                f"ingest.convert={self.ingest.convert} converts images to {wanted} channel(s) "
+                f"but train.channels={self.train.channels}: set train.channels={wanted} or "
+                "ingest.convert=auto"
+            )
+        return self
+
     @field_validator("gate")
     @classmethod
     def _slices_known(cls, gate: GateConfig, info: ValidationInfo) -> GateConfig:
@@ -672,6 +720,7 @@ class Config(_Section):
         return TrainSettings(
             num_classes=len(self.taxonomy.classes),
             network=t.network,
+            pretrained=t.pretrained,
             teacher_steps=t.teacher_steps,
             student_steps=t.student_steps,
             batch_size=t.batch_size,
@@ -770,7 +819,10 @@ def _describe(error: dict[str, Any]) -> str:
         parent = _section_model(tuple(str(p) for p in error["loc"][:-1])) or Config
         return f"unknown config key {loc!r}; allowed here: {', '.join(_allowed_keys(parent))}"
     given = error.get("input")
-    return f"{loc}: {error['msg']} (got {given!r})"
+    msg = error["msg"].removeprefix("Value error, ")
+    if isinstance(given, Mapping):  # a section's own check: its message names the keys
+        return msg if loc == "<root>" else f"{loc}: {msg}"
+    return f"{loc}: {msg} (got {given!r})"
 
 
 def validate_config(data: Mapping[str, Any]) -> Config:

@@ -17,6 +17,8 @@ from models.pool import ImagePool
 class TrainSettings:
     num_classes: int
     network: str = "small_cnn"
+    # torchvision networks: "imagenet" or a state-dict file to start from (None: random)
+    pretrained: str | None = None
     teacher_steps: int = 300
     student_steps: int = 700
     batch_size: int = 64  # labeled examples per step

@@ -47,7 +47,7 @@ KEEP = 2  # caches kept per cache folder (the one in use and the one before)
 BATCH = 512
 INDEX_ROWS = 65536  # index rows per Parquet row group
 DIGEST_BYTES = 16
-FORMAT = "v2"  # in the key: a cache written in another layout is never read
+FORMAT = "v3"  # in the key: a cache written in another layout is never read
 
 
 @dataclass(frozen=True)
