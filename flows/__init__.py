@@ -16,5 +16,15 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # checkpoint, a registered version) never reaches the console or the run's logs.
 for _name in OUR_LOGGERS:
     logging.getLogger(_name).setLevel(os.environ.get("PREFECT_LOGGING_LEVEL", "INFO").upper())
+# Prefect's temporary server (no PREFECT_API_URL) must start within its startup timeout,
+# 20 s by default: on a busy machine (CI, a laptop running other jobs) that fails the
+# command before any work. semilabel's default is START_TIMEOUT_DEFAULT_S; set
+# SEMILABEL_PREFECT_START_TIMEOUT_S to change it (Prefect's own variable, when set, wins).
+START_TIMEOUT_ENV = "SEMILABEL_PREFECT_START_TIMEOUT_S"
+PREFECT_START_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+START_TIMEOUT_DEFAULT_S = 300
+os.environ.setdefault(
+    PREFECT_START_TIMEOUT_ENV, os.environ.get(START_TIMEOUT_ENV, str(START_TIMEOUT_DEFAULT_S))
+)
 # MLflow's per-file download bars would interleave with our own progress bars.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

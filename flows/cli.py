@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from flows.cli_common import add_arguments, execute
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "move the champion alias back to the previous passing version",
 }
 METRICS_HELP = "label-health metrics for Prometheus: serve them (scrape), or write a .prom file"
+INIT_HELP = "look at your images (a folder or a manifest) and write a first config for them"
 LINEAGE_HELP = "what trained a registered model: its data snapshot, label sources, gold, code"
 
 
@@ -71,7 +73,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(lineage, "lineage")
     lineage.add_argument("model", help="models:/<name>/<version> or models:/<name>@<alias>")
     lineage.add_argument("--json", action="store_true", help="print JSON for machines")
+    init = sub.add_parser("init", help=INIT_HELP, description=INIT_HELP)
+    init.add_argument(
+        "path",
+        help="an image folder (PATH/<class>/..., PATH/unlabeled/) or a "
+        "manifest (.csv or .parquet with path and label columns)",
+    )
+    init.add_argument(
+        "--out", required=True, metavar="FILE", help="the config to write (never overwritten)"
+    )
+    init.add_argument(
+        "--name",
+        default=None,
+        help="names the store folder, the MLflow "
+        "experiment and the model (default: the folder's name)",
+    )
+    init.add_argument("--path-column", default="path", help="manifest: the image path column")
+    init.add_argument("--label-column", default="label", help="manifest: the label column")
     args = parser.parse_args(argv)
+    if args.command == "init":
+        return run_init(args)
     if args.command == "metrics":
         return run_metrics(args)
     if args.command == "lineage":
@@ -89,6 +110,34 @@ def _config(args: argparse.Namespace) -> Any:
     except ConfigError as exc:
         console.print(f"[red]semilabel {args.command}: {exc}[/red]", highlight=False)
         return None
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """`semilabel init PATH --out FILE`: survey the data, write a starter config."""
+    import torch
+
+    from configs.starter import write_starter
+    from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
+    from tasks.ingest.sources import DataContractError
+    from tasks.ingest.survey import choose, iter_lines, survey
+
+    if Path(args.out).exists():
+        console.print(
+            f"[red]semilabel init: {args.out} already exists; init never overwrites a file: "
+            "choose another --out or remove it[/red]",
+            highlight=False,
+        )
+        return EXIT_CONFIG
+    try:
+        found = survey(args.path, path_column=args.path_column, label_column=args.label_column)
+        choices = choose(found, gpu=torch.cuda.is_available(), name=args.name)
+        write_starter(choices, args.out)
+    except (DataContractError, FileExistsError, OSError) as exc:
+        console.print(f"[red]semilabel init: {exc}[/red]", highlight=False)
+        return EXIT_FAILED
+    for line in iter_lines(found, choices, args.out):
+        out.print(line, highlight=False, soft_wrap=True)
+    return 0
 
 
 def run_lineage(args: argparse.Namespace) -> int:

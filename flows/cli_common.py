@@ -137,6 +137,26 @@ def present(command: str, result: Any) -> None:
         out.print(f"Review it in the MLflow UI: {result.run_url}", soft_wrap=True)
 
 
+def explain(exc: BaseException) -> str:
+    """The error for a person: Prefect's own start-up failure gets what to change."""
+    text = str(exc)
+    if "Timed out while attempting to connect to ephemeral Prefect API server" in text:
+        import os
+
+        from flows import PREFECT_START_TIMEOUT_ENV, START_TIMEOUT_ENV
+
+        waited = os.environ.get(PREFECT_START_TIMEOUT_ENV, "?")
+        return (
+            f"Prefect's temporary API server did not start within {waited} s (a busy "
+            f"machine starts it slowly). Give it longer, e.g. `export {START_TIMEOUT_ENV}"
+            f"=900` (or Prefect's own {PREFECT_START_TIMEOUT_ENV}), or start a server once "
+            "(`prefect server start`) and point semilabel at it with `export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api`. Prefect said: "
+            + text.split(" stdout:")[0]
+        )
+    return text
+
+
 def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) -> int:
     """Validate the config, run `flow` with a progress bar, print its result."""
     try:
@@ -183,7 +203,9 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
             console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
             return EXIT_HEALTH_ALERT
         except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
-            console.print(f"[red]semilabel {command} failed: {exc}[/red]", highlight=False)
+            console.print(
+                f"[red]semilabel {command} failed: {explain(exc)}[/red]", highlight=False
+            )
             return EXIT_FAILED
         finally:
             set_listener(None)

@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from configs.schema import load_config
-from tasks.ingest import IngestSummary, ingest_source, publish_ingest_summary
+from tasks.ingest import IngestError, IngestSummary, ingest_source, publish_ingest_summary
 
 
 @flow(name="ingest")
@@ -29,6 +29,9 @@ def ingest(
     cfg = load_config(config_path, overrides)
     summary = ingest_source(cfg, run_id=str(flow_run.id or "local"))
     publish_ingest_summary(summary, cfg.store.root)
+    problem = summary.nothing_usable()
+    if problem:  # a Failed run (CLI exit 1) that says what to change
+        raise IngestError(problem)
     return summary
 
 

@@ -59,12 +59,16 @@ def _open(data: bytes, Image: Any, PngImagePlugin: Any) -> Any:
     return Image.open(io.BytesIO(data))
 
 
-def check_image(data: bytes | None, max_pixels: int, channels: tuple[int, ...]) -> tuple:
+def check_image(
+    data: bytes | None, max_pixels: int, channels: tuple[int, ...] | None = None
+) -> tuple:
     """Decode and check one encoded image.
 
-    Returns ``("ok", sha256_hex, height, width, channels)`` or
-    ``("reject", reason, detail)``. The pixel count is checked from the header before
-    any pixel is decoded, so a decompression bomb never gets decompressed.
+    Returns ``("ok", sha256_hex, height, width, channels, mode, exif_rotated)`` or
+    ``("reject", reason, detail)``. `channels`: the channel counts accepted (None: any
+    mode, converted when decoded; see ingest.convert). The pixel count is checked from
+    the header before any pixel is decoded, so a decompression bomb never gets
+    decompressed.
     """
     Image, PngImagePlugin, UnidentifiedImageError = _pil()
     if data is None:
@@ -92,14 +96,24 @@ def check_image(data: bytes | None, max_pixels: int, channels: tuple[int, ...]) 
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
     n_channels = _BANDS.get(img.mode, len(img.getbands()))
-    if n_channels not in channels:
+    if channels is not None and n_channels not in channels:
         return (
             "reject",
             "wrong_channels",
             f"{n_channels} channel(s) (mode {img.mode}); allowed: {list(channels)} "
-            "(see ingest.channels)",
+            "(ingest.convert is off: set ingest.convert=auto to convert such images, or "
+            "add the count to ingest.channels)",
         )
-    return ("ok", hashlib.sha256(data).hexdigest(), height, width, n_channels)
+    rotated = _exif_rotated(img)
+    return ("ok", hashlib.sha256(data).hexdigest(), height, width, n_channels, img.mode, rotated)
+
+
+def _exif_rotated(img: Any) -> bool:
+    """Whether the image's EXIF orientation turns or mirrors it (decoding applies it)."""
+    try:
+        return img.getexif().get(0x0112, 1) not in (0, 1)
+    except Exception:  # a broken EXIF block: decoding ignores it too
+        return False
 
 
 def read_file(path: str) -> bytes:
@@ -126,7 +140,7 @@ def read_file(path: str) -> bytes:
 def read_and_check(
     items: list[bytes | str | None],
     max_pixels: int,
-    channels: tuple[int, ...],
+    channels: tuple[int, ...] | None,
     max_read_bytes: int,
 ) -> tuple[list[tuple], list[bytes | None]]:
     """Check a batch of inputs: bytes (or None) are checked as they are; a str is a file

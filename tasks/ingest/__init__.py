@@ -36,12 +36,13 @@ from tasks.ingest.sources import (
     mnist5k_records,
     open_source,
 )
-from tasks.ingest.writer import IngestSummary, ingest_records
+from tasks.ingest.writer import IngestError, IngestSummary, ingest_records
 from tasks.progress import stage_progress
 from tasks.store import Store
 
 __all__ = [
     "DataContractError",
+    "IngestError",
     "IngestSummary",
     "RawRecord",
     "image_folder_records",
@@ -82,6 +83,9 @@ def ingest_source(cfg: Config, run_id: str) -> IngestSummary:
         summary.quarantined_total,
         summary.elapsed_s,
     )
+    problem = summary.nothing_usable()
+    if problem:
+        get_run_logger().warning(problem)
     return summary
 
 

@@ -53,6 +53,27 @@ LOGGED_PER_REASON = 20  # quarantine warnings logged per reason; the store keeps
 ProgressFn = Callable[[int, int | None], None]
 
 
+# What to change when one reason quarantined everything (IngestSummary.nothing_usable).
+_FIXES = {
+    "wrong_channels": "set ingest.convert=auto (converts any image mode to train.channels)",
+    "too_many_pixels": "raise ingest.max_pixels if these images are genuine",
+    "not_an_image": "check that source.path points at image files (JPEG, PNG, ...)",
+    "unreadable": "check that the files exist and can be read by this user",
+    "empty_file": "the files are empty (0 bytes): copy them again",
+    "truncated_or_corrupt": "the files are damaged: copy them again",
+    "label_not_in_taxonomy": "set taxonomy.classes to your class names (semilabel init "
+    "PATH --out FILE writes a config with them)",
+}
+
+
+class IngestError(RuntimeError):
+    """An ingest stored nothing a run could use; the message says why and what to change."""
+
+
+CONVERTED = "converted:"  # counter keys: one per source mode
+EXIF_ROTATED = "exif_rotated"
+
+
 @dataclass(frozen=True)
 class IngestSummary:
     source: str
@@ -68,10 +89,36 @@ class IngestSummary:
     gold: int
     bytes_ingested: int
     elapsed_s: float
+    # new examples whose mode is not what training reads, by mode (decoding converts
+    # them to `converted_to`; the stored bytes stay the original), and those EXIF turns
+    converted: dict[str, int] = field(default_factory=dict)
+    converted_to: str = "L"
+    exif_rotated: int = 0
     quarantined_total: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "quarantined_total", sum(self.quarantined.values()))
+
+    def nothing_usable(self) -> str | None:
+        """Why this ingest stored nothing a run can use (every record quarantined, or every
+        label refused), with the key to change; None when something usable came in."""
+        if not self.quarantined:
+            return None
+        top, n = max(self.quarantined.items(), key=lambda kv: kv[1])
+        fix = _FIXES.get(top, "see the quarantine/ dataset for each record and its reason")
+        if self.seen and self.ingested == 0 and self.duplicates == 0:
+            return (
+                f"all {self.seen} records from {self.source} were quarantined, nothing was "
+                f"stored; most for {top} ({n}): {fix}"
+            )
+        refused = self.quarantined.get("label_not_in_taxonomy", 0)
+        if refused and self.label_events == 0 and self.label_events_duplicate == 0:
+            return (
+                f"{self.ingested} images were stored but all {refused} labels from "
+                f"{self.source} were quarantined as label_not_in_taxonomy: "
+                f"{_FIXES['label_not_in_taxonomy']}"
+            )
+        return None
 
     def rows(self) -> list[dict[str, object]]:
         """The summary as (metric, value) rows, for tables and printing."""
@@ -85,6 +132,19 @@ class IngestSummary:
             {"metric": f"  quarantined: {reason}", "value": n}
             for reason, n in sorted(self.quarantined.items())
         ]
+        if self.converted:
+            rows.append(
+                {
+                    "metric": f"converted to {self.converted_to} when decoded",
+                    "value": sum(self.converted.values()),
+                }
+            )
+            rows += [
+                {"metric": f"  converted: from {mode}", "value": n}
+                for mode, n in sorted(self.converted.items())
+            ]
+        if self.exif_rotated:
+            rows.append({"metric": "turned upright (EXIF orientation)", "value": self.exif_rotated})
         rows += [
             {"metric": "new examples labeled", "value": self.labeled},
             {"metric": "new examples unlabeled", "value": self.unlabeled},
@@ -274,7 +334,8 @@ def ingest_records(
     store.remove_stale_temp_files()
     known = _Known(store, source_name)
     classes = set(cfg.taxonomy.classes)
-    check_args = (cfg.ingest.max_pixels, tuple(cfg.ingest.channels), MAX_BATCH_BYTES)
+    accepted = None if cfg.ingest.convert != "off" else tuple(cfg.ingest.channels)
+    check_args = (cfg.ingest.max_pixels, accepted, MAX_BATCH_BYTES)
 
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -370,6 +431,13 @@ def ingest_records(
         gold=counts["gold"],
         bytes_ingested=counts["bytes"],
         elapsed_s=time.perf_counter() - start,
+        converted={
+            k.removeprefix(CONVERTED): n
+            for k, n in sorted(counts.items())
+            if k.startswith(CONVERTED)
+        },
+        converted_to="L" if cfg.train.channels == 1 else "RGB",
+        exif_rotated=counts[EXIF_ROTATED],
     )
 
 
@@ -425,6 +493,7 @@ def _write_chunk(
         ):
             q_rows[k].append(v)
 
+    target_mode = "L" if cfg.train.channels == 1 else "RGB"
     ok_ids = [c[1] for c in checks if c[0] == "ok"]
     # ids already stored, then also those added by this chunk: a second copy is a duplicate
     taken = set(compress(ok_ids, known.examples.contains(ok_ids).tolist()))
@@ -463,6 +532,9 @@ def _write_chunk(
             heights.append(check[2])
             widths.append(check[3])
             n_channels.append(check[4])
+            if check[5] != target_mode:
+                counts[f"{CONVERTED}{check[5]}"] += 1
+            counts[EXIF_ROTATED] += check[6]
             stored.append(rec)  # a later copy, whatever its metadata, is a duplicate
             if label is not None and label in classes:
                 labeled += 1

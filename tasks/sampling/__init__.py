@@ -84,6 +84,7 @@ class SamplingResult:
     requests: list[dict]  # the rows written to annotation_requests
     candidates: dict[str, int]  # pool size per stream
     backlog: Backlog
+    shortfalls: tuple[str, ...] = ()  # why a stream got less than its budget
 
     def requested(self) -> dict[str, int]:
         return {s: sum(r["stream"] == s for r in self.requests) for s in STREAMS}
@@ -99,6 +100,7 @@ class SamplingResult:
             {"metric": f"requested: {s}", "value": f"{n[s]} of {self.candidates.get(s, 0)}"}
             for s in STREAMS
         ]
+        rows += [{"metric": "fewer than asked", "value": why} for why in self.shortfalls]
         return rows + self.backlog.rows()
 
 
@@ -189,6 +191,10 @@ def sample_for_annotation(
             )
 
     rows = write_requests(store, chosen, run_id=run_id, batch_id=batch_id)
+    shortfalls = []
+    n_gold = sum(r.stream == "gold" for r in chosen)
+    if n_gold < plan.budget.gold:
+        shortfalls.append(_gold_shortfall(plan.budget.gold, n_gold, pools, split.fraction))
     return SamplingResult(
         batch_id=batch_id,
         strategy=strategy,
@@ -200,6 +206,27 @@ def sample_for_annotation(
             "review": len(pools.review.ids),
         },
         backlog=RequestLog.read(store).backlog(),
+        shortfalls=tuple(shortfalls),
+    )
+
+
+def _gold_shortfall(budget: int, got: int, pools: Pools, fraction: float) -> str:
+    """Why the gold stream asked for fewer than sampling.budget.gold, and what to do."""
+    labeled, requested = pools.gold_skipped["labeled"], pools.gold_skipped["requested"]
+    head = f"gold: {got} of the {budget} asked for; of the {pools.gold_total} gold examples"
+    if pools.gold_total == 0:
+        return (
+            f"gold: none of the {budget} asked for: the store has no gold examples (gold is "
+            f"{fraction:g} of the ingested images, by id hash); ingest images first"
+        )
+    if labeled == pools.gold_total:
+        return (
+            f"{head}, every one already has a human label: to grow gold, ingest more images "
+            f"(a share of {fraction:g} of new ones joins gold)"
+        )
+    return (
+        f"{head}, {labeled} already have a human label and {requested} have a request "
+        "still open (answer or import those first: `semilabel annotate import --file ...`)"
     )
 
 
@@ -217,6 +244,8 @@ def sample_examples(cfg: Config, run_id: str) -> SamplingResult:
         result.batch_id,
         result.model_version,
     )
+    for why in result.shortfalls:
+        get_run_logger().warning(why)
     create_table_artifact(
         table=result.rows(), key="annotation-requests", description=f"Batch {result.batch_id}"
     )

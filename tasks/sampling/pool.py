@@ -45,6 +45,9 @@ class Pools:
     anchors: Scored
     review: Scored
     gold: list[str]
+    # gold examples left out of `gold`, by why: a human label already, or a request open
+    gold_skipped: dict[str, int] = field(default_factory=lambda: {"labeled": 0, "requested": 0})
+    gold_total: int = 0
 
 
 @torch.no_grad()
@@ -88,7 +91,12 @@ def read_pools(
                 continue
             seen.add(ex)
             if gold[i]:
-                if ex not in human and ex not in blocked["gold"]:
+                pools.gold_total += 1
+                if ex in human:
+                    pools.gold_skipped["labeled"] += 1
+                elif ex in blocked["gold"]:
+                    pools.gold_skipped["requested"] += 1
+                else:
                     pools.gold.append(ex)
                 continue
             if ex not in human and ex not in blocked["train"]:

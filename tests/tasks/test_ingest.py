@@ -76,7 +76,12 @@ def messy_folder(tmp_path: Path) -> dict[str, bytes]:
 def test_every_bad_input_lands_in_quarantine_with_its_reason(
     store_root: str, messy_folder: dict[str, bytes], tmp_path: Path
 ):
-    summary = _ingest(store_root, image_folder_records(tmp_path / "images"))
+    # convert off: an image of a channel count outside ingest.channels is quarantined
+    summary = _ingest(
+        store_root,
+        image_folder_records(tmp_path / "images"),
+        **{"ingest.convert": "off", "ingest.channels": [1]},
+    )
     store = Store(store_root)
 
     assert summary.seen == 12  # hidden files and folders are not inputs
@@ -167,7 +172,8 @@ def test_every_runner_stores_exactly_what_the_default_stores(
         **{"ingest.runner": runner, "ingest.workers": 2},
     )
     assert (second.ingested, second.quarantined) == (first.ingested, first.quarantined)
-    assert second.ingested == 7 and sum(second.quarantined.values()) == 6
+    # ingest.convert auto: the RGB image is stored (converted when decoded)
+    assert second.ingested == 8 and sum(second.quarantined.values()) == 5
     assert contents(other) == contents(base)
     # in process for the default (12 files, 1 worker); the asked-for runner otherwise
     assert opened == [{"dask": "ClientExecutor", "threads": "ThreadPoolExecutor"}[runner]]
@@ -179,8 +185,8 @@ def test_second_ingest_adds_no_examples_no_events_no_quarantine_rows(
     _ingest(store_root, image_folder_records(tmp_path / "images"))
     before = Store(store_root).counts()
     again = _ingest(store_root, image_folder_records(tmp_path / "images"))
-    assert (again.ingested, again.label_events, again.duplicates) == (0, 0, 7)
-    assert again.label_events_duplicate == 3
+    assert (again.ingested, again.label_events, again.duplicates) == (0, 0, 8)
+    assert again.label_events_duplicate == 4  # 3/rgb.png too (ingest.convert auto)
     assert Store(store_root).counts() == before
 
 
@@ -263,7 +269,7 @@ def test_manifest_without_path_column_is_a_clear_error(manifest_dir: Path):
 def test_check_image_decides_from_header_before_decoding():
     assert check_image(png_bomb(), 1_000_000, (1,))[:2] == ("reject", "too_many_pixels")
     ok = check_image(png(1, size=20), 1_000_000, (1,))
-    assert ok[0] == "ok" and ok[2:] == (20, 20, 1)
+    assert ok[0] == "ok" and ok[2:] == (20, 20, 1, "L", False)
     assert check_image(png(1, mode="RGBA"), 1_000_000, (3, 4))[4] == 4
 
 
@@ -525,3 +531,74 @@ def test_ingest_allocates_arrow_memory_from_the_streaming_pool_and_restores_the_
     assert summary.ingested == 2
     assert seen_pools == [streaming_pool().backend_name] * 2
     assert pa.default_memory_pool().backend_name == before.backend_name
+
+
+def test_auto_convert_accepts_every_mode_and_counts_what_it_converts(
+    store_root: str, tmp_path: Path
+):
+    import io
+
+    from PIL import Image
+
+    def enc(img, fmt="PNG", **kw) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    turned = Image.new("RGB", (30, 20), (200, 10, 10))
+    exif = turned.getexif()
+    exif[0x0112] = 6
+    files = {
+        "a/rgb.jpg": enc(Image.new("RGB", (40, 30), (10, 200, 10)), "JPEG"),
+        "a/turned.jpg": enc(turned, "JPEG", exif=exif.tobytes()),
+        "a/rgba.png": enc(Image.new("RGBA", (20, 20), (1, 2, 3, 40))),
+        "b/grey.png": png(1),
+        "b/palette.gif": enc(Image.new("RGB", (12, 12), (0, 0, 255)).convert("P"), "GIF"),
+        "b/cmyk.jpg": enc(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG"),
+        "unlabeled/16bit.png": enc(Image.fromarray(np.full((9, 9), 40000, np.uint16))),
+        "unlabeled/broken.png": png(2)[:100],
+    }
+    for rel, data in files.items():
+        write(tmp_path / "photos" / rel, data)
+    overrides = {"taxonomy.classes": ["a", "b"], "train.channels": 3}
+    summary = _ingest(store_root, image_folder_records(tmp_path / "photos"), **overrides)
+
+    assert summary.ingested == 7 and summary.quarantined == {"truncated_or_corrupt": 1}
+    assert summary.converted_to == "RGB"
+    assert summary.converted == {"CMYK": 1, "I;16": 1, "L": 1, "P": 1, "RGBA": 1}
+    assert summary.exif_rotated == 1
+    rows = {r["metric"]: r["value"] for r in summary.rows()}
+    assert rows["converted to RGB when decoded"] == 5
+    assert rows["  converted: from CMYK"] == 1
+    # the stored bytes stay the original
+    stored = {r["image"] for r in Store(store_root).read(EXAMPLES).to_pylist()}
+    assert files["b/cmyk.jpg"] in stored and files["a/rgba.png"] in stored
+    assert summary.nothing_usable() is None
+
+    # the same images for a grayscale model: every colour one is converted instead
+    gray = _ingest(
+        str(tmp_path / "gray"),
+        image_folder_records(tmp_path / "photos"),
+        **{**overrides, "train.channels": 1},
+    )
+    assert gray.converted_to == "L" and sum(gray.converted.values()) == 6
+
+
+def test_an_ingest_that_stores_nothing_usable_says_why_and_what_to_change(
+    store_root: str, tmp_path: Path
+):
+    for i in range(3):
+        write(tmp_path / "rgb" / "cat" / f"{i}.png", png(i, mode="RGB"))
+    strict = {"ingest.convert": "off", "ingest.channels": [1]}
+    summary = _ingest(store_root, image_folder_records(tmp_path / "rgb"), **strict)
+    assert summary.ingested == 0
+    problem = summary.nothing_usable()
+    assert problem is not None
+    assert "all 3 records" in problem and "wrong_channels (3)" in problem
+    assert "ingest.convert=auto" in problem
+
+    labels = _ingest(str(tmp_path / "s2"), image_folder_records(tmp_path / "rgb"))
+    problem = labels.nothing_usable()
+    assert labels.ingested == 3 and problem is not None
+    assert "all 3 labels" in problem and "taxonomy.classes" in problem
+    assert "semilabel init" in problem
