@@ -100,6 +100,9 @@ def prepare_local_store(tracking_uri: str) -> None:
     db = Path(tracking_uri[len("sqlite:///") :].split("?")[0])
     if not db.name or db.exists():
         return
+    # absolute: MLflow keeps engines by URI, and a relative one made in another working
+    # directory (a worker's earlier run) would point at the wrong file
+    db = db.resolve()
     import os
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

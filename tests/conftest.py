@@ -150,3 +150,39 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+COLOUR_CLASSES = ("left bar", "middle bar", "right bar")  # named classes, with spaces
+
+
+def colour_image(cls: int, seed: int, fmt: str = "JPEG", mode: str = "RGB") -> bytes:
+    """A colour photo-like version of `digit_png`: the bar in a random colour on a random
+    background, at a random size from 40 to 96 px, encoded as `fmt` in `mode`."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bar = Image.open(io.BytesIO(digit_png(cls, seed))).convert("L")
+    fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    while np.abs(fg.astype(int) - bg).sum() < 200:  # keep the bar visible
+        fg = rng.integers(0, 256, 3)
+    mask = np.asarray(bar, np.float32)[..., None] / 255.0
+    rgb = (mask * fg + (1 - mask) * bg).astype(np.uint8)
+    side = int(rng.integers(40, 97))
+    img = Image.fromarray(rgb, "RGB").resize((side, int(side * rng.uniform(0.8, 1.25))))
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def colour_folder(root: Path, n: int = 240, n_labeled: int = 150) -> Path:
+    """A user's folder: colour JPEGs of mixed sizes in class folders named by words, the
+    rest in unlabeled/; one grayscale PNG and one RGBA PNG among them."""
+    if not root.exists():
+        for i in range(n):
+            sub = COLOUR_CLASSES[i % 3] if i < n_labeled else "unlabeled"
+            write(root / sub / f"{i}.jpg", colour_image(i % 3, i))
+        write(root / COLOUR_CLASSES[0] / "grey.png", colour_image(0, 10_001, "PNG", "L"))
+        write(root / COLOUR_CLASSES[1] / "alpha.png", colour_image(1, 10_002, "PNG", "RGBA"))
+    return root

@@ -7,7 +7,7 @@ from configs.schema import load_config
 from tasks.annotation.answers import Answer, import_answers
 from tasks.sampling import sample_for_annotation
 from tasks.sampling.requests import RequestLog
-from tasks.store import GoldSplit, LatestLabels, Store
+from tasks.store import EXAMPLES, GoldSplit, LatestLabels, Store
 
 
 def _cfg(store_cfg, **budget_and_more):
@@ -52,6 +52,22 @@ def test_the_gold_stream_picks_only_gold_examples_without_a_human_label(store_cf
     assert all(r["suggestion"] is None for r in result.requests)  # no pre-annotation bias
     # every unlabeled gold example was a candidate, and each was asked for once
     assert len(ids) == len(set(ids)) == result.candidates["gold"]
+    # fewer than the 1,000 asked for: the result says why
+    all_ids = store.read(EXAMPLES, ["example_id"]).column(0).to_pylist()
+    n_gold = int(split.is_gold(all_ids).sum())
+    n_labeled = n_gold - len(ids)
+    assert result.shortfalls == (
+        f"gold: {len(ids)} of the 1000 asked for; of the {n_gold} gold examples, "
+        f"{n_labeled} already have a human label and 0 have a request still open (answer "
+        "or import those first: `semilabel annotate import --file ...`)",
+    )
+    assert {"metric": "fewer than asked", "value": result.shortfalls[0]} in result.rows()
+
+    _answer(store, cfg, result.requests)  # every gold example now has a human label
+    again = sample_for_annotation(store, cfg, "run-2")
+    assert again.requests == []
+    assert "every one already has a human label" in again.shortfalls[0]
+    assert "ingest more images" in again.shortfalls[0]
 
 
 def test_a_cold_start_is_scored_by_a_teacher_and_nothing_is_asked_twice(store_cfg):
