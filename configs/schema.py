@@ -58,6 +58,11 @@ class TaxonomyConfig(_Section):
         dupes = sorted({c for c in self.classes if c in seen or seen.add(c)})
         if dupes:
             raise ValueError(f"taxonomy.classes has duplicates: {dupes}")
+        if "label" in self.classes:  # the served model's output has a `label` column
+            raise ValueError(
+                "taxonomy.classes: 'label' cannot be a class name (the served model returns "
+                "a `label` column beside one column per class): rename that class"
+            )
         return self
 
 

@@ -168,8 +168,11 @@ def test_promote_reject_monitor_rollback(backend, prefect_api, tmp_path: Path, r
     # The champion loads through its alias URI and predicts class probabilities.
     mlflow.set_tracking_uri(uri)
     champ = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}")
-    probs = champ.predict(torch.rand(2, 1, 28, 28).numpy())
-    assert probs.shape == (2, 3) and abs(float(probs.sum()) - 2.0) < 1e-5
+    out = champ.predict(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8).numpy())
+    probs = out.drop(columns="label")
+    assert list(probs.columns) == ["0", "1", "2"]
+    assert probs.shape == (2, 3) and abs(float(probs.to_numpy().sum()) - 2.0) < 1e-5
+    assert list(out["label"]) == list(probs.idxmax(axis=1))
 
     # A sabotaged candidate that clears every floor (set low here) but is far worse than
     # the champion: registered, tagged rejected, not promoted, champion untouched.

@@ -67,8 +67,10 @@ def test_train_and_log_records_a_complete_mlflow_run(store_cfg):
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(loaded(x), result.model(x), atol=1e-5)
     mlflow.set_tracking_uri(store_cfg.mlflow.tracking_uri)
-    probs = mlflow.pyfunc.load_model(summary.model_uri).predict(x.numpy())
-    assert torch.allclose(torch.from_numpy(probs), torch.softmax(result.model(x), 1), atol=1e-5)
+    pixels = (x * 255).round().to(torch.uint8)  # what a client sends: 8-bit images
+    out = mlflow.pyfunc.load_model(summary.model_uri).predict(pixels.numpy())
+    probs = torch.tensor(out[list(store_cfg.taxonomy.classes)].to_numpy())
+    assert torch.allclose(probs, torch.softmax(result.model(pixels / 255), 1), atol=1e-5)
     assert Store(store_cfg.store.root).count_snapshot(summary.snapshot_id) > 0
     assert not Path(summary.run_dir).exists()  # a finished run leaves no checkpoint behind
     # each class's late share of the pseudo-label weight, and the collapse verdict
@@ -175,6 +177,7 @@ MODEL_PARAM_KEYS = {
         f"train.{k}"
         for k in [
             "network",
+            "pretrained",
             "image_size",
             "channels",
             "teacher_steps",
