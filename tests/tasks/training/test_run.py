@@ -99,6 +99,35 @@ def test_a_seeded_start_is_logged_and_its_pre_phase_cached_for_the_next_retrain(
 
 
 @pytest.mark.slow
+def test_colour_photos_of_mixed_sizes_train_with_the_seeded_start(tmp_path: Path):
+    from tests.conftest import COLOUR_CLASSES, colour_folder, tiny_run_overrides
+
+    folder = colour_folder(tmp_path / "photos", n=150, n_labeled=60)
+    overrides = tiny_run_overrides(tmp_path, folder, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    overrides |= {
+        "taxonomy.classes": sorted(COLOUR_CLASSES),
+        "train.channels": 3,
+        "train.image_size": 32,
+        "train.start": "seeded",
+        "train.pretrain_steps": 3,
+        "train.pretrain_batch_size": 32,
+        "train.propagate_per_class": 2,
+    }
+    cfg = load_config(overrides=overrides)
+    total, records = image_folder_records(folder)
+    ingest_records(
+        Store(cfg.store.root), records, cfg, source_name="photos", run_id="r", total=total
+    )
+    summary, result = train_and_log(cfg)
+    logged = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(summary.mlflow_run_id)
+    assert logged.data.metrics["train/start_seeded"] == 1
+    assert logged.data.metrics["train/seeded_labels"] == 6
+    assert result.model.config.in_channels == 3 and result.model.config.image_size == 32
+    # per-channel normalization from the data: three different means for colour data
+    assert len(set(result.model.config.mean)) == 3
+
+
+@pytest.mark.slow
 def test_two_training_processes_log_one_run_from_rank_zero(store_cfg):
     spread = DistributedConfig(nproc_per_node=2, backend="gloo")
     # and the unlabeled pool read from the decoded cache file by each rank
