@@ -130,7 +130,7 @@ def run_init(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         found = survey(args.path, path_column=args.path_column, label_column=args.label_column)
-        choices = choose(found, gpu=torch.cuda.is_available(), name=args.name)
+        choices = choose(found, gpu=torch.cuda.is_available(), name=args.name, out=args.out)
         write_starter(choices, args.out)
     except (DataContractError, FileExistsError, OSError) as exc:
         console.print(f"[red]semilabel init: {exc}[/red]", highlight=False)

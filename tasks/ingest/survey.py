@@ -32,7 +32,9 @@ from tasks.ingest.sources import (
 SAMPLE = 2000  # images whose header is read (mode, size)
 DECODED_SAMPLE = 200  # of those, colour images decoded to find grayscale stored as RGB
 SIZES = (32, 48, 64, 96, 128, 160, 224)  # training sides init chooses from
-CPU_MAX_SIZE = 64  # without a GPU, larger sides make a first run take hours
+# Without a GPU, a first run at a larger side takes too long: small_cnn's step time grows
+# with the pixels (900 steps: about 4 min at 32 px on 2 cores, 9 at 48, 16 at 64).
+CPU_MAX_SIZE = 32
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -195,8 +197,11 @@ def _inspect(
     return modes, shorts, longs, bad, gray, decoded
 
 
-def choose(found: DataSurvey, *, gpu: bool, name: str | None = None) -> StarterChoices:
-    """The settings a first run needs, each with the reason it was chosen."""
+def choose(
+    found: DataSurvey, *, gpu: bool, name: str | None = None, out: str = "FILE"
+) -> StarterChoices:
+    """The settings a first run needs, each with the reason it was chosen (`out`: the
+    config file they go to, named in the commands the reasons give)."""
     if len(found.per_class) < 2:
         have = ", ".join(found.per_class) or "none"
         layout = (
@@ -224,7 +229,7 @@ def choose(found: DataSurvey, *, gpu: bool, name: str | None = None) -> StarterC
         if network == "resnet18"
         else "a small CNN: fast on a CPU at this size (wrn28_2 is stronger on a GPU)"
     )
-    gold = _gold(found)
+    gold = _gold(found, out)
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or _name(found)))
     return StarterChoices(
         kind=found.kind,
@@ -247,7 +252,7 @@ MIN_GOLD_PER_CLASS = 4  # gate.min_labels_per_class's default: below it, undecid
 TEST_SHARE = 0.5  # gold.test_share's default
 
 
-def _gold(found: DataSurvey) -> tuple[float, int, str]:
+def _gold(found: DataSurvey, out: str) -> tuple[float, int, str]:
     """(gold.fraction, sampling.budget.gold, why). Gold is drawn by id hash from every
     image, labeled or not: the fraction must leave each class enough gold *test* images
     to label (about twice the gate's minimum), and the gold budget asks annotators for the
@@ -270,7 +275,7 @@ def _gold(found: DataSurvey) -> tuple[float, int, str]:
         fraction,
         budget,
         why + f"; the gate needs {MIN_GOLD_PER_CLASS} a class to decide, so "
-        f"`semilabel sample --config FILE` asks annotators for {budget} gold labels "
+        f"`semilabel sample --config {out}` asks annotators for {budget} gold labels "
         "(until then the gate is undecided and says how many it needs)",
     )
 
