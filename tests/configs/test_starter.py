@@ -47,4 +47,3 @@ def test_init_never_overwrites(tmp_path: Path):
         write_starter(CHOICES, out)
     assert out.read_text() == "mine"
     assert not list(tmp_path.glob(".*init"))  # no leftovers
-
