@@ -4,7 +4,8 @@ loop. Nothing here imports Prefect or MLflow, so it runs and benchmarks alone.""
 from models.augment import AugmentSettings, strong, weak
 from models.ema import ModelEMA
 from models.losses import DistributionAlignment, consistency_loss, supervised_loss
-from models.networks import NETWORKS, build_network
+from models.networks import NETWORKS, STEMS, build_network
+from models.pretrained import PretrainedWeightsError, load_pretrained, pretrained_classifier
 from models.thresholds import (
     FixedThreshold,
     FlexMatchThreshold,
@@ -31,6 +32,7 @@ from models.train import (
 
 __all__ = [
     "NETWORKS",
+    "STEMS",
     "AugmentSettings",
     "Callback",
     "Classifier",
@@ -40,6 +42,7 @@ __all__ = [
     "FlexMatchThreshold",
     "FreeMatchThreshold",
     "ModelEMA",
+    "PretrainedWeightsError",
     "SoftMatchWeight",
     "StepOutput",
     "TrainData",
@@ -51,8 +54,10 @@ __all__ = [
     "consistency_loss",
     "fit",
     "load_checkpoint",
+    "load_pretrained",
     "make_threshold",
     "predict_proba",
+    "pretrained_classifier",
     "resolve_device",
     "strong",
     "student_step",

@@ -5,15 +5,22 @@ Every sample gets its own random parameters, drawn from an explicit
 Inputs and outputs are float tensors in [0, 1], shape (B, C, H, W).
 
 - `weak`: random translation by up to `pad` pixels (reflect padding), optional
-  horizontal flip — FixMatch's weak view.
+  horizontal flip — FixMatch's weak view. With `colour="invariant"` (3-channel batches
+  only), also a random hue turn and a random order of the R, G, B channels: for classes
+  that do not depend on the colours they come in (models.classifier then normalizes
+  each image by its own channel statistics, see `ClassifierConfig.normalize`).
 - `strong`: weak + `n_ops` RandAugment-style operations per sample with random
-  magnitudes (affine ops fused into one `grid_sample`) + Cutout.
+  magnitudes (affine ops fused into one `grid_sample`) + Cutout. Colour (3-channel)
+  batches draw from one more op, `hue`: a rotation of the hue by up to half a turn that
+  keeps the luma, so that a class is learnt apart from the colours it was photographed
+  in. One-channel batches draw from the other ops only, exactly as before `hue` existed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +37,19 @@ COLOR_OPS = (
     "color",
 )
 AFFINE_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# Colour-only ops: drawn for 3-channel batches alone. Last in OPS, so that a 1-channel
+# batch draws from OPS less these with the same indices (and the same random numbers) as
+# before they were added.
+RGB_OPS = ("hue",)
 IDENTITY = "identity"
-OPS = (IDENTITY, *COLOR_OPS, *AFFINE_OPS)
+COLOUR_MODES = ("keep", "invariant")
+OPS = (IDENTITY, *COLOR_OPS, *AFFINE_OPS, *RGB_OPS)
+GRAY_OPS = OPS[: len(OPS) - len(RGB_OPS)]
+
+
+def ops_for(channels: int) -> tuple[str, ...]:
+    """The strong-view ops a batch of `channels` draws from (by index into OPS)."""
+    return OPS if channels == 3 else GRAY_OPS
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,16 @@ class AugmentSettings:
     max_shear: float = 0.3
     max_translate: float = 0.3  # fraction of the side
     cutout: float = 0.5  # cutout side as a fraction of the image side (upper bound)
+    # "keep": colours may tell classes apart; "invariant": they do not (digits, shapes or
+    # text in any colour), so every view of a colour image gets a random hue and channel
+    # order, and the classifier normalizes each image by its own channel statistics
+    colour: Literal["keep", "invariant"] = "keep"
+
+    def __post_init__(self) -> None:
+        if self.colour not in COLOUR_MODES:
+            raise ValueError(
+                f"augment colour {self.colour!r}: choose one of {', '.join(COLOUR_MODES)}"
+            )
 
 
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -76,7 +104,19 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def weak(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
     x = translate_crop(x, s.pad, gen)
-    return random_flip(x, gen) if s.flip else x
+    x = random_flip(x, gen) if s.flip else x
+    if s.colour == "invariant" and x.shape[1] == 3:
+        x = colour_jitter(x, gen)
+    return x
+
+
+def colour_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random hue turn (uniform over the circle) and random order of the R, G,
+    B channels, for RGB batches (B, 3, H, W): the colours change, the shapes do not."""
+    b, dev = x.shape[0], x.device
+    x = hue_rotate(x, (_uniform(gen, (b,), dev) * 2 - 1) * math.pi)
+    order = _uniform(gen, (b, 3), dev).argsort(1)  # (B, 3): a random permutation each
+    return x.gather(1, order[:, :, None, None].expand_as(x))
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +129,27 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """factor * a + (1 - factor) * b, clamped to [0, 1]; factor is per sample (B,)."""
     return (b + _bview(factor) * (a - b)).clamp_(0.0, 1.0)
+
+
+# RGB -> YIQ (NTSC): Y is the luma, (I, Q) the chroma plane a hue rotation turns
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def hue_rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """RGB images (B, 3, H, W) with their hue turned by `angle` (B,) radians: the chroma
+    (I, Q) rotated in YIQ space, the luma Y kept (up to clamping to [0, 1])."""
+    b = x.shape[0]
+    cos, sin = angle.cos(), angle.sin()
+    turn = torch.zeros(b, 3, 3, dtype=x.dtype, device=x.device)
+    turn[:, 0, 0] = 1.0
+    turn[:, 1, 1], turn[:, 1, 2] = cos, -sin
+    turn[:, 2, 1], turn[:, 2, 2] = sin, cos
+    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    to_rgb = _YIQ_TO_RGB.to(x.device, x.dtype)
+    mat = to_rgb @ turn @ to_yiq  # (B, 3, 3): one matrix per sample
+    out = torch.bmm(mat, x.reshape(b, 3, -1))  # (B, 3, H*W)
+    return out.view_as(x).clamp_(0.0, 1.0)
 
 
 def _color_op(name: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -117,6 +178,8 @@ def _color_op(name: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     if name == "solarize":
         threshold = _bview(1.0 - m)  # m=0: nothing inverted
         return torch.where(x >= threshold, 1.0 - x, x)
+    if name == "hue":  # RGB only (RGB_OPS): a turn of up to half a circle either way
+        return hue_rotate(x, signed * math.pi)
     if name == "equalize_like":
         # Histogram equalization approximated by a per-sample gamma toward mid-grey mean.
         mean = x.mean(dim=(1, 2, 3)).clamp(1e-3, 1 - 1e-3)
@@ -179,13 +242,14 @@ def cutout(
 def strong(x: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
     """Weak view + RandAugment-style ops (per-sample choice and magnitude) + Cutout."""
     x = weak(x, s, gen)
-    b, dev = x.shape[0], x.device
-    ops = torch.randint(0, len(OPS), (b, s.n_ops), generator=gen, device=dev)  # (B, n_ops)
+    b, c, dev = x.shape[0], x.shape[1], x.device
+    drawn = ops_for(c)
+    ops = torch.randint(0, len(drawn), (b, s.n_ops), generator=gen, device=dev)  # (B, n_ops)
     mags = _uniform(gen, (b, s.n_ops), dev)  # (B, n_ops) in [0, 1]
-    for name in COLOR_OPS:
-        chosen = ops == OPS.index(name)
-        if name == "color" and x.shape[1] == 1:
+    for name in (*COLOR_OPS, *RGB_OPS):
+        if name not in drawn or (name == "color" and c == 1):
             continue
+        chosen = ops == OPS.index(name)
         idx = chosen.any(1).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue

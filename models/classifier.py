@@ -10,7 +10,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models.networks import build_network
+from models.networks import STEMS, build_network, default_stem
+
+NORMALIZATIONS = ("dataset", "per_image")
+PER_IMAGE_MIN_STD = 0.02  # in [0, 1] units: ~5 grey levels
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,25 @@ class ClassifierConfig:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # "small" or "torchvision" (models.networks.STEMS); None: the network's default for
+    # the image size (`default_stem`), which is also how models stored before the stem was
+    # recorded were built, so their specs rebuild the same architecture
+    stem: str | None = None
+    # "dataset": (x - mean) / std with the stored statistics; "per_image": each image's
+    # channels first standardized by their own mean and std (colour-invariant training,
+    # `AugmentSettings.colour`), then mean and std as stored (0 and 1 for it)
+    normalize: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if self.stem is None:
+            object.__setattr__(self, "stem", default_stem(self.network, self.image_size))
+        elif self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {self.normalize!r}; choose one of "
+                f"{', '.join(NORMALIZATIONS)}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -37,24 +59,42 @@ class ClassifierConfig:
             image_size=int(d["image_size"]),
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
+            stem=d.get("stem"),  # absent from specs stored before it was recorded
+            normalize=str(d.get("normalize", "dataset")),  # likewise
         )
 
 
 class Classifier(nn.Module):
     """A network with its input normalization: takes float images in [0, 1]."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        normalize: str = "dataset",
+    ):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.per_image = normalize == "per_image"
         self.config: ClassifierConfig | None = None  # set by build_classifier
 
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W), what net sees
+        if self.per_image:
+            # each channel of each image to mean 0, std 1: the image's own colour cast and
+            # contrast are gone (a floor on the std keeps flat channels from blowing up noise)
+            mu = x.mean(dim=(2, 3), keepdim=True)
+            sigma = x.std(dim=(2, 3), keepdim=True).clamp_min(PER_IMAGE_MIN_STD)
+            x = (x - mu) / sigma
+        return (x - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.normalized(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D)
-        return self.net.features((x - self.mean) / self.std)
+        return self.net.features(self.normalized(x))
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The penultimate layer (B, D) and the logits (B, K) from one forward pass."""
@@ -64,8 +104,10 @@ class Classifier(nn.Module):
 
 def build_classifier(config: ClassifierConfig) -> Classifier:
     """A fresh classifier (random weights) of the given shape; load a state dict into it."""
-    net = build_network(config.network, config.num_classes, config.in_channels, config.image_size)
-    model = Classifier(net, config.mean, config.std)
+    net = build_network(
+        config.network, config.num_classes, config.in_channels, config.image_size, config.stem
+    )
+    model = Classifier(net, config.mean, config.std, config.normalize)
     model.config = config
     return model
 

@@ -12,6 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NETWORKS = ("small_cnn", "wrn28_2", "resnet18", "resnet34", "resnet50")
+TORCHVISION_NETWORKS = ("resnet18", "resnet34", "resnet50")
+# "small": 3x3 stride-1 first convolution, no max-pool; "torchvision": torchvision's
+# 7x7 stride-2 convolution and max-pool (the stem its pretrained weights were trained with)
+STEMS = ("small", "torchvision")
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -103,22 +107,28 @@ class WideResNet(nn.Module):
 
 
 class TorchvisionClassifier(nn.Module):
-    """A torchvision ResNet, randomly initialized (no downloads), with its stem adapted
-    to the channel count and, for small images, a 3×3 stride-1 stem without max-pool."""
+    """A torchvision ResNet, randomly initialized (no downloads; `models.pretrained` loads
+    weights into it), with its first convolution taking `in_channels`. Its stem is
+    torchvision's own (7x7 stride-2 conv + max-pool: what pretrained weights expect) or,
+    `stem="small"`, a 3x3 stride-1 conv without max-pool, which keeps a small image's
+    resolution (torchvision's would take a 32 px image to 8 px before the first block)."""
 
-    def __init__(self, arch: str, num_classes: int, in_channels: int, image_size: int):
+    def __init__(
+        self, arch: str, num_classes: int, in_channels: int, image_size: int, stem: str = ""
+    ):
         super().__init__()
         import torchvision
 
+        stem = stem or default_stem(arch, image_size)
         net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
-        if image_size <= 64:
+        if stem == "small":
             net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
             net.maxpool = nn.Identity()
         elif in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.head = net.fc
         net.fc = nn.Identity()
-        self.body = net
+        self.body = net  # torchvision's module names: its state dict less `fc.*`
         self.feature_dim = self.head.in_features
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,12 +138,27 @@ class TorchvisionClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def build_network(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """A fresh network by name (see NETWORKS)."""
+def default_stem(name: str, image_size: int) -> str:
+    """The stem a network gets unless it is asked for another: torchvision networks keep
+    their own above 64 px and get the small one at 64 px or less; small_cnn and wrn28_2
+    have only a small stem (3x3 stride 1). Models stored before the stem was recorded
+    were built by this rule."""
+    return "torchvision" if name in TORCHVISION_NETWORKS and image_size > 64 else "small"
+
+
+def build_network(
+    name: str, num_classes: int, in_channels: int, image_size: int, stem: str | None = None
+) -> nn.Module:
+    """A fresh network by name (see NETWORKS); `stem` None: `default_stem`."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    stem = stem or default_stem(name, image_size)
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
+    if name in TORCHVISION_NETWORKS:
+        return TorchvisionClassifier(name, num_classes, in_channels, image_size, stem)
+    if stem != "small":
+        raise ValueError(f"{name} has only the small stem, not {stem!r}")
     if name == "small_cnn":
         return SmallCNN(num_classes, in_channels)
-    if name == "wrn28_2":
-        return WideResNet(num_classes, in_channels, depth=28, widen=2)
-    if name in ("resnet18", "resnet34", "resnet50"):
-        return TorchvisionClassifier(name, num_classes, in_channels, image_size)
-    raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    return WideResNet(num_classes, in_channels, depth=28, widen=2)

@@ -40,6 +40,7 @@ from models.classifier import (
 from models.ema import ModelEMA
 from models.losses import DistributionAlignment, supervised_loss
 from models.pool import ImagePool, on_device, take_rows
+from models.pretrained import pretrained_classifier
 from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
 from models.thresholds import make_threshold
 from models.train.settings import Callback, TrainData, TrainResult, TrainSettings
@@ -106,11 +107,26 @@ def fit(
     w_lb = data.w_lb.to(device).float()
     x_ulb = on_device(data.x_ulb, device, fmt)
     c, h = x_lb.shape[-3], x_lb.shape[-2]
-    # a file-backed labeled set contributes its first 10,000 images, as the pool does
-    x_lb_stats = data.x_lb[:10_000] if isinstance(data.x_lb, ImagePool) else data.x_lb
-    mean, std = channel_stats(torch.cat([x_lb_stats, data.x_ulb[:10_000]]))
-    config = ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
-    model = build_classifier(config).to(device, memory_format=fmt)
+    # colour-invariant training: each colour image normalized by its own channel statistics
+    per_image = s.augment.colour == "invariant" and c == 3
+    normalize = "per_image" if per_image else "dataset"
+    if s.pretrained:  # the weights' own stem and input normalization (models.pretrained)
+        model = pretrained_classifier(s.network, s.num_classes, c, h, s.pretrained, normalize)
+    elif per_image:  # after it, every channel has mean 0 and std 1
+        zeros, ones = (0.0,) * c, (1.0,) * c
+        model = build_classifier(
+            ClassifierConfig(s.network, s.num_classes, c, h, zeros, ones, normalize=normalize)
+        )
+    else:  # normalized by the data's channel statistics
+        # a file-backed labeled set contributes its first 10,000 images, as the pool does
+        x_lb_stats = data.x_lb[:10_000] if isinstance(data.x_lb, ImagePool) else data.x_lb
+        mean, std = channel_stats(torch.cat([x_lb_stats, data.x_ulb[:10_000]]))
+        model = build_classifier(
+            ClassifierConfig(s.network, s.num_classes, c, h, tuple(mean), tuple(std))
+        )
+    assert model.config is not None
+    config = model.config
+    model = model.to(device, memory_format=fmt)
     # a better start than the labels alone (pre-phase, seeds), before DDP wraps the model:
     # its constructor shares rank 0's weights
     begin = better_start(model, data, x_lb, y_lb, w_lb, x_ulb, s, device, ranks, pretrain_cache)

@@ -1,7 +1,19 @@
+import math
+
 import pytest
 import torch
 
-from models.augment import IDENTITY, OPS, AugmentSettings, cutout, strong, translate_crop, weak
+from models.augment import (
+    IDENTITY,
+    OPS,
+    AugmentSettings,
+    cutout,
+    hue_rotate,
+    ops_for,
+    strong,
+    translate_crop,
+    weak,
+)
 
 
 def _batch(b: int = 16, c: int = 1, size: int = 28) -> torch.Tensor:
@@ -95,3 +107,97 @@ def test_every_strong_operation_changes_the_images_that_drew_it():
         sel = drew & strong_enough_here
         assert int(sel.sum()) > 10, name
         assert float(change[sel].min()) > 0.005, name  # posterize: a few grey levels
+
+
+def test_a_one_channel_strong_view_is_as_before_the_hue_op():
+    # Values from models/augment.py before `hue` was added (commit 27261da), same input
+    # and generator: a 1-channel batch must draw exactly the same random numbers (the
+    # next draw matches) and come out the same, so grayscale runs do not move.
+    x = torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(5)
+    out = strong(x, AugmentSettings(), g)
+    assert torch.rand(1, generator=g).item() == 0.4525589942932129
+    before = [65.63668, 53.19081, 74.8395, 65.30627, 71.16628, 71.9672, 37.72925, 61.44239]
+    assert out.flatten(1).sum(1).tolist() == pytest.approx(before, abs=1e-4)
+    assert out.flatten()[::97].tolist() == pytest.approx(
+        [0.0, 0.2324755, 0.5722050, 0.9999999, 0.0, 0.1801037, 0.6361921, 0.1304733]
+        + [0.0, 0.0, 0.0, 0.2114705],
+        abs=1e-6,
+    )
+
+
+def test_only_colour_batches_draw_the_hue_op():
+    assert "hue" in ops_for(3) and "hue" not in ops_for(1)
+    assert ops_for(1) == OPS[: len(ops_for(1))]  # same indices for the ops both draw
+
+
+def _yiq(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Luma (B, H, W) and hue angle (B, H, W) of RGB images (B, 3, H, W)."""
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    i = 0.596 * r - 0.274 * g - 0.322 * b
+    q = 0.211 * r - 0.523 * g + 0.312 * b
+    return y, torch.atan2(q, i)
+
+
+def test_hue_rotation_turns_the_hue_and_keeps_the_luma():
+    # mid-tone colours, so that most pixels stay inside [0, 1] after the turn
+    x = 0.3 + 0.4 * _batch(64, c=3, size=8)
+    angle = torch.linspace(-math.pi, math.pi, 64)
+    out = hue_rotate(x, angle)
+    y0, h0 = _yiq(x)
+    y1, h1 = _yiq(out)
+    inside = ((out > 0) & (out < 1)).all(1)  # pixels the clamp did not touch
+    assert float(inside.float().mean()) > 0.5
+    assert float((y1 - y0).abs()[inside].max()) < 1e-4  # luma kept exactly
+    assert float((y1 - y0).abs().mean()) < 0.02  # and roughly where clamped
+    turned = torch.remainder(h1 - h0 - angle.view(-1, 1, 1) + math.pi, 2 * math.pi) - math.pi
+    assert float(turned.abs()[inside].max()) < 1e-3  # the hue turned by the angle
+    assert float((out - x).abs().amax()) > 0.2  # and the colours really changed
+    # a grey image has no hue to turn
+    grey = torch.full((2, 3, 4, 4), 0.5)
+    assert torch.allclose(hue_rotate(grey, torch.tensor([1.0, 3.0])), grey, atol=1e-6)
+
+
+def test_the_strong_view_turns_the_hue_of_the_colour_images_that_drew_it():
+    b = 512
+    s = AugmentSettings(pad=0, n_ops=1, cutout=0.0)
+    x = 0.3 + 0.4 * _batch(b, c=3, size=8)
+    out = strong(x, s, torch.Generator().manual_seed(2))
+    replay = torch.Generator().manual_seed(2)
+    ops = torch.randint(0, len(OPS), (b, 1), generator=replay)[:, 0]
+    mags = torch.rand((b, 1), generator=replay)[:, 0]
+    hue = (ops == OPS.index("hue")) & ((mags - 0.5).abs() > 0.2)
+    assert int(hue.sum()) > 10
+    y0, h0 = _yiq(x[hue])
+    y1, h1 = _yiq(out[hue])
+    assert float((y1 - y0).abs().mean()) < 0.02
+    turned = torch.remainder(h1 - h0 + math.pi, 2 * math.pi) - math.pi
+    assert float(turned.abs().mean()) > 0.5
+
+
+def test_colour_invariant_views_change_the_colours_but_not_the_shapes():
+    # two-colour images: a random square in one colour on a background of another
+    b = 64
+    g = torch.Generator().manual_seed(0)
+    fg, bg = torch.rand(b, 3, 1, 1, generator=g), torch.rand(b, 3, 1, 1, generator=g)
+    mask = torch.zeros(b, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:6, 3:7] = True
+    x = torch.where(mask, fg, bg)
+    s = AugmentSettings(pad=0, colour="invariant")
+    out = weak(x, s, torch.Generator().manual_seed(1))
+    # still two colours, on the same pixels: the shape is untouched
+    inside, outside = out[:, :, 2, 3], out[:, :, 0, 0]
+    assert torch.allclose(out, torch.where(mask, inside[..., None, None], outside[..., None, None]))
+    assert float((inside - fg.flatten(1)).abs().amax(1).median()) > 0.05  # colours moved
+    # "keep" and grayscale batches: the weak view as before (same draws, same output)
+    kept, invariant = AugmentSettings(pad=2), AugmentSettings(pad=2, colour="invariant")
+    for batch in (x, _batch(c=1)):
+        a = weak(batch, kept, torch.Generator().manual_seed(3))
+        b = weak(batch, invariant, torch.Generator().manual_seed(3))
+        assert torch.equal(a, b) == (batch.shape[1] == 1)
+
+
+def test_an_unknown_colour_mode_is_refused():
+    with pytest.raises(ValueError, match="keep, invariant"):
+        AugmentSettings(colour="grey")

@@ -1,0 +1,56 @@
+"""The classifier's input normalization, and its spec."""
+
+import dataclasses
+
+import torch
+
+from models import AugmentSettings, fit
+from models.classifier import ClassifierConfig, build_classifier
+from tests.models.test_train import settings, toy_data
+
+
+def test_per_image_normalization_ignores_each_image_colour_cast_and_contrast():
+    config = ClassifierConfig("small_cnn", 4, 3, 16, (0.0,) * 3, (1.0,) * 3, normalize="per_image")
+    model = build_classifier(config).eval()
+    x = 0.2 + 0.5 * torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    scale = torch.tensor([0.5, 1.2, 0.8]).view(1, 3, 1, 1)  # per channel, positive
+    shift = torch.tensor([0.1, -0.15, 0.05]).view(1, 3, 1, 1)
+    y = x * scale + shift
+    assert torch.allclose(model.normalized(x), model.normalized(y), atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(y), atol=1e-5)
+    plain = build_classifier(ClassifierConfig("small_cnn", 4, 3, 16, (0.5,) * 3, (0.25,) * 3))
+    assert not torch.allclose(plain.normalized(x), plain.normalized(y), atol=0.05)
+
+
+def test_a_spec_stored_before_the_normalization_was_recorded_uses_the_dataset_statistics():
+    old = {
+        "network": "small_cnn",
+        "num_classes": 3,
+        "in_channels": 1,
+        "image_size": 28,
+        "mean": [0.13],
+        "std": [0.31],
+    }
+    config = ClassifierConfig.from_dict(old)
+    assert config.normalize == "dataset" and config.stem == "small"
+    assert ClassifierConfig.from_dict(config.to_dict()) == config
+    x = torch.rand(2, 1, 28, 28)
+    model = build_classifier(config).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model.net((x - 0.13) / 0.31))
+
+
+def test_colour_invariant_training_normalizes_colour_images_per_image():
+    gray = toy_data(n_lb=12, n_ulb=24)
+    colour = dataclasses.replace(
+        gray, x_lb=gray.x_lb.repeat(1, 3, 1, 1), x_ulb=gray.x_ulb.repeat(1, 3, 1, 1)
+    )
+    invariant = settings(
+        augment=AugmentSettings(colour="invariant"), teacher_steps=2, student_steps=2
+    )
+    config = fit(colour, invariant).model.config
+    assert config.normalize == "per_image"
+    assert config.mean == (0.0,) * 3 and config.std == (1.0,) * 3
+    # grayscale: nothing to be invariant to; the data's statistics as before
+    assert fit(gray, invariant).model.config.normalize == "dataset"
