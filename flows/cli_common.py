@@ -151,8 +151,7 @@ def explain(exc: BaseException) -> str:
             f"machine starts it slowly). Give it longer, e.g. `export {START_TIMEOUT_ENV}"
             f"=900` (or Prefect's own {PREFECT_START_TIMEOUT_ENV}), or start a server once "
             "(`prefect server start`) and point semilabel at it with `export "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api`. Prefect said: "
-            + text.split(" stdout:")[0]
+            "PREFECT_API_URL=http://127.0.0.1:4200/api`. Prefect said: " + text.split(" stdout:")[0]
         )
     return text
 
@@ -203,9 +202,7 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
             console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
             return EXIT_HEALTH_ALERT
         except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
-            console.print(
-                f"[red]semilabel {command} failed: {explain(exc)}[/red]", highlight=False
-            )
+            console.print(f"[red]semilabel {command} failed: {explain(exc)}[/red]", highlight=False)
             return EXIT_FAILED
         finally:
             set_listener(None)
