@@ -175,6 +175,14 @@ class AugmentConfig(_Section):
     flip: bool = Field(False, description="Weak view: random horizontal flip (off for digits).")
     n_ops: int = Field(2, ge=0, le=6, description="Strong view: RandAugment ops per image.")
     cutout: float = Field(0.5, ge=0.0, le=1.0, description="Strong view: max cutout side.")
+    colour: Literal["keep", "invariant"] = Field(
+        "keep",
+        description="keep: colours may tell classes apart (the default). invariant: they do "
+        "not (digits, text or shapes printed in any colour): every view of a colour image "
+        "gets a random hue and channel order, and each image is standardized by its own "
+        "channel statistics, so the model learns shapes and throws absolute colour away. "
+        "Grayscale training ignores it.",
+    )
 
 
 class DistributedConfig(_Section):
@@ -752,6 +760,7 @@ class Config(_Section):
                 flip=t.augment.flip,
                 n_ops=t.augment.n_ops,
                 cutout=t.augment.cutout,
+                colour=t.augment.colour,
             ),
             device=t.device,
             bf16=t.bf16,

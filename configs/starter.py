@@ -26,6 +26,8 @@ class StarterChoices:
     image_size_why: str
     network: str
     network_why: str
+    colour: str  # train.augment.colour: keep | invariant
+    colour_why: str
     gold_fraction: float
     gold_budget: int  # gold labels `semilabel sample` asks for (0: enough already)
     gold_why: str
@@ -37,6 +39,7 @@ class StarterChoices:
             f"channels: {self.channels} ({self.channels_why})",
             f"image size: {self.image_size} px ({self.image_size_why})",
             f"network: {self.network} ({self.network_why})",
+            f"colour: {self.colour} ({self.colour_why})",
             f"gold fraction: {self.gold_fraction:g} ({self.gold_why})",
             f"store: .semilabel/{self.name}/store; MLflow experiment {self.name}, "
             f"model {self.name}-classifier",
@@ -99,6 +102,8 @@ train:
   augment:
     # a mirrored image of the same class? true for most photos, false for text or digits
     flip: false
+{_comment(c.colour_why, 4)}
+    colour: {c.colour}
 """
 
 

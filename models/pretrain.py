@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from models.augment import AugmentSettings, strong
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.classifier import Classifier, to_float
+from models.classifier import Classifier, ClassifierConfig, to_float
 from models.pool import ImagePool, take_rows
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,32 @@ class _Projection(nn.Module):
         return self.net(h)
 
 
-def pretrain_key(fingerprint: str, network: str, steps: int, batch: int, seed: int) -> str:
-    """What the cached weights depend on: the unlabeled data, network and these settings."""
-    text = f"{fingerprint}|{network}|{steps}|{batch}|{seed}|{TEMPERATURE}|{PRETRAIN_LR}"
+def pretrain_key(
+    fingerprint: str,
+    model: ClassifierConfig,
+    *,
+    pretrained: str | None,
+    augment: AugmentSettings,
+    steps: int,
+    batch: int,
+    seed: int,
+) -> str:
+    """What the cached weights depend on: the unlabeled data, the model's architecture and
+    input normalization, the weights it starts from, the augmentation and these settings."""
+    text = "|".join(
+        str(part)
+        for part in (
+            fingerprint,
+            sorted(model.to_dict().items()),
+            pretrained,
+            augment,
+            steps,
+            batch,
+            seed,
+            TEMPERATURE,
+            PRETRAIN_LR,
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -87,8 +87,16 @@ def better_start(
     rows: list[dict[str, float]] = [first]
     human = data.human_lb
     if choice.seeded and s.pretrain_steps:
+        if model.config is None:
+            raise ValueError("better_start needs a model made by build_classifier")
         key = pretrain_key(
-            data.pool_fingerprint(), s.network, s.pretrain_steps, s.pretrain_batch_size, s.seed
+            data.pool_fingerprint(),
+            model.config,
+            pretrained=s.pretrained,
+            augment=s.augment,
+            steps=s.pretrain_steps,
+            batch=s.pretrain_batch_size,
+            seed=s.seed,
         )
         loss = pretrain(
             model,

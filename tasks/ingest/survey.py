@@ -35,6 +35,11 @@ SIZES = (32, 48, 64, 96, 128, 160, 224)  # training sides init chooses from
 # Without a GPU, a first run at a larger side takes too long: small_cnn's step time grows
 # with the pixels (900 steps: about 4 min at 32 px on 2 cores, 9 at 48, 16 at 64).
 CPU_MAX_SIZE = 32
+COLOUR_PER_CLASS = 25  # labeled colour images per class decoded to ask whether colour matters
+COLOUR_PERMUTATIONS = 500
+# colour tells classes apart when the class explains at least this share of the variation
+# in the labeled images' colour casts, beyond chance (permutation p-value under 0.01)
+COLOUR_SHARE = 0.1
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -55,6 +60,12 @@ class DataSurvey:
     decoded: int  # colour-mode images decoded for that check
     short_sides: tuple[int, ...]  # min(height, width) of each readable sampled image
     long_sides: tuple[int, ...]
+    # does colour tell the classes apart? From up to COLOUR_PER_CLASS labeled colour
+    # images a class: the share of their colour casts' variation the class explains, and
+    # its permutation p-value; None when too few labeled colour images to say
+    colour_share: float | None = None
+    colour_p: float | None = None
+    colour_checked: int = 0  # labeled images decoded for it
 
     @property
     def colour(self) -> bool:
@@ -87,6 +98,11 @@ class DataSurvey:
                 f"sizes: shorter side {min(self.short_sides)}-{max(self.short_sides)} px "
                 f"(median {median(self.short_sides):g}), longer side up to "
                 f"{max(self.long_sides)} px"
+            )
+        if self.colour_share is not None:
+            out.append(
+                f"colour: the class explains {self.colour_share:.0%} of the colour variation "
+                f"among {self.colour_checked} labeled images (p = {self.colour_p:.3f})"
             )
         if self.unreadable:
             out.append(
@@ -122,6 +138,7 @@ def survey(
     per_class: Counter[str] = Counter()
     n = unlabeled = 0
     chosen: list[RawRecord] = []
+    labeled: dict[str, list[RawRecord]] = {}  # a reservoir per class, for the colour check
     rng = random.Random(seed)
     for rec in records:  # a reservoir: an even sample whatever the order of the records
         n += 1
@@ -129,6 +146,11 @@ def survey(
             unlabeled += 1
         else:
             per_class[rec.label] += 1
+            kept = labeled.setdefault(rec.label, [])
+            if len(kept) < COLOUR_PER_CLASS:
+                kept.append(rec)
+            elif (j := rng.randrange(per_class[rec.label])) < COLOUR_PER_CLASS:
+                kept[j] = rec
         if len(chosen) < sample:
             chosen.append(rec)
         else:
@@ -138,6 +160,8 @@ def survey(
     if n == 0:
         raise DataContractError(f"{str(path)!r} holds no images")
     modes, shorts, longs, bad, gray, decoded = _inspect(chosen)
+    casts, classes = _colour_casts(labeled)
+    share, p_value = colour_explained(casts, classes, seed=seed)
     return DataSurvey(
         kind=kind,
         path=str(p),
@@ -151,6 +175,9 @@ def survey(
         decoded=decoded,
         short_sides=tuple(shorts),
         long_sides=tuple(longs),
+        colour_share=share,
+        colour_p=p_value,
+        colour_checked=len(classes),
     )
 
 
@@ -197,6 +224,57 @@ def _inspect(
     return modes, shorts, longs, bad, gray, decoded
 
 
+def _colour_casts(labeled: dict[str, list[RawRecord]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each decodable labeled image's colour cast: its mean R, G and B minus its mean
+    brightness (so a lighter or darker photo of the same colours casts the same), with
+    its class's index. Grayscale images cast (0, 0, 0)."""
+    from PIL import Image, ImageOps
+
+    casts: list[np.ndarray] = []
+    classes: list[int] = []
+    for index, name in enumerate(sorted(labeled)):
+        for rec in labeled[name]:
+            try:
+                img = ImageOps.exif_transpose(Image.open(io.BytesIO(_bytes(rec) or b"")))
+                img.thumbnail((64, 64))  # the mean colour needs no more pixels
+                rgb = np.asarray(img.convert("RGB"), np.float64) / 255.0
+            except Exception:  # noqa: BLE001 - unreadable: ingest quarantines it
+                continue
+            mean = rgb.reshape(-1, 3).mean(axis=0)
+            casts.append(mean - mean.mean())
+            classes.append(index)
+    return np.asarray(casts, np.float64).reshape(-1, 3), np.asarray(classes, np.int64)
+
+
+def colour_explained(
+    casts: np.ndarray, classes: np.ndarray, *, seed: int = 0
+) -> tuple[float | None, float | None]:
+    """(share, p): the share of the casts' variation (total sum of squares, all three
+    channels) that lies between the classes' means, and how often shuffled labels
+    explain as much (a permutation test, so few images per class do not read as an
+    effect). (None, None) with fewer than 2 classes of 3 images each, or no colour."""
+    counts = np.bincount(classes) if len(classes) else np.zeros(0, np.int64)
+    if (counts >= 3).sum() < 2:
+        return None, None
+    centred = casts - casts.mean(axis=0)
+    total = float((centred**2).sum())
+    if total < 1e-9:  # every image has the same cast: grayscale, or one colour everywhere
+        return 0.0, 1.0
+
+    def between(labels: np.ndarray) -> float:
+        sums = np.zeros((len(counts), 3))
+        np.add.at(sums, labels, centred)
+        present = counts > 0
+        return float(((sums[present] ** 2).sum(axis=1) / counts[present]).sum())
+
+    observed = between(classes)
+    gen = np.random.default_rng(seed)
+    as_large = sum(
+        between(gen.permutation(classes)) >= observed for _ in range(COLOUR_PERMUTATIONS)
+    )
+    return observed / total, (1 + as_large) / (1 + COLOUR_PERMUTATIONS)
+
+
 def choose(
     found: DataSurvey, *, gpu: bool, name: str | None = None, out: str = "FILE"
 ) -> StarterChoices:
@@ -229,6 +307,7 @@ def choose(
         if network == "resnet18"
         else "a small CNN: fast on a CPU at this size (wrn28_2 is stronger on a GPU)"
     )
+    colour_mode, colour_why = _colour_mode(found, channels)
     gold = _gold(found, out)
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or _name(found)))
     return StarterChoices(
@@ -242,9 +321,34 @@ def choose(
         image_size_why=size_why,
         network=network,
         network_why=net_why,
+        colour=colour_mode,
+        colour_why=colour_why,
         gold_fraction=gold[0],
         gold_budget=gold[1],
         gold_why=gold[2],
+    )
+
+
+def _colour_mode(found: DataSurvey, channels: int) -> tuple[str, str]:
+    """train.augment.colour, and why: invariant when the labeled images' colours do not
+    tell their classes apart (shapes do), so the model is not led by colour at random."""
+    if channels == 1:
+        return "keep", "grayscale: there is no colour to keep or discard"
+    if found.colour_share is None or found.colour_p is None:
+        return "keep", (
+            "too few labeled colour images (3 a class in 2 classes) to tell whether colour "
+            "tells the classes apart, so colour is kept"
+        )
+    measured = (
+        f"among {found.colour_checked} labeled images the class explains "
+        f"{found.colour_share:.0%} of the colour variation (p = {found.colour_p:.3f})"
+    )
+    if found.colour_share >= COLOUR_SHARE and found.colour_p < 0.01:
+        return "keep", f"{measured}: colour tells the classes apart, so the model may use it"
+    return "invariant", (
+        f"{measured}: colour does not tell the classes apart, so the model learns shapes "
+        "in any colour (random hue and channel order, each image standardized by its own "
+        "colours); set keep if a class does have its own colour"
     )
 
 

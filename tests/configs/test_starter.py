@@ -19,6 +19,8 @@ CHOICES = StarterChoices(
     image_size_why="the median shorter side is 50 px",
     network="small_cnn",
     network_why="a small CNN",
+    colour="invariant",
+    colour_why="colour does not tell the classes apart",
     gold_fraction=0.35,
     gold_budget=12,
     gold_why="the gate needs 4 a class " * 8,  # long: wrapped into comment lines
@@ -33,10 +35,13 @@ def test_the_starter_config_loads_as_chosen(tmp_path: Path):
     assert (cfg.source.kind, cfg.source.path) == ("image_folder", "/data/my photos: 2026")
     assert (cfg.train.channels, cfg.train.image_size, cfg.train.network) == (3, 48, "small_cnn")
     assert (cfg.gold.fraction, cfg.sampling.budget.gold) == (0.35, 12)
+    assert (cfg.train.augment.colour, cfg.train.augment.flip) == ("invariant", False)
+    assert cfg.train_settings().augment.colour == "invariant"  # reaches training
     assert (cfg.ingest.convert, cfg.store.root) == ("auto", ".semilabel/shop/store")
     assert (cfg.mlflow.experiment, cfg.mlflow.model_name) == ("shop", "shop-classifier")
     text = out.read_text()
     assert "# the median shorter side is 50 px" in text
+    assert "    # colour does not tell the classes apart\n    colour: invariant" in text
     assert max(len(line) for line in text.splitlines()) <= 100
 
 

@@ -1,6 +1,7 @@
 """The better start: the contrastive pre-phase, its cache, label propagation and the
 seeds it adds, each against hand-worked numbers, and wired through `fit`."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from models import AugmentSettings, Callback, fit
 from models.classifier import ClassifierConfig, build_classifier
-from models.pretrain import choose_seeds, nt_xent, pretrain, propagate_labels
+from models.pretrain import choose_seeds, nt_xent, pretrain, pretrain_key, propagate_labels
 from models.train.start import choose_start
 from tests.models.test_train import settings, toy_data
 
@@ -160,3 +161,23 @@ def test_a_run_that_reads_the_cached_pre_phase_trains_the_same_as_the_one_that_w
     read = fit(toy_data(), s, pretrain_cache=tmp_path)
     for name, p in wrote.model.state_dict().items():
         assert torch.equal(p, read.model.state_dict()[name]), name
+
+
+def test_the_cache_key_changes_with_everything_the_weights_depend_on():
+    config = ClassifierConfig("small_cnn", 3, 3, 16, (0.1,) * 3, (0.2,) * 3)
+    base = dict(pretrained=None, augment=AugmentSettings(), steps=300, batch=256, seed=0)
+    key = pretrain_key("pool-a", config, **base)
+    assert key == pretrain_key("pool-a", config, **base)  # the same run finds its weights
+    others = [
+        pretrain_key("pool-b", config, **base),
+        pretrain_key("pool-a", dataclasses.replace(config, network="resnet18"), **base),
+        pretrain_key("pool-a", dataclasses.replace(config, normalize="per_image"), **base),
+        pretrain_key("pool-a", dataclasses.replace(config, stem="torchvision"), **base),
+        pretrain_key("pool-a", dataclasses.replace(config, image_size=32), **base),
+        pretrain_key("pool-a", config, **{**base, "pretrained": "imagenet"}),
+        pretrain_key("pool-a", config, **{**base, "augment": AugmentSettings(colour="invariant")}),
+        pretrain_key("pool-a", config, **{**base, "augment": AugmentSettings(flip=True)}),
+        pretrain_key("pool-a", config, **{**base, "steps": 301}),
+        pretrain_key("pool-a", config, **{**base, "seed": 1}),
+    ]
+    assert len({key, *others}) == 1 + len(others)

@@ -3,6 +3,7 @@ chooses from that."""
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
@@ -33,6 +34,10 @@ def test_a_folder_of_colour_photos_with_named_classes(tmp_path: Path):
     assert choices.gold_fraction == 0.5
     # 10 labels in the smallest class, 2 of them in gold test: ask for the rest
     assert choices.gold_budget == 12 and "asks annotators for 12 gold labels" in choices.gold_why
+    # the bars come in random colours: colour does not tell the classes apart
+    assert found.colour_checked == 32 and found.colour_share is not None
+    assert found.colour_share < 0.2 and found.colour_p is not None and found.colour_p > 0.01
+    assert choices.colour == "invariant" and "does not tell the classes apart" in choices.colour_why
 
 
 def test_grayscale_stored_as_rgb_reads_as_grayscale(tmp_path: Path):
@@ -49,6 +54,7 @@ def test_grayscale_stored_as_rgb_reads_as_grayscale(tmp_path: Path):
     assert found.modes == {"RGB": 12} and found.gray_in_rgb == 12
     choices = choose(found, gpu=True)
     assert choices.channels == 1 and "grayscale" in choices.channels_why
+    assert choices.colour == "keep"
     assert choices.image_size == 64 and choices.network == "small_cnn"  # 80 px: 64 fits
 
 
@@ -60,6 +66,35 @@ def test_image_size_is_capped_without_a_gpu(tmp_path: Path):
     assert choose(found, gpu=True).network == "resnet18"
     cpu = choose(found, gpu=False)
     assert cpu.image_size == 32 and "no GPU" in cpu.image_size_why
+
+
+def test_classes_that_have_their_own_colour_keep_it(tmp_path: Path):
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    hues = {"ripe": (200, 40, 30), "unripe": (60, 170, 40), "rotten": (90, 60, 30)}
+    for i in range(30):
+        name = list(hues)[i % 3]
+        base = np.array(hues[name]) + rng.integers(-30, 31, 3)  # each photo a little off
+        pixels = np.clip(base + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels, "RGB").save(buf, "JPEG")
+        write(tmp_path / "fruit" / name / f"{i}.jpg", buf.getvalue())
+    found = survey(tmp_path / "fruit")
+    assert found.colour_share is not None and found.colour_share > 0.8
+    assert found.colour_p is not None and found.colour_p < 0.01
+    choices = choose(found, gpu=False)
+    assert choices.colour == "keep" and "colour tells the classes apart" in choices.colour_why
+
+
+def test_too_few_labeled_images_keep_colour_and_say_so(tmp_path: Path):
+    folder = colour_folder(tmp_path / "few", n=30, n_labeled=4)  # 2, 1, 1 JPEGs + 2 PNGs
+    found = survey(folder)
+    assert found.colour_share is None
+    choices = choose(found, gpu=False)
+    assert choices.colour == "keep" and "too few labeled colour images" in choices.colour_why
 
 
 def _png(w: int, h: int) -> bytes:

@@ -237,6 +237,7 @@ MODEL_PARAM_KEYS = {
             "augment.flip",
             "augment.n_ops",
             "augment.cutout",
+            "augment.colour",
         ]
     ),
     *(f"data.n_{k}" for k in ("human", "weak", "model_influenced", "unlabeled", "gold_dev")),
