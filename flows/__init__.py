@@ -6,14 +6,13 @@ import os
 OUR_LOGGERS = ("tasks", "models", "configs")
 
 # Set before Prefect is imported anywhere in the process: quiet the temporary local
-# server's analytics, and route our own modules' logs into Prefect's run logs.
+# server's analytics.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join(OUR_LOGGERS))
 # Outside a flow run (a CLI command that runs none) they go to the console only.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# Prefect gives extra loggers its handlers but not its level: without this they inherit
-# the root's WARNING, and what they say at INFO (the training start chosen, a resumed
-# checkpoint, a registered version) never reaches the console or the run's logs.
+# Our loggers' level: without this they inherit the root's WARNING, and what they say at
+# INFO (the training start chosen, a resumed checkpoint, a registered version) never
+# reaches the console or the run's logs.
 for _name in OUR_LOGGERS:
     logging.getLogger(_name).setLevel(os.environ.get("PREFECT_LOGGING_LEVEL", "INFO").upper())
 # Prefect's temporary server (no PREFECT_API_URL) must start within its startup timeout,
@@ -28,3 +27,14 @@ os.environ.setdefault(
 )
 # MLflow's per-file download bars would interleave with our own progress bars.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+# Our modules' log lines go to the run's logs (the Prefect UI and API) as well as the
+# console. Not through PREFECT_LOGGING_EXTRA_LOGGERS: Prefect reads it when it sets its
+# logging up, at its own import, which in a worker's flow-run process (`python -m
+# prefect.engine`, which loads flows/retrain.py later) comes before this package.
+from prefect.logging.handlers import APILogHandler  # noqa: E402  (after the settings above)
+
+for _name in OUR_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(h, APILogHandler) for h in _logger.handlers):
+        _logger.addHandler(APILogHandler())

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
 from tasks.annotation.answers import ImportSummary
 from tasks.annotation.delivery import (

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -21,7 +22,9 @@ from rich.text import Text
 from configs.schema import ConfigError, load_config, parse_set_args
 
 console = Console(stderr=True)
-out = Console()
+# What we print is data (class names like "recall[eight]", paths, messages): never Rich
+# markup, which would swallow anything in square brackets.
+out = Console(markup=False)
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_VERIFIED, EXIT_HEALTH_ALERT = 1, 2, 3, 4
 
@@ -166,7 +169,7 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
                 overrides[key] = value
         load_config(args.config, overrides)  # fail fast, before Prefect starts
     except ConfigError as exc:
-        console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+        console.print(f"[red]semilabel {command}: {escape(str(exc))}[/red]", highlight=False)
         return EXIT_CONFIG
     dests = [flags[0].lstrip("-").replace("-", "_") for flags, _ in OPTIONS.get(command, [])]
     extra = {dest: getattr(args, dest) for dest in dests}
@@ -195,14 +198,16 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
             result = flow(config_path=args.config, overrides=overrides, **extra)
         except ChampionNotVerified as exc:
             present(command, exc.report)
-            console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+            console.print(f"[red]semilabel {command}: {escape(str(exc))}[/red]", highlight=False)
             return EXIT_NOT_VERIFIED
         except LabelHealthAlert as exc:
             out.print(exc.health.markdown(), soft_wrap=True)
-            console.print(f"[red]semilabel {command}: {exc}[/red]", highlight=False)
+            console.print(f"[red]semilabel {command}: {escape(str(exc))}[/red]", highlight=False)
             return EXIT_HEALTH_ALERT
         except Exception as exc:  # noqa: BLE001 - the CLI's job is to report, then exit 1
-            console.print(f"[red]semilabel {command} failed: {explain(exc)}[/red]", highlight=False)
+            console.print(
+                f"[red]semilabel {command} failed: {escape(explain(exc))}[/red]", highlight=False
+            )
             return EXIT_FAILED
         finally:
             set_listener(None)

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
 from tasks.ingest import IngestError, IngestSummary, ingest_source, publish_ingest_summary
 

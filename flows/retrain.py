@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import Config, load_config
 from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
@@ -70,7 +71,7 @@ def retrain(
     cfg = load_config(config_path, overrides)
     run_id = str(flow_run.id or "local")
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s) as lease:
         ingested = ingest_source(cfg, run_id=run_id)
         publish_ingest_summary(ingested, cfg.store.root)
         weak = weak_label_examples(cfg, run_id=run_id) if cfg.weak_labeling.enabled else None
@@ -97,6 +98,7 @@ def retrain(
             str(cfg.store.root),
             ui_base(cfg.mlflow.tracking_uri, cfg.mlflow.ui_url),
             args,
+            lease,
         )
         decision = register_and_decide(destination, trained, evaluation, report)
         facts = RunFacts(

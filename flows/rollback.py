@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect import flow
 
+import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
 from tasks.monitoring import roll_back_champion
 from tasks.registry import RegistryRef, RollbackResult
@@ -31,8 +32,8 @@ def rollback(
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
-        return roll_back_champion(ref, reason)
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s) as lease:
+        return roll_back_champion(ref, reason, lease)
 
 
 if __name__ == "__main__":

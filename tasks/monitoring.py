@@ -28,6 +28,8 @@ from tasks.model_artifact import load_classifier
 from tasks.promotion import gold_probabilities
 from tasks.registry import (
     ChampionMoved,
+    Lease,
+    RegistryLeaseLost,
     RegistryRef,
     RollbackError,
     RollbackResult,
@@ -102,9 +104,11 @@ def monitor_champion(
     *,
     trust_pickle: bool,
     evidence: Evidence = Evidence(),
+    lease: Lease | None = None,
 ) -> MonitorReport:
     """Measure the champion on current gold; roll it back on a significant regression,
-    unless the version it would restore is no better on the same gold (see module)."""
+    unless the version it would restore is no better on the same gold (see module).
+    `lease`: the run's registry lock, checked before the rollback writes."""
     name = ref.model_name
     version = champion_version(ref)
     if version is None:
@@ -187,9 +191,13 @@ def monitor_champion(
                 "`semilabel retrain` on the current labels.",
             )
     try:
-        result = rollback(ref, "monitor: " + "; ".join(regressions), expected_champion=version)
+        result = rollback(
+            ref, "monitor: " + "; ".join(regressions), expected_champion=version, lease=lease
+        )
     except ChampionMoved as exc:
         return judged("champion_moved", str(exc))
+    except RegistryLeaseLost as exc:
+        return judged("regressed_no_rollback", str(exc))
     except RollbackError as exc:
         return judged("regressed_no_rollback", str(exc))
     return judged("rolled_back", to=result.to_version)
@@ -206,10 +214,17 @@ def check_champion(
     policy: MonitorConfig,
     trust_pickle: bool,
     evidence: Evidence = Evidence(),
+    lease: Lease | None = None,
 ) -> MonitorReport:
     """Re-evaluate the champion on current gold; roll back on a significant regression."""
     report = monitor_champion(
-        Store(store_root), spec, ref, policy, trust_pickle=trust_pickle, evidence=evidence
+        Store(store_root),
+        spec,
+        ref,
+        policy,
+        trust_pickle=trust_pickle,
+        evidence=evidence,
+        lease=lease,
     )
     create_markdown_artifact(
         monitor_markdown(report), key="monitor-report", description=f"Monitor: {report.action}"
@@ -225,9 +240,10 @@ def check_champion(
 
 
 @task(name="rollback-champion", cache_policy=NO_CACHE)
-def roll_back_champion(ref: RegistryRef, reason: str) -> RollbackResult:
-    """Move `champion` back to the previous passing version, recording `reason`."""
-    result = rollback(ref, reason)
+def roll_back_champion(ref: RegistryRef, reason: str, lease: Lease | None = None) -> RollbackResult:
+    """Move `champion` back to the previous passing version, recording `reason`
+    (`lease`: the run's registry lock, checked before each alias write)."""
+    result = rollback(ref, reason, lease=lease)
     create_markdown_artifact(
         f"# Rollback\n\n{ref.model_name}: champion v{result.from_version} -> "
         f"v{result.to_version}\n\nReason: {reason}\n",

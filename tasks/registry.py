@@ -25,6 +25,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -66,6 +67,18 @@ class ChampionMoved(RegistryError):
         super().__init__(
             f"{model_name}: champion moved from {was} to {now} during this run; {action}"
         )
+
+
+class RegistryLeaseLost(RegistryError):
+    """The run's registry lock was taken from it (it stalled past the lease) before an
+    alias write: the write is not made, since another writer may be at work."""
+
+
+class Lease(Protocol):
+    """The registry lock a run holds (`tasks.registry_lock`): `check` raises
+    `RegistryLeaseLost` once it is no longer this run's."""
+
+    def check(self) -> None: ...
 
 
 class RollbackError(RegistryError):
@@ -202,7 +215,11 @@ def register_candidate(
     return str(mv.version)
 
 
-def _set_alias(ref: RegistryRef, alias: str, version: str | None) -> None:
+def _set_alias(ref: RegistryRef, alias: str, version: str | None, lease: Lease | None) -> None:
+    """Point `alias` at `version` (None: remove it), right after checking that `lease`,
+    the run's registry lock, is still held."""
+    if lease is not None:
+        lease.check()
     client = ref.client()
     if version is None:
         with contextlib.suppress(MlflowException):
@@ -219,10 +236,18 @@ def _aliases(ref: RegistryRef) -> dict[str, str]:
     return {k: str(v) for k, v in (model.aliases or {}).items()}
 
 
-def promote(ref: RegistryRef, version: str, *, expected_champion: str | None) -> Promotion:
+def promote(
+    ref: RegistryRef,
+    version: str,
+    *,
+    expected_champion: str | None,
+    lease: Lease | None = None,
+) -> Promotion:
     """Point `champion` at `version` if the champion is still `expected_champion` (the
     version the gate compared against; None: there was none). The old champion becomes
-    `previous_champion`. All or nothing: if a step fails, both aliases are put back."""
+    `previous_champion`. All or nothing: if a step fails, both aliases are put back.
+    Every alias write first checks `lease` (the run's registry lock): once it is lost,
+    nothing more is written, not even the restoring writes (`RegistryLeaseLost`)."""
     before = _aliases(ref)
     current = before.get(CHAMPION)
     if current != expected_champion:
@@ -234,16 +259,20 @@ def promote(ref: RegistryRef, version: str, *, expected_champion: str | None) ->
             "Re-run retrain to gate it against the current one.",
         )
     try:
-        _set_alias(ref, CHAMPION, version)
+        _set_alias(ref, CHAMPION, version, lease)
         if current is not None and current != version:
-            _set_alias(ref, PREVIOUS_CHAMPION, current)
+            _set_alias(ref, PREVIOUS_CHAMPION, current, lease)
             ref.client().set_model_version_tag(ref.model_name, version, TAG_PREVIOUS, current)
         ref.client().set_model_version_tag(ref.model_name, version, TAG_PROMOTED_AT, _now())
         ref.client().set_model_version_tag(ref.model_name, version, TAG_PROMOTION, "promoted")
+    except RegistryLeaseLost as exc:
+        raise RegistryLeaseLost(
+            f"v{version} of {ref.model_name!r} stays registered, not promoted: {exc}"
+        ) from exc
     except Exception as exc:
         with contextlib.suppress(Exception):  # restore what we can, then report
-            _set_alias(ref, CHAMPION, current)
-            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION))
+            _set_alias(ref, CHAMPION, current, lease)
+            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION), lease)
         raise _unavailable(ref, f"promoting v{version} (aliases restored)", exc) from exc
     log.info(
         "champion of %s: %s -> v%s", ref.model_name, f"v{current}" if current else "none", version
@@ -271,12 +300,17 @@ def rollback_target(ref: RegistryRef, current: str) -> str | None:
 
 
 def rollback(
-    ref: RegistryRef, reason: str, *, expected_champion: str | None = None
+    ref: RegistryRef,
+    reason: str,
+    *,
+    expected_champion: str | None = None,
+    lease: Lease | None = None,
 ) -> RollbackResult:
     """Move `champion` back to the latest earlier version that passed its gate, was
     promoted and has not itself been rolled back. With `expected_champion`, only if the
     champion is still that version (the one a monitor measured). Fails clearly when
-    there is nothing to roll back to; nothing changes then."""
+    there is nothing to roll back to; nothing changes then. Every alias write first
+    checks `lease`, as `promote` does."""
     current = champion_version(ref)
     if current is None:
         raise RollbackError(
@@ -305,15 +339,19 @@ def rollback(
         )
     client = ref.client()
     try:
-        _set_alias(ref, CHAMPION, target)
-        _set_alias(ref, PREVIOUS_CHAMPION, earlier[-1] if earlier else None)
+        _set_alias(ref, CHAMPION, target, lease)
+        _set_alias(ref, PREVIOUS_CHAMPION, earlier[-1] if earlier else None, lease)
         client.set_model_version_tag(ref.model_name, current, TAG_ROLLED_BACK, "true")
         client.set_model_version_tag(ref.model_name, current, TAG_ROLLBACK_REASON, reason[:4000])
         client.set_model_version_tag(ref.model_name, target, TAG_RESTORED_AT, _now())
+    except RegistryLeaseLost as exc:
+        raise RegistryLeaseLost(
+            f"v{current} of {ref.model_name!r} was not rolled back: {exc}"
+        ) from exc
     except Exception as exc:
         with contextlib.suppress(Exception):
-            _set_alias(ref, CHAMPION, current)
-            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION))
+            _set_alias(ref, CHAMPION, current, lease)
+            _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION), lease)
         raise _unavailable(ref, f"rolling back v{current} (aliases restored)", exc) from exc
     log.warning("rolled back %s: champion v%s -> v%s (%s)", ref.model_name, current, target, reason)
     return RollbackResult(ref.model_name, current, target, reason)

@@ -4,7 +4,9 @@ this lock for their whole run, across processes, machines and deployments.
 Two locks, always taken in this order:
 
 1. With a Prefect server (PREFECT_API_URL set, as under a worker): a Prefect global
-   concurrency limit, `semilabel-registry-<model>` with one slot, created on first use
+   concurrency limit, `semilabel-registry-<model>-<registry>` with one slot (the
+   registry part is a digest of the tracking URI, so models of the same name in two
+   registries do not wait for each other), created on first use
    (and put back to one active slot if someone changed it) and visible in the Prefect
    UI (Concurrency). Its lease is renewed while the run lives and expires when the
    run's process dies. It orders every run that talks to that server, whatever store
@@ -15,31 +17,87 @@ Two locks, always taken in this order:
    server there is no limit 1: each command starts its own temporary Prefect server,
    whose leases die with it, so a run killed while holding a slot would keep it taken
    for good.)
+
+The store lease's file says who holds it (flow, run name and id, since when): a run
+that has to wait logs that, once, to its Prefect run logs, before it waits. Before
+every alias write the registry checks that the lease is still this run's
+(`RegistryLease.check`, `tasks.registry.promote`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from tasks.registry import RegistryRef
-from tasks.store import Store, StoreLockTimeout
+from tasks.registry import RegistryLeaseLost, RegistryRef
+from tasks.store import Store, StoreLock, StoreLockLost, StoreLockTimeout
 
 log = logging.getLogger(__name__)
 
 LEASE_S = 300.0  # Prefect renews the slot's lease well within this while the run lives
+FIRST_TRY_S = 1.0  # a lock not taken within this is worth saying who holds it
 
 
 class RegistryLockTimeout(RuntimeError):
     """Another retrain, monitor or rollback held the registry lock for too long."""
 
 
-def lock_name(model_name: str) -> str:
-    return "semilabel-registry-" + re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
+def lock_name(ref: RegistryRef) -> str:
+    """The Prefect concurrency limit's name: the model and a digest of its registry."""
+    model = re.sub(r"[^a-z0-9-]+", "-", ref.model_name.lower()).strip("-")
+    return f"semilabel-registry-{model}-{_digest(ref.tracking_uri)}"
+
+
+@dataclass(frozen=True)
+class RegistryLease:
+    """The registry lock a run holds: where it lives, and a check that it still does."""
+
+    where: str
+    store_lock: StoreLock
+
+    def check(self) -> None:
+        """Raise `RegistryLeaseLost` if another writer cleared this run's store lease
+        (the run stalled for longer than the lease lasts)."""
+        try:
+            self.store_lock.check()
+        except StoreLockLost as exc:
+            raise RegistryLeaseLost(
+                f"this run lost the registry lock {self.where} ({exc}) Re-run it to "
+                "gate against the current champion."
+            ) from exc
+
+
+def holder_note() -> dict[str, str]:
+    """Who takes the lock, in words: the Prefect flow run (flow, name, id) when there is
+    one, else this process; and since when (UTC)."""
+    from prefect.runtime import flow_run
+
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    run_id = flow_run.id
+    if run_id:
+        who = f"{flow_run.flow_name} flow run {flow_run.name!r} ({run_id})"
+    else:
+        host = socket.gethostname()
+        who = f"a semilabel command outside Prefect (process {os.getpid()} on {host})"
+    return {"who": who, "since": since}
+
+
+def describe_holders(notes: list[dict]) -> str:
+    """The holders' notes as a phrase: "retrain flow run 'x' (id) since ..."."""
+    parts = []
+    for note in notes:
+        who = note.get("who") or f"process {note.get('pid')} on {note.get('host')}"
+        since = note.get("since")
+        parts.append(f"{who} since {since}" if since else who)
+    return "; ".join(parts)
 
 
 def prefect_server_configured() -> bool:
@@ -84,43 +142,80 @@ def _ensure_limit(name: str) -> None:
 
 
 @contextmanager
-def registry_lock(ref: RegistryRef, store_root: str, timeout_s: float) -> Iterator[str]:
-    """Hold the one write slot of the registered model `ref` for the body; yields where
-    the lock lives. Raises `RegistryLockTimeout` after `timeout_s` without it."""
+def registry_lock(ref: RegistryRef, store_root: str, timeout_s: float) -> Iterator[RegistryLease]:
+    """Hold the one write slot of the registered model `ref` for the body; yields the
+    lease, which alias writes check. Raises `RegistryLockTimeout` after `timeout_s`
+    without it. A run that does not get it within FIRST_TRY_S says, once, who holds it
+    and since when, then waits."""
     model_name = ref.model_name
-    start = time.monotonic()
-    lease = f"registry-{lock_name(model_name)}-{_digest(ref.tracking_uri)}"
+    deadline = time.monotonic() + timeout_s
+    name = lock_name(ref)
+    lease = f"registry-{name}"
+    store_lock = Store(store_root).lock(lease, note=holder_note())
+    said: list[bool] = []
+
+    def say_waiting(what: str) -> None:
+        if said:
+            return
+        said.append(True)
+        log.warning(
+            "waiting for the registry lock of %r (%s), held by %s; it is released when "
+            "that run ends (this run gives up after %.0f s: mlflow.registry_lock_timeout_s)",
+            model_name,
+            what,
+            describe_holders(store_lock.holder_notes())
+            or "a run on another store (Prefect UI: Concurrency)",
+            timeout_s,
+        )
+
+    def left() -> float:
+        return max(0.5, deadline - time.monotonic())
+
     with ExitStack() as held:
         where = []
         if prefect_server_configured():
             from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
             from prefect.concurrency.sync import concurrency
 
-            name = lock_name(model_name)
             _ensure_limit(name)
-            try:
+
+            def take_slot(wait_s: float) -> None:
                 held.enter_context(
                     concurrency(
                         name,
                         occupy=1,
-                        timeout_seconds=timeout_s,
+                        timeout_seconds=wait_s,
                         strict=True,
                         lease_duration=LEASE_S,
                     )
                 )
-            except AcquireConcurrencySlotTimeoutError as exc:
-                raise RegistryLockTimeout(_timeout_message(model_name, name, timeout_s)) from exc
+
+            try:
+                take_slot(min(FIRST_TRY_S, timeout_s))
+            except AcquireConcurrencySlotTimeoutError:
+                say_waiting(f"Prefect concurrency limit {name}")
+                try:
+                    take_slot(left())
+                except AcquireConcurrencySlotTimeoutError as exc:
+                    raise RegistryLockTimeout(
+                        _timeout_message(model_name, name, timeout_s)
+                    ) from exc
             where.append(f"prefect:{name}")
-        left = max(1.0, timeout_s - (time.monotonic() - start))
         try:
-            held.enter_context(Store(store_root).lock(lease, timeout_s=left))
-        except StoreLockTimeout as exc:
-            raise RegistryLockTimeout(
-                f"{_timeout_message(model_name, lease, timeout_s)} ({exc})"
-            ) from exc
+            store_lock.timeout_s = min(FIRST_TRY_S, left())
+            held.enter_context(store_lock)
+        except StoreLockTimeout:
+            say_waiting(f"store lease {lease}")
+            store_lock.timeout_s = left()
+            try:
+                held.enter_context(store_lock)
+            except StoreLockTimeout as exc:
+                raise RegistryLockTimeout(
+                    f"{_timeout_message(model_name, lease, timeout_s)} ({exc})"
+                ) from exc
         where.append(f"store:{lease}")
-        _log_wait(model_name, " + ".join(where), start)
-        yield " + ".join(where)
+        _log_wait(model_name, " + ".join(where), deadline - timeout_s)
+        yield RegistryLease(" + ".join(where), store_lock)
 
 
 def _digest(text: str) -> str:

@@ -130,6 +130,24 @@ def test_deployments_run_from_the_checkout_and_two_retrains_never_overlap(
         first, second = sorted(spans)
         assert first[1] <= second[0], spans
         assert max(f.start_time for f in flows) < first[1]  # the second run was waiting
+        # ... and its logs (the UI's, the API's) said so: for whom, since when
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        with get_client(sync_client=True) as client:
+            said = {
+                f.name: [
+                    log.message
+                    for log in client.read_logs(
+                        LogFilter(flow_run_id=LogFilterFlowRunId(any_=[f.id]))
+                    )
+                    if "waiting for the registry lock" in log.message
+                ]
+                for f in flows
+            }
+        waited = [msgs for msgs in said.values() if msgs]
+        assert len(waited) == 1, said
+        (holder,) = [name for name, msgs in said.items() if not msgs]
+        assert f"held by retrain flow run {holder!r}" in waited[0][0], waited
     finally:
         worker.send_signal(signal.SIGINT)  # the documented way to stop a worker
         try:
@@ -143,3 +161,56 @@ def test_deployments_run_from_the_checkout_and_two_retrains_never_overlap(
     assert [str(v.version) for v in versions] == ["1", "2"]
     assert versions[0].tags["semilabel.champion_at_gate"] == "none"
     assert versions[1].tags["semilabel.champion_at_gate"] == "1"  # it waited, then compared
+
+
+def test_prefect_yaml_names_the_prefect_that_is_required_and_installed():
+    """`prefect-version` is the version the deployments were written for: the lowest one
+    pyproject.toml accepts, and not newer than the one installed (same major)."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    named = Version(SPEC["prefect-version"])
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (prefect,) = [Requirement(d) for d in deps if Requirement(d).name == "prefect"]
+    lowest = min(Version(s.version) for s in prefect.specifier if s.operator == ">=")
+    installed = Version(version("prefect"))
+    assert named == lowest, f"prefect.yaml names {named}, pyproject requires >= {lowest}"
+    assert named <= installed and named.major == installed.major
+
+
+LOAD_BY_PATH = """
+import logging, sys
+from prefect.flows import load_flow_from_entrypoint
+from prefect.logging.handlers import APILogHandler
+
+for entrypoint in sys.argv[1:]:
+    for name in ("tasks", "models", "configs"):  # as in a fresh flow-run process
+        logger = logging.getLogger(name)
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, APILogHandler)]
+    sys.modules.pop("flows", None)
+    load_flow_from_entrypoint(entrypoint)  # by path, as a worker's flow-run process does
+    routed = [
+        name for name in ("tasks", "models", "configs")
+        if any(isinstance(h, APILogHandler) for h in logging.getLogger(name).handlers)
+    ]
+    print(entrypoint, ",".join(routed))
+"""
+
+
+def test_every_deployment_sends_our_log_lines_to_its_run_logs():
+    """A worker loads a deployment's flow file by path, not the `flows` package: each flow
+    file still routes our loggers to the run's logs (flows/__init__.py)."""
+    entrypoints = sorted({d["entrypoint"] for d in SPEC["deployments"]})
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_BY_PATH, *entrypoints],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines())
+    assert lines == {e: "tasks,models,configs" for e in entrypoints}

@@ -23,6 +23,8 @@ from tasks.registry import (
     TAG_GATE,
     TAG_PROMOTION,
     ChampionMoved,
+    Lease,
+    RegistryLeaseLost,
     RegistryRef,
     champion_version,
     promote,
@@ -72,6 +74,7 @@ class Destination:
     store_uri: str
     ui_url: str
     cli_args: str = ""
+    lease: Lease | None = None  # the run's registry lock, checked before alias writes
 
 
 def log_gate_to_run(
@@ -229,7 +232,9 @@ def record_decision(
         )
     else:
         try:
-            previous = promote(ref, version, expected_champion=evaluation.champion_version).previous
+            previous = promote(
+                ref, version, expected_champion=evaluation.champion_version, lease=dest.lease
+            ).previous
             promoted = True
             reason = "gate passed; promoted" + (
                 f" (accuracy vs v{report.champion_version}: {report.gain}, "
@@ -240,6 +245,9 @@ def record_decision(
         except ChampionMoved as exc:
             reason = str(exc)
             log.warning("%s", reason)
+        except RegistryLeaseLost as exc:
+            reason = str(exc)
+            log.error("%s", reason)
     if not promoted:
         tag_version(ref, version, TAG_PROMOTION, fit_tag(f"not promoted: {reason}"))
     experiment_id = ref.client().get_run(trained.mlflow_run_id).info.experiment_id

@@ -356,11 +356,14 @@ class Store:
 
     # -- locks ---------------------------------------------------------------------
 
-    def lock(self, name: str, *, timeout_s: float = 600.0) -> StoreLock:
+    def lock(
+        self, name: str, *, timeout_s: float = 600.0, note: dict[str, str] | None = None
+    ) -> StoreLock:
         """An exclusive lease named `name` over this store, shared by every process and
         machine that opens the same root (local disk or object store); see
-        `tasks.store.locks`. Use as a context manager."""
-        return StoreLock(self.fs, f"{self.base}/_locks/{name}", timeout_s=timeout_s)
+        `tasks.store.locks`. `note` says who holds it, for those who wait. Use as a
+        context manager."""
+        return StoreLock(self.fs, f"{self.base}/_locks/{name}", timeout_s=timeout_s, note=note)
 
     def commit_lock(self, timeout_s: float = 600.0) -> StoreLock:
         """The lease every deduplicating writer (ingest, label-model events) commits under:

@@ -81,6 +81,7 @@ class StoreLock:
         *,
         timeout_s: float = 600.0,
         stale_after_s: float = 120.0,
+        note: dict[str, str] | None = None,
     ):
         self.fs = fs
         self.folder = folder.rstrip("/")
@@ -94,13 +95,16 @@ class StoreLock:
         self._local = fs.type_name == "local"
         self._watched: dict[str, tuple[float | None, float]] = {}  # path -> (mtime, seen at)
         self.lost = False
+        self.note = dict(note or {})  # who holds it, in words: written into the lock file
+        self._taken_at = 0.0
 
     # -- the lease's files ---------------------------------------------------------------
 
     def _write_own(self) -> str:
         name = f"{self.host}-{self.pid}-{uuid.uuid4().hex[:12]}{LOCK_SUFFIX}"
         path = f"{self.folder}/{name}"
-        body = json.dumps({"host": self.host, "pid": self.pid, "taken_at": time.time()})
+        self._taken_at = time.time()
+        body = self._body()
         if self._local:
             os.makedirs(self.folder, exist_ok=True)
         with self.fs.open_output_stream(path) as fh:  # one PUT on object stores
@@ -119,7 +123,12 @@ class StoreLock:
             self._mark_lost()
         else:
             with self.fs.open_output_stream(self._path) as fh:
-                fh.write(json.dumps({"host": self.host, "pid": self.pid}).encode())
+                fh.write(self._body().encode())
+
+    def _body(self) -> str:
+        return json.dumps(
+            {**self.note, "host": self.host, "pid": self.pid, "taken_at": self._taken_at}
+        )
 
     def _mark_lost(self) -> None:
         if not self.lost:
@@ -132,7 +141,12 @@ class StoreLock:
             )
 
     def check(self) -> None:
-        """Raise `StoreLockLost` if the lease was lost; writers call it before committing."""
+        """Raise `StoreLockLost` if the lease was lost; writers call it before committing.
+        Looks at the lock file itself (one stat), not only at what the heartbeat saw."""
+        if self._path is not None and not self.lost:
+            info = self.fs.get_file_info(self._path)
+            if info.type != pafs.FileType.File:
+                self._mark_lost()
         if self.lost or self._path is None:
             raise StoreLockLost(
                 f"the store lock {self.folder!r} is no longer held by this process; "
@@ -177,6 +191,18 @@ class StoreLock:
                 continue
             live.append(holder)
         return live
+
+    def holder_notes(self) -> list[dict]:
+        """What the live holders wrote into their lock files (`note`, host, pid and
+        `taken_at`, seconds since the epoch); a file that cannot be read is skipped."""
+        notes = []
+        for holder in self.live_holders():
+            try:
+                with self.fs.open_input_stream(holder.path) as fh:
+                    notes.append(json.loads(fh.read().decode()))
+            except (OSError, ValueError):
+                continue
+        return notes
 
     # -- taking and giving back ------------------------------------------------------------
 
