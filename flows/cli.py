@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
 METRICS_HELP = "label-health metrics for Prometheus: serve them (scrape), or write a .prom file"
 INIT_HELP = "look at your images (a folder or a manifest) and write a first config for them"
 LINEAGE_HELP = "what trained a registered model: its data snapshot, label sources, gold, code"
+LABELS_HELP = "export the labels the next training reads (or read then, --as-of) to a file"
 
 
 def load_flow(command: str) -> Callable[..., Any]:
@@ -73,6 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(lineage, "lineage")
     lineage.add_argument("model", help="models:/<name>/<version> or models:/<name>@<alias>")
     lineage.add_argument("--json", action="store_true", help="print JSON for machines")
+    labels = sub.add_parser("labels", help=LABELS_HELP, description=LABELS_HELP)
+    add_arguments(labels, "labels")
+    labels.add_argument("action", choices=["export"])
+    labels.add_argument(
+        "--out", required=True, metavar="FILE", help="the file to write: .parquet or .csv"
+    )
+    labels.add_argument(
+        "--as-of",
+        default=None,
+        metavar="VALUE",
+        help="the labels training read then (ISO 8601, e.g. 2026-11-01T00:00Z; "
+        "= --set train.as_of=...)",
+    )
     init = sub.add_parser("init", help=INIT_HELP, description=INIT_HELP)
     init.add_argument(
         "path",
@@ -97,16 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_metrics(args)
     if args.command == "lineage":
         return run_lineage(args)
+    if args.command == "labels":
+        return run_labels(args)
     return execute(args.command, lambda **kw: load_flow(args.command)(**kw), args)
 
 
-def _config(args: argparse.Namespace) -> Any:
-    """The validated config of a command that runs no flow; None (said why) if invalid."""
+def _config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Any:
+    """The validated config of a command that runs no flow, with `extra` overrides on top
+    of --set; None (said why) if invalid."""
     from configs.schema import ConfigError, load_config, parse_set_args
     from flows.cli_common import console
 
     try:
-        return load_config(args.config, parse_set_args(args.sets))
+        return load_config(args.config, {**parse_set_args(args.sets), **(extra or {})})
     except ConfigError as exc:
         console.print(f"[red]semilabel {args.command}: {exc}[/red]", highlight=False)
         return None
@@ -160,6 +177,32 @@ def run_lineage(args: argparse.Namespace) -> int:
         print(json.dumps(trace.to_dict(), indent=2))
     else:
         out.print(trace.markdown(), soft_wrap=True)
+    return 0
+
+
+def run_labels(args: argparse.Namespace) -> int:
+    """`semilabel labels export --out FILE [--as-of T]`: the resolved training labels
+    written to a file, read from the store alone (no flow run)."""
+    from rich.markup import escape
+
+    from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
+    from tasks.store import Store, StoreError
+    from tasks.store.export import ExportError, export_labels
+
+    cfg = _config(args, {"train.as_of": args.as_of} if args.as_of else None)
+    if cfg is None:
+        return EXIT_CONFIG
+    try:
+        done = export_labels(Store(cfg.store.root), cfg, args.out)
+    except ExportError as exc:
+        console.print(f"[red]semilabel labels export: {escape(str(exc))}[/red]", highlight=False)
+        return EXIT_CONFIG
+    except (StoreError, OSError) as exc:
+        console.print(
+            f"[red]semilabel labels export failed: {escape(str(exc))}[/red]", highlight=False
+        )
+        return EXIT_FAILED
+    out.print(done.summary(), soft_wrap=True)
     return 0
 
 

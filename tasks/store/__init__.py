@@ -1,8 +1,11 @@
 """The semilabel store: append-only, hive-partitioned Parquet datasets with provenance.
 
 `datasets` holds the files and their schemas, `labels` the label event log (event ids,
-label resolution), `holdout` the gold holdout and its dev/test parts, and `locks` the
-leases writers take so that concurrent runs never write the same thing twice.
+label resolution), `weak_labels` the weak labels in force (what a label-model run
+replaces and withdraws), `export` the labels training reads (written to a file by
+`semilabel labels export`), `holdout` the gold holdout and its dev/test parts, and
+`locks` the leases writers take so that concurrent runs never write the same thing
+twice.
 """
 
 from tasks.store.datasets import (
@@ -24,6 +27,7 @@ from tasks.store.datasets import (
 )
 from tasks.store.holdout import DEV, TEST, GoldSplit, gold_mask
 from tasks.store.labels import (
+    CONFIDENCE_TOLERANCE,
     RESOLVED_SCHEMA,
     LatestLabels,
     SourceEvent,
@@ -32,11 +36,14 @@ from tasks.store.labels import (
     label_event_id,
     model_influenced,
     resolve_labels,
+    same_confidence,
 )
 from tasks.store.locks import StoreLock, StoreLockLost, StoreLockTimeout
+from tasks.store.weak_labels import LabelModelLog, WeakEvent
 
 __all__ = [
     "ANNOTATION_REQUESTS",
+    "CONFIDENCE_TOLERANCE",
     "DATASETS",
     "DEV",
     "EXAMPLES",
@@ -50,6 +57,7 @@ __all__ = [
     "TEST",
     "TMP_PREFIX",
     "GoldSplit",
+    "LabelModelLog",
     "LatestLabels",
     "SourceEvent",
     "SourceLog",
@@ -59,11 +67,13 @@ __all__ = [
     "StoreLock",
     "StoreLockLost",
     "StoreLockTimeout",
+    "WeakEvent",
     "content_id",
     "gold_mask",
     "human_labels",
     "label_event_id",
     "model_influenced",
     "resolve_labels",
+    "same_confidence",
     "utcnow",
 ]

@@ -7,6 +7,12 @@ manifest, a label-model run) write an event only when what they say about an exa
 changes, and the event's id includes the event it follows from that same source. So a
 correction A -> B -> A from one source is three events, while re-reading an unchanged
 source, or two runs reading it at once, adds nothing twice.
+
+Weak labels are the exception to "each source's latest word": the latest label-model
+run is the whole truth of them, whichever functions it used (see
+`tasks.store.weak_labels`). Where it abstains it writes a withdrawal, a `label_model`
+event without a label, and an example whose latest label-model event is a withdrawal
+has no weak label.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -24,6 +31,10 @@ from tasks.store.datasets import LABELS, Store
 from tasks.store.holdout import GoldSplit
 
 MODEL_KINDS = ("model",)  # source kinds that are a model's output by definition
+# Two confidences within this are the same word: "equal to 4 decimal places", measured as
+# a distance. Rounding both sides instead puts a cliff at every ...5: a float32 (what the
+# log stores) and the float64 it came from round apart about 130 times in a million.
+CONFIDENCE_TOLERANCE = 5e-5
 
 RESOLVED_SCHEMA = pa.schema(
     [
@@ -46,6 +57,12 @@ def label_event_id(
     its labels (see `SourceLog`)."""
     key = f"{example_id}|{label}|{source_kind}|{source_name}|{act}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def same_confidence(stored: float, new: float) -> bool:
+    """Whether `new` says the same as the `stored` confidence: compared as the log would
+    store it (float32), within `CONFIDENCE_TOLERANCE`."""
+    return abs(float(np.float32(new)) - float(np.float32(stored))) <= CONFIDENCE_TOLERANCE
 
 
 def model_influenced(source_kind: str, flag: bool | None) -> bool:
@@ -102,16 +119,14 @@ class SourceLog:
         hit = self._latest.get(example_id)
         return hit[1] if hit else None
 
-    def next_event(
-        self, example_id: str, label: str, confidence: float = 1.0, *, digits: int = 4
-    ) -> str | None:
-        """The id of a new event for `label` (at `confidence`, compared to `digits`
-        places), or None when the source's latest event already says exactly that."""
+    def next_event(self, example_id: str, label: str, confidence: float = 1.0) -> str | None:
+        """The id of a new event for `label` (at `confidence`, see `same_confidence`), or
+        None when the source's latest event already says that."""
         prev = self.latest(example_id)
         if (
             prev is not None
             and prev.label == label
-            and round(prev.confidence, digits) == round(confidence, digits)
+            and same_confidence(prev.confidence, confidence)
         ):
             return None
         act = f"after:{prev.event_id}" if prev else "first"
@@ -133,7 +148,7 @@ def _majority(votes: list[_Event]) -> _Event | None:
 @dataclass(frozen=True)
 class _Event:
     key: tuple  # (created_at, event_id): later wins, event_id breaks ties deterministically
-    label: str
+    label: str | None  # None: a label-model withdrawal
     source_kind: str
     source_name: str
     confidence: float
@@ -145,12 +160,14 @@ class LatestLabels:
     """The label each example currently has from each kind of source that can become a
     training label (human, label model, model), read in one streaming pass over the log.
 
-    For label-model and model labels that is the latest event. Human labels come in
-    rounds: the events one run wrote (an ingest, an annotation import) are one round,
-    and the latest round decides. Within a round each annotator's latest answer is one
-    vote and the majority wins; a tie leaves the example without a human label (listed
-    in `unresolved`) until a later round settles it. A round of one source (a folder,
-    a reviewer's correction) is simply that source's latest word.
+    For label-model and model labels that is the latest event, across every source of
+    the kind; a label-model withdrawal (an event without a label) leaves the example
+    without a weak label. Human labels come in rounds: the events one run wrote (an
+    ingest, an annotation import) are one round, and the latest round decides. Within a
+    round each annotator's latest answer is one vote and the majority wins; a tie leaves
+    the example without a human label (listed in `unresolved`) until a later round
+    settles it. A round of one source (a folder, a reviewer's correction) is simply that
+    source's latest word.
     """
 
     KINDS = ("human", "label_model", "model")
@@ -186,7 +203,7 @@ class LatestLabels:
                 *(rows[c] for c in cols), strict=True
             ):
                 event = _Event(
-                    (ts, ev), lab, kind, name, float(conf), ev, model_influenced(kind, infl)
+                    (ts, ev), lab, kind, name, float(conf or 0.0), ev, model_influenced(kind, infl)
                 )
                 table = (
                     rounds.setdefault(ex, {}).setdefault(run, {})
@@ -197,6 +214,8 @@ class LatestLabels:
                 cur = table.get(key)
                 if cur is None or event.key > cur.key:
                     table[key] = event
+        for kind in ("label_model", "model"):  # withdrawn: no label
+            latest[kind] = {ex: e for ex, e in latest[kind].items() if e.label is not None}
         unresolved: dict[str, list[str]] = {}
         for ex, by_run in rounds.items():
             last = max(by_run.values(), key=lambda votes: max(e.key for e in votes.values()))
@@ -279,12 +298,13 @@ def resolve_labels(
 ) -> pa.Table:
     """One training label per example, from the append-only event log.
 
-    The latest human label wins. Otherwise the latest label-model label counts when its
-    confidence reaches `confidence_floor`. Every label a model influenced (a model's own
-    prediction, or a label-model label fed by a model-backed labeling function) comes
-    last and, together, they are capped at `max_model_share` of the resolved labels (most
-    confident first), so a model cannot feed on its own output whatever path its labels
-    take. Everything else stays unlabeled. Streams the log batch by batch.
+    The latest human label wins. Otherwise the weak label, the latest label-model run's
+    word (none where it abstained), counts when its confidence reaches
+    `confidence_floor`. Every label a model influenced (a model's own prediction, or a
+    label-model label fed by a model-backed labeling function) comes last and, together,
+    they are capped at `max_model_share` of the resolved labels (most confident first),
+    so a model cannot feed on its own output whatever path its labels take. Everything
+    else stays unlabeled. Streams the log batch by batch.
 
     With `leave_out` (gold) and `classes` (the taxonomy), labels training cannot use are
     left out before the cap is taken, so the share holds for the labels it does use.

@@ -31,6 +31,7 @@ from tasks.store import (
     Store,
     utcnow,
 )
+from tasks.store.export import training_labels
 from tasks.store.holdout import each_id
 from tasks.training.decoded_cache import (
     DecodedCache,
@@ -133,12 +134,7 @@ def load_training_data(
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
     as_of = cfg.train.as_of  # time travel: the store as it was then
     latest = LatestLabels.read(store, as_of)  # one pass over the label log
-    resolved = latest.resolve(
-        confidence_floor=cfg.labels.confidence_floor,
-        max_model_share=cfg.labels.max_model_share,
-        leave_out=split,
-        classes=cfg.taxonomy.classes,
-    )
+    resolved = training_labels(latest, cfg)  # what `semilabel labels export` writes
     dev_labels = latest.human(cfg.taxonomy.classes)  # gold truth: latest human label
     size, channels = cfg.train.image_size, cfg.train.channels
     # every example decoded once into the on-disk cache (reused while the store is unchanged)

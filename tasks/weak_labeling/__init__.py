@@ -38,12 +38,13 @@ from tasks.weak_labeling.analysis import (
     combine_votes,
     gold_rows_and_labels,
 )
-from tasks.weak_labeling.events import write_label_model_events
+from tasks.weak_labeling.events import LabelModelWrite, write_label_model_events
 
 __all__ = [
     "ABSTAIN",
     "FunctionReport",
     "LFBatch",
+    "LabelModelWrite",
     "LabelingFunction",
     "LabelingFunctionError",
     "WeakLabelSummary",
@@ -106,6 +107,7 @@ def weak_label_store(cfg: Config, run_id: str, progress: Any | None = None) -> W
                     "label_model.gold_accuracy": summary.gold_accuracy,
                     "majority_vote.gold_accuracy": summary.gold_accuracy_majority,
                     "label_model.events_written": summary.events_written,
+                    "label_model.labels_withdrawn": summary.labels_withdrawn,
                 }.items()
                 if v == v
             }
@@ -146,10 +148,11 @@ def weak_label_examples(cfg: Config, run_id: str) -> WeakLabelSummary:
         description="Labeling functions: coverage, overlap, conflict, accuracy on gold",
     )
     get_run_logger().info(
-        "weak labels: %d events (%d already present), coverage %.3f, gold accuracy %s "
-        "(majority vote %s)",
+        "weak labels: %d events (%d already present, %d withdrawn), coverage %.3f, gold "
+        "accuracy %s (majority vote %s)",
         summary.events_written,
         summary.events_already_present,
+        summary.labels_withdrawn,
         summary.coverage,
         _r(summary.gold_accuracy),
         _r(summary.gold_accuracy_majority),

@@ -53,10 +53,11 @@ class WeakLabelSummary:
     coverage: float  # share of non-gold rows given a label
     gold_accuracy: float  # label model's accuracy on gold rows it covers
     gold_accuracy_majority: float
-    events_written: int
+    events_written: int  # new weak labels and withdrawals
     events_already_present: int
     matrix_path: str
     elapsed_s: float
+    labels_withdrawn: int = 0  # weak labels of earlier runs where this one abstains
 
     def table(self) -> list[dict[str, object]]:
         return [
@@ -87,6 +88,7 @@ class WeakLabelSummary:
             {"metric": "gold accuracy (majority vote)", "value": _r(self.gold_accuracy_majority)},
             {"metric": "label events written", "value": self.events_written},
             {"metric": "label events already present", "value": self.events_already_present},
+            {"metric": "weak labels withdrawn", "value": self.labels_withdrawn},
             {"metric": "seconds", "value": round(self.elapsed_s, 1)},
         ]
 
@@ -99,8 +101,9 @@ def analyse_and_combine(
     store: Store, cfg: Config, matrix: LabelMatrix, functions: list[LabelingFunction], run_id: str
 ) -> WeakLabelSummary:
     """LF analysis on gold, quarantine of functions below their floor, the label model,
-    and `label_model` events for non-gold rows (deterministic ids: re-running on the same
-    data writes nothing twice)."""
+    and `label_model` events for non-gold rows: this run's labels become the weak labels
+    in force, and those of earlier runs where it abstains are withdrawn (deterministic
+    ids: re-running on the same data writes nothing)."""
     start = time.perf_counter()
     classes = list(cfg.taxonomy.classes)
     k = len(classes)
@@ -190,7 +193,7 @@ def analyse_and_combine(
         np.concatenate([c[i] for c in chosen]) if chosen else np.zeros(0, t)
         for i, t in enumerate((np.int64, np.int64, np.float64, bool))
     )
-    written, present = write_label_model_events(
+    wrote = write_label_model_events(
         store,
         cfg,
         source_name,
@@ -212,10 +215,11 @@ def analyse_and_combine(
         gold_accuracy_majority=(
             float((mv[mv_judged] == y_dev[mv_judged]).mean()) if mv_judged.any() else math.nan
         ),
-        events_written=written,
-        events_already_present=present,
+        events_written=wrote.written,
+        events_already_present=wrote.unchanged,
         matrix_path="",
         elapsed_s=time.perf_counter() - start,
+        labels_withdrawn=wrote.withdrawn,
     )
 
 

@@ -2,13 +2,16 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 
 from tasks.store import (
+    LabelModelLog,
     LatestLabels,
     SourceEvent,
     SourceLog,
     Store,
+    WeakEvent,
     label_event_id,
     resolve_labels,
 )
@@ -232,3 +235,64 @@ def test_answers_of_one_round_are_settled_by_majority_and_a_tie_waits(store_root
     store.write("labels", label_events([answer("c1", "y", "2", "reviewer", 9, "review-1")]))
     latest = LatestLabels.read(store)
     assert latest.human(["1", "2"])["y"] == ("2", "c1") and not latest.unresolved
+
+
+def test_a_withdrawn_weak_label_is_no_label_from_then_on(store_root: str):
+    # Run 1 (functions A) labels x and y; run 2 (functions B) relabels y and withdraws x.
+    store = Store(store_root)
+
+    def weak(ev, ex, label, source, minute, run):
+        return {
+            "event_id": ev,
+            "example_id": ex,
+            "label": label,
+            "source_kind": "label_model",
+            "source_name": source,
+            "confidence": 0.0 if label is None else 0.9,
+            "created_at": _at(minute),
+            "run_id": run,
+        }
+
+    store.write(
+        "labels",
+        label_events(
+            [
+                weak("a-x", "x", "3", "ds:A", 0, "run-1"),
+                weak("a-y", "y", "3", "ds:A", 0, "run-1"),
+                weak("b-y", "y", "5", "ds:B", 10, "run-2"),
+                weak("b-x", "x", None, "ds:B", 10, "run-2"),  # withdrawn
+            ]
+        ),
+    )
+
+    def resolved(as_of=None):
+        table = LatestLabels.read(store, as_of).resolve(confidence_floor=0.8, max_model_share=1)
+        return {r["example_id"]: (r["label"], r["event_id"]) for r in table.to_pylist()}
+
+    assert resolved() == {"y": ("5", "b-y")}
+    assert resolved(_at(5)) == {"x": ("3", "a-x"), "y": ("3", "a-y")}  # as run 1 left it
+    assert resolve_labels(store, confidence_floor=0.0, max_model_share=1).num_rows == 1
+
+
+def test_a_weak_label_in_force_is_the_latest_run_whatever_its_functions(store_root: str):
+    store = Store(store_root)
+    log = LabelModelLog()
+    first = log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False)
+    log.record("x", WeakEvent(first, "3", 0.91, "ds:A", False), (_at(0), first))
+    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False) is None
+    assert log.next_event("x", "3", 0.91 + 1e-6, source_name="ds:A", influenced=False) is None
+    assert log.next_event("x", "3", 0.92, source_name="ds:A", influenced=False) is not None
+    # the same label from other functions, or now shaped by a model, is a new word
+    assert log.next_event("x", "3", 0.91, source_name="ds:B", influenced=False) is not None
+    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=True) is not None
+    second = log.next_event("x", "5", 0.8, source_name="ds:B", influenced=False)
+    log.record("x", WeakEvent(second, "5", 0.8, "ds:B", False), (_at(1), second))
+    # back to A's word: a new event (A's old one is no longer in force)
+    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False) not in (
+        None,
+        first,
+    )
+    gone, events = log.withdrawals(pa.array(["y"]), source_name="ds:A")
+    assert gone == ["x"] and len(events) == 1 and events[0] not in log.event_ids
+    assert log.withdrawals(pa.array(["x"]), source_name="ds:A") == ([], [])
+    assert store.uri  # the log needs no store to decide

@@ -146,3 +146,70 @@ def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(sto
     assert training.n_model_influenced / n_labels <= 0.2
     uncapped = summary.events_written  # what the old resolution would have trained on
     assert uncapped / (training.n_human + uncapped) > 0.2
+
+
+def _weak_labels(store: Store, as_of=None) -> dict[str, str]:
+    """example -> source name of its weak label in force, as label resolution reads it."""
+    from tasks.store import LatestLabels
+
+    latest = LatestLabels.read(store, as_of).by_kind["label_model"]
+    return {ex: e.source_name for ex, e in latest.items()}
+
+
+def _trainable(cfg, examples) -> int:
+    """How many of `examples` training takes a weak label for: no human label, not gold."""
+    from tasks.store import GoldSplit, LatestLabels
+
+    human = LatestLabels.read(Store(cfg.store.root)).human(cfg.taxonomy.classes)
+    ids = sorted(examples)
+    gold = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share).is_gold(ids)
+    return sum(1 for e, g in zip(ids, gold, strict=True) if not g and e not in human)
+
+
+def test_the_latest_label_model_run_is_the_whole_truth_of_weak_labels(store_cfg):
+    # Run 1 labels every row with `bar`. Run 2 drops `bar` and keeps only `sparse`, which
+    # abstains on two rows of three: the labels `bar` alone gave must go, in resolution,
+    # in training and in time travel; a run 3 with `bar` back gives them back.
+    from tasks.store import utcnow
+    from tasks.training import load_training_data
+
+    def cfg_with(functions, **extra):
+        return load_config(
+            overrides={
+                **_ov(store_cfg),
+                "weak_labeling.functions": functions,
+                "labels.confidence_floor": 0.0,
+                "labels.max_model_share": 1.0,
+                **extra,
+            }
+        )
+
+    store = Store(store_cfg.store.root)
+    weak_label_store(cfg_with([FUNCS[0]]), "run-1")
+    first = _weak_labels(store)
+    assert len(first) > 30 and len(set(first.values())) == 1
+    between = utcnow()
+
+    second = weak_label_store(cfg_with([FUNCS[2]]), "run-2")
+    events = store.read(LABELS).filter(pc.field("run_id") == "run-2").to_pylist()
+    voted = {e["example_id"] for e in events if e["label"] is not None}
+    now = _weak_labels(store)
+    assert set(now) == voted  # nothing survives from run 1 where run 2 abstains
+    assert 0 < len(now) < len(first) / 2 and len(set(now.values())) == 1
+    assert set(first.values()).isdisjoint(now.values())  # another set of functions
+    assert second.events_written == len(voted) + len(first) - len(set(first) & voted)
+    # time travel: before run 2, run 1's labels; after it, run 2's
+    assert _weak_labels(store, between) == first
+    assert _weak_labels(store, utcnow()) == now
+    # training reads the same: now, and as of before run 2
+    cfg = cfg_with([FUNCS[2]])
+    assert 0 < load_training_data(store, cfg).n_weak == _trainable(cfg, now)
+    past = cfg_with([FUNCS[2]], **{"train.as_of": between.isoformat()})
+    assert load_training_data(store, past).n_weak == _trainable(cfg, first) > _trainable(cfg, now)
+
+    # the same run again changes nothing and writes nothing
+    again = weak_label_store(cfg_with([FUNCS[2]]), "run-2b")
+    assert again.events_written == 0 and _weak_labels(store) == now
+    # `bar` back: its labels are back, all of them from run 3's source
+    weak_label_store(cfg_with([FUNCS[0]]), "run-3")
+    assert _weak_labels(store) == first
