@@ -5,7 +5,11 @@ cannot be used quarantined one by one with the reason, and the annotators' agree
 An answer's event id comes from the tool's own id for the act (a Label Studio
 annotation id and its update time: an updated annotation is a new event, a re-import of
 the same export writes nothing twice); answers without one (a CSV without a timestamp)
-are new only when what that annotator says about the example changed.
+are new only when what that annotator says about the example changed. Answer times are
+UTC (a time without a zone is taken as UTC); an answer nobody signed is `unknown`'s.
+
+A tie is not an answer: the example goes back to the request queue, with the tie shown
+(`tasks.sampling.requests`), until a later round settles it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import hashlib
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +37,8 @@ from tasks.store import (
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_ANNOTATOR = "unknown"  # who answered, when the answer does not say
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -42,7 +48,13 @@ class Answer:
     tool: str  # label_studio | csv | simulated
     origin: str  # where it came from, for a person: "export.json task 12 annotation 5"
     act: str | None = None  # the tool's own id for this act of labeling, if it has one
-    answered_at: datetime | None = None
+    answered_at: datetime | None = None  # UTC; a time without a zone is taken as UTC
+    formerly: tuple[str, ...] = ()  # names earlier imports gave this annotator (user7)
+
+    def __post_init__(self) -> None:
+        # the label log's times carry a zone; a naive one could not be compared with them
+        if self.answered_at is not None and self.answered_at.tzinfo is None:
+            object.__setattr__(self, "answered_at", self.answered_at.replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ class Agreement:
     alpha: float  # NaN when fewer than two annotated twice
     per_class: dict[str, float]  # one class against the rest
     examples: int  # examples with at least two answers
-    ties: list[str]  # examples whose answers tie for the most votes
+    ties: list[str]  # examples whose answers tie for the most votes: asked again
 
     def rows(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = [
@@ -73,7 +85,7 @@ class Agreement:
         out += [
             {"metric": f"  alpha: class {c}", "value": _r(a)} for c, a in self.per_class.items()
         ]
-        out.append({"metric": "ties (left unresolved)", "value": len(self.ties)})
+        out.append({"metric": "ties (asked again)", "value": len(self.ties)})
         return out
 
 
@@ -92,15 +104,19 @@ class ImportSummary:
     quarantined: dict[str, int]
     agreement: Agreement
     annotators: list[str] = field(default_factory=list)
+    blank: int = 0  # CSV rows whose label is still blank: not answered yet
 
     def rows(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = [
             {"metric": "answers read", "value": self.answers},
             {"metric": "label events written", "value": self.events_written},
             {"metric": "label events already present", "value": self.already_present},
-            {"metric": "skipped or cancelled (dropped)", "value": self.skipped},
-            {"metric": "quarantined", "value": sum(self.quarantined.values())},
         ]
+        if self.tool != "csv" or self.skipped:  # a CSV has no skips, only blanks
+            rows.append({"metric": "skipped or cancelled (dropped)", "value": self.skipped})
+        if self.tool == "csv" or self.blank:
+            rows.append({"metric": "blank labels (not answered yet)", "value": self.blank})
+        rows.append({"metric": "quarantined", "value": sum(self.quarantined.values())})
         rows += [
             {"metric": f"  quarantined: {k}", "value": n}
             for k, n in sorted(self.quarantined.items())
@@ -181,10 +197,13 @@ def import_answers(
     tool: str,
     run_id: str,
     skipped: int = 0,
+    blank: int = 0,
 ) -> ImportSummary:
     """Validate answers (known example, class in the taxonomy), write one `human` event
     per new act of labeling, quarantine the rest with their reasons. The answers of one
-    call are one round: the store settles an example by their majority."""
+    call are one round: the store settles an example by their majority; a tie sends it
+    back to the request queue. `skipped` (skipped or cancelled in the tool) and `blank`
+    (CSV rows without a label yet) are only counted."""
     now = utcnow()
     known_examples = store.column_set(EXAMPLES, "example_id")
     rejected = list(rejected)
@@ -221,14 +240,22 @@ def import_answers(
         logs: dict[str, SourceLog] = {}
         for a in good:
             source = f"{tool}:{a.annotator}"
-            if source not in logs:
-                logs[source] = SourceLog.read(store, "human", source)
+            former = [f"{tool}:{name}" for name in a.formerly]
+            for src in (source, *former):
+                if src not in logs:
+                    logs[src] = SourceLog.read(store, "human", src)
             slog = logs[source]
             if a.act is not None:
                 event_id = label_event_id(a.example_id, a.label, "human", source, act=a.act)
+                # the same act, imported before under the annotator's former name
+                seen = any(
+                    label_event_id(a.example_id, a.label, "human", src, act=a.act)
+                    in logs[src].event_ids
+                    for src in former
+                )
             else:
-                event_id = slog.next_event(a.example_id, a.label)
-            if event_id is None or event_id in slog.event_ids:
+                event_id, seen = slog.next_event(a.example_id, a.label), False
+            if event_id is None or event_id in slog.event_ids or seen:
                 present += 1
                 continue
             at = a.answered_at or now
@@ -259,6 +286,7 @@ def import_answers(
         events_written=len(rows["event_id"]),
         already_present=present,
         skipped=skipped,
+        blank=blank,
         quarantined=dict(Counter(r.reason for r in rejected)),
         agreement=agreement(good, classes),
         annotators=sorted({a.annotator for a in good}),

@@ -27,7 +27,7 @@ from tasks.annotation.files import (
 )
 from tasks.sampling import SamplingResult
 from tasks.sampling.requests import RequestLog
-from tasks.store import ANNOTATION_REQUESTS, EXAMPLES, Store, utcnow
+from tasks.store import EXAMPLES, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ class Delivery:
 
 def task_inputs(store: Store, requests: list[dict]) -> list[TaskInput]:
     """The requests with their images, in request order. Gold requests never carry a
-    suggestion: it would pull the holdout's labels toward the model."""
+    suggestion: it would pull the holdout's labels toward the model. A request made
+    again after a tie shows the tie instead of a suggestion."""
     ids = [r["example_id"] for r in requests]
     images: dict[str, bytes] = {}
     if ids:
@@ -75,13 +76,15 @@ def task_inputs(store: Store, requests: list[dict]) -> list[TaskInput]:
             model_version=r["model_version"]
             if r["stream"] != "review"
             else "current label (under review)",
+            tie=r.get("tie"),
         )
         for r in requests
     ]
 
 
 def open_request_rows(store: Store) -> list[dict]:
-    return RequestLog.read(store).open_requests() if store.files(ANNOTATION_REQUESTS) else []
+    """Open requests, ties asked again included (see `tasks.sampling.requests`)."""
+    return RequestLog.read(store).open_requests()
 
 
 def deliver(store: Store, cfg: Config, result: SamplingResult, run_id: str) -> Delivery:
@@ -150,7 +153,8 @@ def export_open(store: Store, cfg: Config) -> Delivery:
 
 
 def push_open(store: Store, cfg: Config) -> Delivery:
-    """`annotate push`: open requests the Label Studio project does not have yet."""
+    """`annotate push`: open requests the Label Studio project does not have yet (a tie
+    asked again is a new task, showing the tie)."""
     from tasks.annotation.label_studio import LabelStudio
 
     ls = LabelStudio.connect(cfg.label_studio)
@@ -185,11 +189,12 @@ def pull_answers(store: Store, cfg: Config, run_id: str) -> ImportSummary:
 def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSummary:
     """`annotate import`: a Label Studio JSON export or a CSV of answers."""
     path = Path(path)
+    skipped = blank = 0
     if path.suffix.lower() == ".json":
         answers, rejected, skipped = read_label_studio_export(path)
         tool = "label_studio"
     elif path.suffix.lower() in (".csv", ".tsv"):
-        answers, rejected, skipped = read_answers_csv(path)
+        answers, rejected, blank = read_answers_csv(path)
         tool = "csv"
     else:
         raise AnnotationFileError(f"{path}: expected a Label Studio .json export or a .csv")
@@ -202,6 +207,7 @@ def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSum
         tool=tool,
         run_id=run_id,
         skipped=skipped,
+        blank=blank,
     )
 
 
@@ -222,10 +228,11 @@ def deliver_requests(cfg: Config, result: SamplingResult, run_id: str) -> Delive
 def import_annotations(cfg: Config, path: str, run_id: str) -> ImportSummary:
     summary = import_file(Store(cfg.store.root), cfg, Path(path), run_id)
     get_run_logger().info(
-        "imported %d answers: %d events written, %d quarantined, agreement %s",
+        "imported %d answers: %d events written, %d quarantined, %d ties asked again, agreement %s",
         summary.answers,
         summary.events_written,
         sum(summary.quarantined.values()),
+        len(summary.agreement.ties),
         summary.agreement.alpha,
     )
     create_table_artifact(table=summary.rows(), key="annotation-import", description=str(path))

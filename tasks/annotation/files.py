@@ -8,9 +8,15 @@ pre-annotation (`predictions`, with its `model_version`). Gold requests carry no
 pre-annotation: a suggestion would pull the holdout's labels toward the model. Review
 requests carry the label under review as the suggestion.
 
+A request that goes back to people because its annotators tied carries the tie
+(`tie`, e.g. "tied: cat 1, dog 1") in `meta`, in `data` (the labeling view shows it)
+and in the CSV; it has no pre-annotation, so nothing tips the balance.
+
 In, every row either becomes an `Answer` or a `Rejected` with the reason (malformed
 structure, no choice, several choices); skipped and cancelled annotations are counted
-and dropped.
+and dropped, as are CSV rows whose label is still blank. Times without a zone are UTC.
+Label Studio names annotators by user id; given its user directory, the importer names
+them by email (or username), which is what people search for.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from tasks.annotation.answers import Answer, Rejected
+from tasks.annotation.answers import UNKNOWN_ANNOTATOR, Answer, Rejected
 
 FROM_NAME, TO_NAME = "label", "image"
-CSV_COLUMNS = ("example_id", "label", "annotator")
+TIE = "tie"  # the task data key that shows a tie to the annotator
+CSV_COLUMNS = ("example_id", "label")  # required; `annotator` and `timestamp` are optional
 
 
 class AnnotationFileError(ValueError):
@@ -41,6 +48,7 @@ def labeling_config(classes: Iterable[str]) -> str:
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
     return (
         "<View>\n"
+        f'  <Header value="${TIE}"/>\n'  # empty unless the annotators tied
         f'  <Image name="{TO_NAME}" value="${TO_NAME}"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
         f"{choices}\n"
@@ -71,14 +79,18 @@ class TaskInput:
     suggestion: str | None  # the pre-annotation's class, if any
     score: float | None
     model_version: str
+    tie: str | None = None  # "tied: cat 1, dog 1" when asked again after a tie
 
 
 def task_json(t: TaskInput) -> dict[str, Any]:
     task: dict[str, Any] = {
-        "data": {TO_NAME: data_uri(t.image), "example_id": t.example_id},
+        # `tie` always present: the labeling config's header reads it
+        "data": {TO_NAME: data_uri(t.image), "example_id": t.example_id, TIE: t.tie or ""},
         "meta": {"example_id": t.example_id, "stream": t.stream, "request_id": t.request_id},
     }
-    if t.suggestion is not None:
+    if t.tie:
+        task["meta"][TIE] = t.tie
+    if t.suggestion is not None and not t.tie:
         task["predictions"] = [
             {
                 "model_version": t.model_version,
@@ -106,30 +118,58 @@ def write_exports(tasks: list[TaskInput], folder: Path, batch_id: str) -> tuple[
     json_path.write_text(json.dumps([task_json(t) for t in tasks], indent=1))
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["example_id", "label", "annotator", "stream", "request_id", "suggestion"])
+        w.writerow(["example_id", "label", "annotator", "stream", "request_id", "suggestion", TIE])
         for t in tasks:
-            w.writerow([t.example_id, "", "", t.stream, t.request_id, t.suggestion or ""])
+            suggestion = "" if t.tie else t.suggestion or ""
+            w.writerow([t.example_id, "", "", t.stream, t.request_id, suggestion, t.tie or ""])
     return json_path, csv_path
 
 
 def _when(text: Any) -> datetime | None:
+    """An ISO 8601 time in UTC; one without a zone is UTC. None when it is not one."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 once in UTC
         return None
 
 
-def _annotator(completed_by: Any) -> str:
+def _annotator(completed_by: Any, users: Mapping[int, str]) -> tuple[str, tuple[str, ...]]:
+    """Who answered, as people know them: the email (or username) Label Studio gives
+    with the annotation or the user directory has for its id; `user<id>` when neither
+    says more. Second, the names the same person had in earlier imports (`user<id>`),
+    so that re-reading an annotation under the better name writes nothing twice."""
+    user_id = completed_by.get("id") if isinstance(completed_by, dict) else completed_by
+    if isinstance(user_id, bool) or user_id is None or user_id == "":
+        by_id = None
+    else:
+        by_id = f"user{user_id}"
+    name = None
     if isinstance(completed_by, dict):
-        return str(completed_by.get("email") or f"user{completed_by.get('id')}")
-    return f"user{completed_by}"
+        name = next(
+            (
+                completed_by[key].strip()
+                for key in ("email", "username")
+                if isinstance(completed_by.get(key), str) and completed_by[key].strip()
+            ),
+            None,
+        )
+    if name is None and isinstance(user_id, int) and not isinstance(user_id, bool):
+        name = users.get(user_id)
+    if name is None:
+        return by_id or UNKNOWN_ANNOTATOR, ()
+    return name, (by_id,) if by_id else ()
 
 
-def parse_label_studio_export(tasks: Any, origin: str) -> tuple[list[Answer], list[Rejected], int]:
+def parse_label_studio_export(
+    tasks: Any, origin: str, *, users: Mapping[int, str] | None = None
+) -> tuple[list[Answer], list[Rejected], int]:
     """(answers, rejected rows, skipped) from Label Studio's JSON export (a list of
-    tasks). `origin` names the file in messages."""
+    tasks). `origin` names the file in messages; `users` (user id -> email or username,
+    from Label Studio's user directory) names annotators the export gives by id only."""
+    users = users or {}
     if not isinstance(tasks, list):
         raise AnnotationFileError(
             f"{origin}: expected a JSON list of tasks, got {type(tasks).__name__}"
@@ -179,15 +219,17 @@ def parse_label_studio_export(tasks: Any, origin: str) -> tuple[list[Answer], li
                 )
                 continue
             when = ann.get("updated_at") or ann.get("created_at")
+            annotator, formerly = _annotator(ann.get("completed_by"), users)
             answers.append(
                 Answer(
                     example_id=example_id,
                     label=choices[0],
-                    annotator=_annotator(ann.get("completed_by")),
+                    annotator=annotator,
                     tool="label_studio",
                     origin=at,
                     act=f"annotation {ann.get('id')} at {when}",
                     answered_at=_when(when),
+                    formerly=formerly,
                 )
             )
     return answers, rejected, skipped
@@ -204,9 +246,10 @@ def read_label_studio_export(path: Path) -> tuple[list[Answer], list[Rejected], 
 
 
 def parse_answers_csv(text: str, origin: str) -> tuple[list[Answer], list[Rejected], int]:
-    """(answers, rejected rows, rows without a label yet) from a CSV with the columns
-    example_id,label,annotator and an optional timestamp (ISO 8601). Text that is not
-    CSV at all is refused as a whole (AnnotationFileError naming the line)."""
+    """(answers, rejected rows, rows whose label is blank) from a CSV with the columns
+    example_id,label and optional annotator (blank or absent: `unknown`) and timestamp
+    (ISO 8601; without a zone: UTC). Text that is not CSV at all is refused as a whole
+    (AnnotationFileError naming the line)."""
     reader = csv.DictReader(io.StringIO(text, newline=""))  # csv reads \r, \n, \r\n itself
     try:
         return _answers_from_rows(reader, origin)
@@ -223,11 +266,12 @@ def _answers_from_rows(
     if missing:
         raise AnnotationFileError(
             f"{origin}: missing column(s) {', '.join(missing)} (found: "
-            f"{', '.join(reader.fieldnames or [])}); expected example_id,label,annotator"
+            f"{', '.join(reader.fieldnames or [])}); expected example_id,label and "
+            "optionally annotator,timestamp"
         )
     answers: list[Answer] = []
     rejected: list[Rejected] = []
-    unanswered = 0
+    blank = 0
     for n, row in enumerate(reader, start=2):  # line 1 is the header
         at = f"{origin} line {n}"
         if None in row:  # more fields than the header has
@@ -235,22 +279,27 @@ def _answers_from_rows(
             continue
         ex = (row.get("example_id") or "").strip()
         label = (row.get("label") or "").strip()
-        who = (row.get("annotator") or "").strip()
+        who = (row.get("annotator") or "").strip() or UNKNOWN_ANNOTATOR
         if not label:
-            unanswered += 1
+            blank += 1
             continue
-        if not ex or not who:
+        if not ex:
             rejected.append(
-                Rejected(
-                    at, "malformed", "example_id and annotator are required", ex or None, label
-                )
+                Rejected(at, "malformed", "the example_id is blank: fill it in", None, label)
             )
             continue
         stamp = (row.get("timestamp") or "").strip()
         when = _when(stamp)
         if stamp and when is None:
             rejected.append(
-                Rejected(at, "malformed", f"timestamp {stamp!r} is not ISO 8601", ex, label)
+                Rejected(
+                    at,
+                    "malformed",
+                    f"timestamp {stamp!r} is not an ISO 8601 time (e.g. 2026-01-02T10:00:00, "
+                    "UTC when it has no zone)",
+                    ex,
+                    label,
+                )
             )
             continue
         answers.append(
@@ -258,7 +307,7 @@ def _answers_from_rows(
                 ex, label, who, "csv", at, act=f"at {stamp}" if stamp else None, answered_at=when
             )
         )
-    return answers, rejected, unanswered
+    return answers, rejected, blank
 
 
 def read_answers_csv(path: Path) -> tuple[list[Answer], list[Rejected], int]:

@@ -4,7 +4,8 @@ create or reuse the project, push one task per annotation request, pull the answ
 The project is found by its title (`label_studio.project`) and made, if missing, with a
 single-choice image-classification config built from `taxonomy.classes`. The API token
 is read from the environment variable `label_studio.api_key_env` names; it is never in
-a config file.
+a config file. Annotators are named by their email (or username) from the server's user
+directory, not by Label Studio's user ids.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class LabelStudio:
             ids += list(getattr(resp, "task_ids", None) or [])
         return ids
 
+    def users(self) -> dict[int, str]:
+        """user id -> email (or username, where the email is blank)."""
+        return {
+            int(u.id): name
+            for u in self._call("listing users", self.client.users.list)
+            if u.id is not None and (name := (u.email or u.username or "").strip())
+        }
+
     def export(self, project: int) -> list[dict]:
         """Every task of the project with its annotations (Label Studio's JSON export)."""
         chunks = self._call(
@@ -100,4 +109,7 @@ class LabelStudio:
         return json.loads(b"".join(chunks))
 
     def pull(self, project: int) -> tuple[list[Answer], list[Rejected], int]:
-        return parse_label_studio_export(self.export(project), f"label-studio project {project}")
+        """The project's answers, annotators named by email (or username)."""
+        return parse_label_studio_export(
+            self.export(project), f"label-studio project {project}", users=self.users()
+        )

@@ -30,7 +30,7 @@ def test_agreement_per_class_and_ties():
         Answer("x", "0", "ann-1", "csv", "r1"),
         Answer("x", "0", "ann-2", "csv", "r2"),
         Answer("y", "1", "ann-1", "csv", "r3"),
-        Answer("y", "2", "ann-2", "csv", "r4"),  # a tie: left unresolved and listed
+        Answer("y", "2", "ann-2", "csv", "r4"),  # a tie: listed, and asked again
         Answer("z", "2", "ann-1", "csv", "r5"),  # one annotator: not pairable
     ]
     agr = agreement(answers, CLASSES)

@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -84,7 +85,7 @@ def test_a_label_studio_export_is_read_row_by_row():
     ]
     answers, rejected, skipped = parse_label_studio_export(export, "export.json")
     assert [(a.example_id, a.label, a.annotator) for a in answers] == [
-        ("ex1", "3", "user1"),
+        ("ex1", "3", "user1"),  # an id alone, and no directory to look it up in
         ("ex1", "4", "bo@x.org"),
     ]
     assert answers[0].act == "annotation 10 at 2026-11-30T10:00:00.000000Z"
@@ -104,25 +105,68 @@ def test_a_csv_of_answers_is_read_row_by_row():
     text = (
         "example_id,label,annotator,timestamp\n"
         "ex1,3,alice,\n"
-        "ex2,,,\n"  # not answered yet: counted, not an error
-        "ex3,4,,\n"  # no annotator
+        "ex2,,,\n"  # not answered yet: counted as blank, not an error
+        "ex3,4,,\n"  # no annotator: recorded as `unknown`
         "ex4,5,bob,yesterday\n"  # bad timestamp
         "ex5,6,bob,2026-11-30T09:00:00+00:00\n"
         "ex6,7,bob,2026-11-30T09:00:00+00:00,extra\n"
+        ",8,bob,\n"  # no example id
     )
-    answers, rejected, unanswered = parse_answers_csv(text, "answers.csv")
+    answers, rejected, blank = parse_answers_csv(text, "answers.csv")
     assert [(a.example_id, a.label, a.annotator, a.act) for a in answers] == [
         ("ex1", "3", "alice", None),
+        ("ex3", "4", "unknown", None),
         ("ex5", "6", "bob", "at 2026-11-30T09:00:00+00:00"),
     ]
-    assert unanswered == 1
+    assert blank == 1
     assert [(r.origin, r.reason) for r in rejected] == [
-        ("answers.csv line 4", "malformed"),
         ("answers.csv line 5", "malformed"),
         ("answers.csv line 7", "malformed"),
+        ("answers.csv line 8", "malformed"),
     ]
-    with pytest.raises(AnnotationFileError, match="missing column.*annotator"):
-        parse_answers_csv("example_id,label\nex1,3\n", "short.csv")
+    with pytest.raises(AnnotationFileError, match="missing column.*label"):
+        parse_answers_csv("example_id,annotator\nex1,bob\n", "short.csv")
+    # the annotator column itself may be left out: every answer is then `unknown`'s
+    (a,), _, _ = parse_answers_csv("example_id,label\nex1,3\n", "short.csv")
+    assert a.annotator == "unknown"
+
+
+def test_a_timestamp_without_a_zone_is_utc():
+    text = (
+        "example_id,label,annotator,timestamp\n"
+        "ex1,3,alice,2026-01-02T10:00:00\n"  # no zone: UTC, as everywhere else
+        "ex2,3,alice,2026-01-02T11:00:00+01:00\n"  # the same instant
+        "ex3,3,alice,2026-01-02\n"  # a date: midnight UTC
+    )
+    answers, rejected, _ = parse_answers_csv(text, "answers.csv")
+    assert not rejected
+    assert [a.answered_at for a in answers] == [
+        datetime(2026, 1, 2, 10, tzinfo=UTC),
+        datetime(2026, 1, 2, 10, tzinfo=UTC),
+        datetime(2026, 1, 2, tzinfo=UTC),
+    ]
+    export = [{"id": 1, "meta": {"example_id": "ex1"}, "annotations": [_ann(10, ["3"])]}]
+    export[0]["annotations"][0]["updated_at"] = "2026-01-02T10:00:00.5"
+    (a,), _, _ = parse_label_studio_export(export, "export.json")
+    assert a.answered_at == datetime(2026, 1, 2, 10, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_label_studio_annotators_are_named_by_email_or_username():
+    export = [
+        {
+            "id": 1,
+            "meta": {"example_id": "ex1"},
+            "annotations": [
+                _ann(10, ["3"], who=7),  # the default export: a user id
+                _ann(11, ["3"], who={"id": 8, "email": "", "username": "carol"}),
+                _ann(12, ["3"], who={"id": 9, "email": "dan@x.org", "first_name": "Dan"}),
+                _ann(13, ["3"], who=99),  # not in the directory: the id is all there is
+            ],
+        }
+    ]
+    users = {7: "ann@x.org", 8: "carol@x.org"}
+    answers, _, _ = parse_label_studio_export(export, "export.json", users=users)
+    assert [a.annotator for a in answers] == ["ann@x.org", "carol", "dan@x.org", "user99"]
 
 
 # -- fuzzing: any input gets answers, named rejections, or one clear file error ---------
@@ -158,11 +202,16 @@ _json = st.recursive(
 )
 
 
+_STORED = datetime(2026, 1, 1, tzinfo=UTC)  # times in the store carry a zone
+
+
 def _shape_ok(out) -> None:
     answers, rejected, skipped = out
     assert isinstance(skipped, int) and skipped >= 0
     for a in answers:
         assert a.example_id and a.label and a.annotator
+        # every answer's time compares with the store's zoned times (no naive times)
+        assert a.answered_at is None or isinstance(a.answered_at < _STORED, bool)
     for r in rejected:
         assert r.reason
 
@@ -176,16 +225,31 @@ def test_any_label_studio_export_is_parsed_or_refused_clearly(tasks):
         assert "export.json" in str(exc)
 
 
+_zones = (
+    st.none()
+    | st.just(UTC)
+    | st.builds(
+        timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+    )
+)
+_timestamps = st.datetimes(timezones=_zones).map(datetime.isoformat) | st.dates().map(str)
+_cells = st.text(max_size=12) | _timestamps
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.lists(st.text(max_size=12), min_size=0, max_size=5), max_size=6),
+    st.lists(
+        st.tuples(_cells, _cells, _cells, _timestamps | st.text(max_size=12)).map(list)
+        | st.lists(_cells, max_size=5),
+        max_size=6,
+    ),
     st.booleans(),
 )
 def test_any_answers_csv_is_parsed_or_refused_clearly(rows, with_header):
     buf = io.StringIO()
     w = csv.writer(buf)
-    if with_header:
-        w.writerow(["example_id", "label", "annotator", "created_at"])
+    if with_header:  # the real columns, timestamp included
+        w.writerow(["example_id", "label", "annotator", "timestamp"])
     w.writerows(rows)
     try:
         _shape_ok(parse_answers_csv(buf.getvalue(), "answers.csv"))

@@ -1,5 +1,7 @@
 """The round trip against a real Label Studio: push requests as tasks, two annotators
-answer through Label Studio's API (one correction, one skip), pull, check the events."""
+answer through Label Studio's API (one correction, one skip, one tie), pull, check the
+events and who they name; the tie goes back to Label Studio and a third answer settles
+it."""
 
 import pytest
 from label_studio_sdk import LabelStudio as Client
@@ -71,10 +73,12 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
     assert summary.agreement.examples == 2 and summary.agreement.ties == [b.meta["example_id"]]
     events = store.read(LABELS).to_pylist()
     ls_events = [e for e in events if e["source_name"].startswith("label_studio:")]
+    # annotators by email, what people search for, not by Label Studio's user ids
     assert {e["source_name"] for e in ls_events} == {
-        f"label_studio:user{me.id}",
-        f"label_studio:user{other.id}",
+        "label_studio:admin@semilabel.test",
+        "label_studio:bob@semilabel.test",
     }
+    assert summary.annotators == ["admin@semilabel.test", "bob@semilabel.test"]
 
     # a correction in Label Studio is a new event; pulling again adds nothing else
     client.annotations.update(id=first_c.id, result=_choice("1"))
@@ -84,5 +88,19 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
     human = latest.human(cfg.taxonomy.classes)
     assert human[a.meta["example_id"]][0] == "0"
     assert human[c.meta["example_id"]][0] == "1"  # the correction won
-    assert b.meta["example_id"] in latest.unresolved  # the tie waits for a later round
+    assert b.meta["example_id"] in latest.unresolved  # the tie has no label...
     assert d.meta["example_id"] not in human  # skipped: no label
+
+    # ...it goes back to Label Studio as a new task that shows the tie
+    assert push_open(store, cfg).tasks == 1  # the tie (d, skipped, is there already)
+    assert push_open(store, cfg).tasks == 0
+    new = [t for t in client.tasks.list(project=project.id) if t.id not in {x.id for x in tasks}]
+    (tie_task,) = [t for t in new if t.meta["example_id"] == b.meta["example_id"]]
+    assert tie_task.data["tie"] == tie_task.meta["tie"] == "tied: 1 1, 2 1"
+    assert not getattr(tie_task, "predictions", None)  # nothing to tip the balance
+    client.annotations.create(id=tie_task.id, result=_choice("2"), completed_by=other.id)
+    third = pull_answers(store, cfg, "pull-3")
+    assert (third.events_written, third.already_present) == (1, 5)
+    latest = LatestLabels.read(store)
+    assert latest.human(cfg.taxonomy.classes)[b.meta["example_id"]][0] == "2"
+    assert b.meta["example_id"] not in latest.unresolved
