@@ -388,7 +388,11 @@ class LabelingFunctionConfig(_Section):
         description="Built-in family, or `python` for any function by import path."
     )
     accuracy_floor: float | None = Field(
-        None, ge=0, le=1, description="Quarantine below this gold accuracy (default: global)."
+        None,
+        ge=0,
+        le=1,
+        description="Quarantine below this gold accuracy; 0 never quarantines (default: a "
+        "python function's own floor, else weak_labeling.accuracy_floor).",
     )
     embedding: Literal["pixels", "pca", "champion"] = Field(
         "pca",
@@ -410,6 +414,14 @@ class LabelingFunctionConfig(_Section):
     min_confidence: float = Field(0.9, ge=0, le=1, description="model: abstain below this.")
     path: str | None = Field(None, description="external: CSV/Parquet with example_id,label.")
     target: str | None = Field(None, description="python: package.module:function.")
+    model_backed: bool = Field(
+        False,
+        description="Its votes come from a model (a python function wrapping one, an external "
+        "file another model wrote): labels built on them count against "
+        "labels.max_model_share, as a model's own predictions do. kind model, and "
+        "embedding champion once there is one, are model-backed anyway; so is a python "
+        "function declared so in code (labeling_function(model_backed=True)).",
+    )
 
 
 class WeakLabelingConfig(_Section):

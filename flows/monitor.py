@@ -18,7 +18,9 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
+import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
 from tasks.gold import GoldSpec
 from tasks.monitoring import ChampionNotVerified, Evidence, check_champion
@@ -34,7 +36,7 @@ def monitor(
     overrides: dict[str, Any] | None = None,
     strict: bool = False,
     fail_on_alert: bool = False,
-) -> MonitorReport:
+) -> MonitorReport | State:
     """Check the champion on current gold; roll back on regression.
 
     Args:
@@ -43,6 +45,10 @@ def monitor(
         strict: fail the run unless the champion was checked and found ok (no champion,
             no gate baseline, too little gold, a rollback: all fail), for alerting.
         fail_on_alert: fail the run when a label SLI breaches its threshold.
+
+    A failure the caller asked for (`strict`, `fail_on_alert`) is a Failed state
+    carrying its exception (the caller of `monitor()` gets it raised), not an exception
+    raised here: that would print a traceback although nothing crashed.
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
@@ -62,10 +68,14 @@ def monitor(
     health = report_label_health(cfg, facts, run_id)
     report = dataclasses.replace(report, label_health=health.markdown())
     if strict and not report.healthy:
-        raise ChampionNotVerified(report)
+        return _failed(ChampionNotVerified(report))
     if fail_on_alert and health.breaches:
-        raise LabelHealthAlert(health)
+        return _failed(LabelHealthAlert(health))
     return report
+
+
+def _failed(exc: Exception) -> State:
+    return Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
 
 
 if __name__ == "__main__":

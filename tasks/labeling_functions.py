@@ -11,6 +11,9 @@ returns one class index per row, or ABSTAIN (-1). Write your own with the decora
         return np.where(ink < 20, 1, ABSTAIN)
 
 and list it in config as `{name: dark_is_one, kind: python, target: mypkg.lfs:dark_is_one}`.
+A function whose votes come from a model says so (`labeling_function(model_backed=True)`,
+or `model_backed: true` in its config): the labels built on its votes then count against
+`labels.max_model_share`, as a model's own predictions do.
 Built-in families need no code: `knn` and `prototype` (similarity to human-labeled,
 non-gold examples in raw pixels, PCA, or the champion's penultimate layer), `model` (a
 registered MLflow model, confident predictions only) and `external` (labels another
@@ -80,12 +83,17 @@ class LabelingFunction:
 
 
 def labeling_function(
-    name: str | None = None, *, source_kind: str = "rule", accuracy_floor: float | None = None
+    name: str | None = None,
+    *,
+    source_kind: str = "rule",
+    accuracy_floor: float | None = None,
+    model_backed: bool = False,
 ) -> Callable[[Callable[[LFBatch], np.ndarray]], LabelingFunction]:
-    """Decorator: turn `fn(batch) -> votes` into a `LabelingFunction`."""
+    """Decorator: turn `fn(batch) -> votes` into a `LabelingFunction`. `model_backed`:
+    its votes come from a model (see `LabelingFunction.model_influenced`)."""
 
     def wrap(fn: Callable[[LFBatch], np.ndarray]) -> LabelingFunction:
-        return LabelingFunction(name or fn.__name__, fn, source_kind, accuracy_floor)
+        return LabelingFunction(name or fn.__name__, fn, source_kind, accuracy_floor, model_backed)
 
     return wrap
 
@@ -151,7 +159,9 @@ def knn_function(
         agree = counts.max(1) / k
         return np.where(agree >= spec.min_agreement, best, ABSTAIN)
 
-    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model)
+    return LabelingFunction(
+        spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model or spec.model_backed
+    )
 
 
 def prototype_function(
@@ -173,7 +183,9 @@ def prototype_function(
         margin = (d2 - d1) / np.maximum(d1, 1e-8)
         return np.where(margin >= spec.min_margin, present[order[:, 0]], ABSTAIN)
 
-    return LabelingFunction(spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model)
+    return LabelingFunction(
+        spec.name, vote, "rule", spec.accuracy_floor, embed.uses_model or spec.model_backed
+    )
 
 
 def model_function(
@@ -245,7 +257,7 @@ def external_function(spec: LabelingFunctionConfig, classes: dict[str, int]) -> 
             (lookup.get(e, ABSTAIN) for e in batch.example_ids), np.int16, count=len(batch)
         )
 
-    return LabelingFunction(spec.name, vote, "external", spec.accuracy_floor)
+    return LabelingFunction(spec.name, vote, "external", spec.accuracy_floor, spec.model_backed)
 
 
 def python_function(spec: LabelingFunctionConfig) -> LabelingFunction:
@@ -262,14 +274,16 @@ def python_function(spec: LabelingFunctionConfig) -> LabelingFunction:
             f"labeling function {spec.name!r}: cannot import {spec.target!r}: {exc}"
         ) from exc
     if isinstance(obj, LabelingFunction):
+        # config wins over code, an explicit 0.0 too (never quarantine); and config can
+        # say a model is behind it, never that a function declared so is not
         return LabelingFunction(
             spec.name,
             obj.fn,
             obj.source_kind,
-            spec.accuracy_floor or obj.accuracy_floor,
-            obj.model_backed,
+            obj.accuracy_floor if spec.accuracy_floor is None else spec.accuracy_floor,
+            obj.model_backed or spec.model_backed,
         )
-    return LabelingFunction(spec.name, obj, "rule", spec.accuracy_floor)
+    return LabelingFunction(spec.name, obj, "rule", spec.accuracy_floor, spec.model_backed)
 
 
 # -- reading the store in batches -------------------------------------------------------

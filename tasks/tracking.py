@@ -7,15 +7,20 @@ database, in `.semilabel/artifacts/`, not in a `./mlruns` of whatever folder a c
 ran from: the home is self-contained and can be moved. `mlflow.artifact_root` (a folder
 or `s3://...`) overrides it; a tracking server's own default applies to `http(s)://`
 URIs. An experiment keeps the location it was created with.
+
+Nothing logged here carries a credential: config values pass through
+`configs.redact` (a store root `s3://KEY:SECRET@...` is logged as `s3://KEY:***@...`).
 """
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from configs.redact import redact, without_credentials
 from configs.schema import Config
 
 # the training loop's row keys -> the names runs show them under
@@ -139,6 +144,29 @@ def ensure_experiment(tracking_uri: str, name: str, configured_root: str | None 
     return experiment.experiment_id
 
 
+def code_version(path: Path = Path(__file__).parent) -> str:
+    """The commit the code at `path` runs from, `<sha>-dirty` when tracked files differ
+    from it (the commit alone would not rebuild this code); `unknown` outside a git
+    checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10, cwd=path
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    sha = git("rev-parse", "--short", "HEAD")
+    if not sha:
+        return "unknown"
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    if changes is None:  # cannot tell: say so rather than vouch for a clean tree
+        return f"{sha}-unverified"
+    return f"{sha}-dirty" if changes else sha
+
+
 def loop_metric_name(key: str, classes: tuple[str, ...]) -> str | None:
     """The grouped name of a training-loop metric; None for those not logged as curves."""
     if key in LOOP_METRICS:
@@ -154,11 +182,17 @@ def tidy(value: float) -> float:
     return float(f"{value:.6g}")
 
 
+def logged_config(cfg: Config) -> dict[str, Any]:
+    """The resolved config as runs record it (`config.json`, params): every value as
+    loaded, less credentials (`configs.redact`)."""
+    return redact(cfg.model_dump(mode="json"))
+
+
 def model_params(cfg: Config) -> dict[str, str]:
     """The config keys that change the trained model (`MODEL_PARAMS`, and
-    `weak_labeling` when it runs, less `NOT_MODEL_PARAMS`) as MLflow params. The whole
-    config is the run's config.json."""
-    data = cfg.model_dump(mode="json")
+    `weak_labeling` when it runs, less `NOT_MODEL_PARAMS`) as MLflow params, without
+    credentials. The whole config is the run's config.json (`logged_config`)."""
+    data = logged_config(cfg)
     roots = MODEL_PARAMS + ((WEAK_LABELING_PARAMS,) if cfg.weak_labeling.enabled else ())
     out: dict[str, str] = {}
     for root in roots:
@@ -182,14 +216,15 @@ def _flatten(prefix: str, obj: Any) -> dict[str, Any]:
 
 def snapshot_dataset(store_uri: str, snapshot_id: str, name: str) -> Any:
     """An MLflow dataset for a store snapshot: digest = the snapshot id, source = the
-    store, and the schema of what was read (example id, encoded image, label)."""
+    store (without its options or credentials), and the schema of what was read
+    (example id, encoded image, label)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types.schema import ColSpec, Schema
 
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class
         warnings.simplefilter("ignore")
-        source = resolve_dataset_source(store_uri.split("?")[0])
+        source = resolve_dataset_source(redact(store_uri.split("?")[0]))
     schema = Schema(
         [ColSpec("string", "example_id"), ColSpec("binary", "image"), ColSpec("string", "label")]
     )
@@ -204,5 +239,6 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
 
 def ui_base(tracking_uri: str, ui_url: str) -> str:
     """The MLflow UI for a tracking URI: the server itself for http(s), else `ui_url`
-    (where `mlflow ui` on the local store serves)."""
-    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_url
+    (where `mlflow ui` on the local store serves); a link, so without credentials."""
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_url
+    return without_credentials(base)

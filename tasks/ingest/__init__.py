@@ -26,6 +26,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from configs.redact import redact_text
 from configs.schema import Config
 from tasks.ingest.sources import (
     DataContractError,
@@ -101,5 +102,5 @@ def publish_ingest_summary(summary: IngestSummary, store_root: str) -> None:
     create_table_artifact(
         table=rows,
         key="ingest-summary",
-        description=f"Ingest of {summary.source} into {store_root.split('?')[0]}",
+        description=redact_text(f"Ingest of {summary.source} into {store_root.split('?')[0]}"),
     )

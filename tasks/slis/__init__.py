@@ -1,6 +1,7 @@
 """Label health: the ten label SLIs every retrain and monitor run computes (`compute`),
 drift checks (`drift`), and where they go: the store's `slis` dataset (history that
-survives without MLflow), MLflow metrics under `sli/`, Prefect artifacts
+survives without MLflow) and each flow's latest computation (`latest`, what a scrape
+serves), MLflow metrics under `sli/`, Prefect artifacts
 (`label-health-slis`, and `label-health` listing each breach with its runbook line),
 and a Prometheus Pushgateway when `metrics.pushgateway_url` is set.
 """
@@ -25,6 +26,7 @@ from tasks.slis.catalog import METRICS
 from tasks.slis.compute import RunFacts, Sli, compute_slis
 from tasks.slis.drift import DriftCheck, compare
 from tasks.slis.health import LabelHealth, LabelHealthAlert, run_rows
+from tasks.slis.latest import write_latest
 from tasks.slis.prometheus import push_slis
 from tasks.store import EXAMPLES, SCHEMAS, SLIS, GoldSplit, LatestLabels, Store, utcnow
 from tasks.tracking import ensure_experiment
@@ -147,7 +149,8 @@ def drift_gate_checks(checks: list[DriftCheck], on_breach: str) -> list[Check]:
 
 
 def record_slis(store: Store, health: LabelHealth) -> None:
-    """Append the run's SLIs to the store's `slis` dataset."""
+    """Append the run's SLIs to the store's `slis` dataset, and make them its flow's
+    latest (what `/metrics` serves)."""
     now = utcnow()
     rows = [
         {
@@ -162,7 +165,9 @@ def record_slis(store: Store, health: LabelHealth) -> None:
         }
         for s in [*health.slis, *run_rows(health)]
     ]
-    store.write(SLIS, pa.Table.from_pylist(rows, schema=SCHEMAS[SLIS]), when=now)
+    table = pa.Table.from_pylist(rows, schema=SCHEMAS[SLIS])
+    store.write(SLIS, table, when=now)
+    write_latest(store, health.flow, table)
 
 
 def log_slis_to_mlflow(

@@ -1,6 +1,7 @@
 """Every label-health metric semilabel reports: its Prometheus name, what it means (the
 `# HELP` text), and, for those that can breach, the runbook line an on-call person
-acts on. The dashboard and the alert rules under `dashboards/` use these names only."""
+acts on. The dashboard and the alert rules under `dashboards/` use these names only.
+Times are in seconds, Prometheus's base unit (`promtool check metrics` rejects hours)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,13 @@ METRICS: dict[str, Metric] = {
         ),
         # M2 freshness
         Metric(
-            "label_age_median_hours",
+            "label_age_median_seconds",
             "Median age of the training labels.",
             runbook="Labels are stale: sample and annotate recent data (semilabel sample), "
             "then semilabel annotate pull/import.",
         ),
         Metric(
-            "ingest_to_label_median_hours",
+            "ingest_to_label_median_seconds",
             "Median time from an example's ingest to its first label event.",
         ),
         # M3 accuracy on gold
@@ -101,7 +102,7 @@ METRICS: dict[str, Metric] = {
             "sampling.budget.*.",
         ),
         Metric(
-            "annotation_backlog_oldest_hours",
+            "annotation_backlog_oldest_seconds",
             "Age of the oldest open annotation request.",
             ("stream",),
             runbook="Annotation requests wait too long: pull answers (semilabel annotate "

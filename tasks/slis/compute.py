@@ -6,7 +6,7 @@ can breach, the threshold and whether it did. Definitions (README, *Label health
 M1 coverage: examples with a label / all examples (gold human labels included); per
    source kind; and each class's share of the training labels.
 M2 freshness: median age of the training labels' events; median time from an
-   example's ingest to its first label event.
+   example's ingest to its first label event (seconds, as every time here).
 M3 accuracy on gold (dev part, the human label as truth): each human source's latest
    answers on gold examples; each labeling function's votes in the latest label matrix;
    the label model (weak-labeling run) and pseudo-labels (training) as the run measured.
@@ -63,8 +63,7 @@ class RunFacts:
     now: datetime = field(default_factory=utcnow)
 
 
-def _hours(seconds: float) -> float:
-    return seconds / 3600.0
+HOUR_S = 3600.0  # the config's limits are in hours (health.*_h); the SLIs in seconds
 
 
 def _latest_label_matrix(store: Store) -> ds.Dataset | None:
@@ -142,25 +141,29 @@ def compute_slis(store: Store, cfg: Config, facts: RunFacts) -> list[Sli]:
                 if cur is None or ts > cur[0]:
                     human_answers[(name, ex)] = (ts, lab)
     ages = [
-        _hours((facts.now - created[r["event_id"]]).total_seconds())
+        (facts.now - created[r["event_id"]]).total_seconds()
         for r in resolved
         if r["event_id"] in created
     ]
     if ages:
         age = statistics.median(ages)
-        out.append(
-            Sli("label_age_median_hours", age, (), h.max_label_age_h, age > h.max_label_age_h)
-        )
+        limit = h.max_label_age_h * HOUR_S
+        out.append(Sli("label_age_median_seconds", age, (), limit, age > limit))
     lags = [
-        _hours(max((first_label[e] - ingested[e]).total_seconds(), 0.0))
+        max((first_label[e] - ingested[e]).total_seconds(), 0.0)
         for e in labeled
         if e in first_label and e in ingested
     ]
     if lags:
-        out.append(Sli("ingest_to_label_median_hours", statistics.median(lags)))
+        out.append(Sli("ingest_to_label_median_seconds", statistics.median(lags)))
 
     # M3 accuracy on gold dev, per source
-    floor = cfg.weak_labeling.accuracy_floor
+    # each function's own floor where its config sets one (0.0 too: never quarantined)
+    floors = {
+        f.name: f.accuracy_floor
+        for f in cfg.weak_labeling.functions
+        if f.accuracy_floor is not None
+    }
     by_human: dict[str, list[bool]] = defaultdict(list)
     for (_name, ex), (_, lab) in human_answers.items():
         by_human["human"].append(lab == gold_truth[ex])
@@ -184,6 +187,7 @@ def compute_slis(store: Store, cfg: Config, facts: RunFacts) -> list[Sli]:
             sel = (truth >= 0) & (votes[c] >= 0)
             if sel.any():
                 acc = float((votes[c][sel] == truth[sel]).mean())
+                floor = floors.get(c, cfg.weak_labeling.accuracy_floor)
                 out.append(
                     Sli(
                         "label_accuracy_gold_ratio",
@@ -284,14 +288,11 @@ def compute_slis(store: Store, cfg: Config, facts: RunFacts) -> list[Sli]:
                 count > h.max_backlog,
             )
         )
-        oldest = _hours(backlog.oldest_age_s.get(s, 0.0))
+        oldest = backlog.oldest_age_s.get(s, 0.0)
+        limit = h.max_backlog_age_h * HOUR_S
         out.append(
             Sli(
-                "annotation_backlog_oldest_hours",
-                oldest,
-                (("stream", s),),
-                h.max_backlog_age_h,
-                oldest > h.max_backlog_age_h,
+                "annotation_backlog_oldest_seconds", oldest, (("stream", s),), limit, oldest > limit
             )
         )
 

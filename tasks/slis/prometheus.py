@@ -1,10 +1,13 @@
-"""Label health in Prometheus's text format (prometheus_client): the latest value of every
-SLI series in the store, with `# HELP` text for each metric and the few labels the
-catalog allows (class, source kind, stream, check, flow: never an example or an id).
+"""Label health in Prometheus's text format (prometheus_client): every series of each
+flow's latest SLI computation (`tasks.slis.latest`), with `# HELP` text for each metric
+and the few labels the catalog allows (class, source kind, stream, check, flow: never an
+example or an id). A series the latest run of its flow no longer produced is not
+exported.
 
 `semilabel metrics serve` exposes them for scraping (read from the store at every
-scrape), `semilabel metrics write FILE` writes them for node_exporter's textfile
-collector, and runs push theirs to a Pushgateway when `metrics.pushgateway_url` is set.
+scrape: a few small files, however long the history), `semilabel metrics write FILE`
+writes them for node_exporter's textfile collector, and runs push theirs to a
+Pushgateway when `metrics.pushgateway_url` is set (user info in the URL: basic auth).
 """
 
 from __future__ import annotations
@@ -12,25 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 
+from configs.redact import redact_text
 from tasks.slis.catalog import METRICS
 from tasks.slis.compute import Sli
 from tasks.slis.health import LabelHealth, run_rows
-from tasks.store import SLIS, Store
+from tasks.slis.latest import read_latest
+from tasks.store import Store
 
 log = logging.getLogger(__name__)
 
 
 def latest_series(store: Store) -> list[Sli]:
-    """The newest value of every (metric, labels) series in the store's `slis` dataset."""
-    if not store.files(SLIS):
-        return []
-    table = store.read(SLIS, ["metric", "labels", "value", "computed_at"])
+    """Every (metric, labels) series of each flow's latest computation; a series two
+    flows report (coverage, say) at its newer value."""
+    table = read_latest(store)
     newest: dict[tuple[str, str], tuple] = {}
     for metric, labels, value, at in zip(
         *(table.column(c).to_pylist() for c in ("metric", "labels", "value", "computed_at")),
@@ -104,6 +110,23 @@ def serve(store_root: str, host: str, port: int) -> None:
         server.shutdown()
 
 
+def _gateway(url: str) -> tuple[str, Callable[..., Callable[[], None]]]:
+    """The URL to push to and how: basic auth with the URL's user info, sent as a
+    header rather than left in the URL (where urllib would take it for the host)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.username is None and parts.password is None:
+        return url, default_handler
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    netloc = parts.netloc.rpartition("@")[2]
+
+    def handler(
+        url: str, method: str, timeout: float | None, headers: list, data: bytes
+    ) -> Callable[[], None]:
+        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    return urlunsplit(parts._replace(netloc=netloc)), handler
+
+
 def push_slis(url: str, job: str, health: LabelHealth) -> None:
     """Push one run's SLIs to a Pushgateway, grouped by flow."""
 
@@ -113,7 +136,16 @@ def push_slis(url: str, job: str, health: LabelHealth) -> None:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Run())
+    gateway, handler = _gateway(url)
     try:
-        push_to_gateway(url, job=job, registry=registry, grouping_key={"flow": health.flow})
+        push_to_gateway(
+            gateway,
+            job=job,
+            registry=registry,
+            grouping_key={"flow": health.flow},
+            handler=handler,
+        )
     except OSError as exc:  # a monitoring outage must not fail the run
-        log.warning("could not push label-health metrics to %s: %s", url, exc)
+        log.warning(
+            "could not push label-health metrics to %s: %s", redact_text(url), redact_text(str(exc))
+        )

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import platform
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,9 @@ from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
 from tasks.store import Store
 from tasks.tracking import (
+    code_version,
     ensure_experiment,
+    logged_config,
     loop_metric_name,
     model_params,
     snapshot_dataset,
@@ -46,20 +47,6 @@ def run_key(cfg: Config, settings: TrainSettings, training: TrainingSet) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def environment_tags(device: str) -> dict[str, str]:
@@ -212,7 +199,7 @@ def train_and_log(
         )
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "config.json"
-            cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            cfg_path.write_text(json.dumps(logged_config(cfg), indent=2))
             mlflow.log_artifact(str(cfg_path))
         callbacks: list[Callback] = [MlflowMetrics(tuple(cfg.taxonomy.classes))]
         if progress is not None:

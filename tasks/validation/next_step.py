@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from configs.redact import redact_text
 from tasks.validation.evidence import LABELS_CAP
 from tasks.validation.gate import REJECTED, UNDECIDED, GateReport
 
@@ -36,14 +37,15 @@ def gold_to_request(report: GateReport, pool: GoldPool) -> int:
 
 def cli_args(config_path: str | None, overrides: Mapping[str, Any] | None) -> str:
     """The run's own `--config` and `--set` options, as they go after a subcommand, so a
-    printed command works as it stands (the sampling keys it sets itself are left out)."""
+    printed command works as it stands (the sampling keys it sets itself are left out),
+    less credentials: it is shown in reports and descriptions (`configs.redact`)."""
     parts = [f"--config {shlex.quote(config_path)}"] if config_path else []
     for key, value in (overrides or {}).items():
         if key.startswith("sampling."):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
         parts.append(f"--set {shlex.quote(f'{key}={text}')}")
-    return " ".join(parts)
+    return redact_text(" ".join(parts))
 
 
 def next_step(report: GateReport, pool: GoldPool, args: str = "") -> str:

@@ -79,10 +79,41 @@ def test_fail_on_alert_exits_4_and_lists_each_breach_with_its_runbook(
     }
     assert main(["monitor", "--fail-on-alert", *_sets(ov)]) == 4
     out = capsys.readouterr()
-    assert "Label health: 1 BREACH(ES)" in out.out and "label_age_median_hours" in out.out
+    assert "Label health: 1 BREACH(ES)" in out.out and "label_age_median_seconds" in out.out
     assert "Labels are stale: sample and annotate recent data" in out.out
     assert "label-health breach" in out.err
     rows = Store(ov["store.root"]).read(SLIS).to_pylist()
     breach = [r for r in rows if r["metric"] == "sli_breach" and "label_age" in r["labels"]]
     assert breach and breach[-1]["value"] == 1.0
     assert main(["monitor", *_sets(ov)]) == 0  # without the flag: reported, not failed
+
+
+def test_fail_on_alert_prints_the_summary_without_a_traceback(prefect_api, store_cfg):
+    """The command line as a scheduler's shell sees it: exit 4, the breach and its
+    runbook line, and no traceback (the exit code is the signal, not a crash)."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    ov = {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": ["0", "1", "2"],
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "health.max_label_age_h": 0.000001,  # every label is "stale": a forced breach
+    }
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test's server
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "monitor", "--fail-on-alert", *_sets(ov)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "Label health: 1 BREACH(ES)" in done.stdout
+    assert "label-health breach" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr

@@ -40,3 +40,57 @@ def test_every_excluded_key_exists_and_says_why():
             assert part in node, f"NOT_MODEL_PARAMS names {key!r}, not a config key"
             node = node[part]
         assert why
+
+
+def _git(repo, *args: str) -> str:
+    import subprocess
+
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "HOME": str(repo),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_code_version_says_when_the_tree_had_uncommitted_changes(tmp_path):
+    from tasks.tracking import code_version
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("x = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "first")
+    sha = _git(repo, "rev-parse", "--short", "HEAD")
+    assert code_version(repo / "pkg") == sha  # clean: the commit alone
+    (repo / "pkg" / "mod.py").write_text("x = 2\n")  # a change the commit does not hold
+    assert code_version(repo / "pkg") == f"{sha}-dirty"
+    _git(repo, "commit", "-q", "-am", "second")
+    assert code_version(repo / "pkg") == _git(repo, "rev-parse", "--short", "HEAD")
+    assert code_version(tmp_path) == "unknown"  # not a git checkout
+
+
+def test_params_and_the_dataset_source_carry_no_credentials():
+    from tasks.tracking import logged_config, snapshot_dataset
+
+    cfg = load_config(
+        overrides={
+            "weak_labeling.enabled": True,
+            "weak_labeling.functions": [
+                {"name": "ext", "kind": "external", "path": "s3://AK:LF-SECRET@bucket/votes.csv"}
+            ],
+            "store.root": "s3://AK:STORE-SECRET@bucket/store?region=eu-west-1",
+        }
+    )
+    params = model_params(cfg)
+    assert "LF-SECRET" not in repr(params) and "AK:***@bucket" in params["weak_labeling.functions"]
+    assert "STORE-SECRET" not in repr(logged_config(cfg))
+    source = snapshot_dataset(cfg.store.root, "snap", "training-snap").source.to_json()
+    assert "STORE-SECRET" not in source and "bucket/store" in source

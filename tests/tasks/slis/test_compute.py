@@ -191,9 +191,9 @@ def test_every_sli_equals_its_hand_computation(hand_store):
     assert _value(slis, "label_class_share_ratio", **{"class": "0"}).value == pytest.approx(3 / 6)
     # M2: ages 24 h (x4) and 12 h (x2): median 24 h, over the 20 h limit; first labels
     # 24 h (x4), 36 h (x2) after ingest, and the gold ones 1 h *before* ingest count 0
-    age = _value(slis, "label_age_median_hours")
-    assert (age.value, age.threshold, age.breached) == (24.0, 20.0, True)
-    assert _value(slis, "ingest_to_label_median_hours").value == pytest.approx(24.0)
+    age = _value(slis, "label_age_median_seconds")  # seconds, the limit in config in hours
+    assert (age.value, age.threshold, age.breached) == (24 * 3600.0, 20 * 3600.0, True)
+    assert _value(slis, "ingest_to_label_median_seconds").value == pytest.approx(24 * 3600.0)
     # M3: human answers on gold dev: folder right twice, bob right once of twice -> 3/4
     assert _value(
         slis, "label_accuracy_gold_ratio", source_kind="human", source="all"
@@ -224,3 +224,25 @@ def test_every_sli_equals_its_hand_computation(hand_store):
     # the gate: class "1" recall collapsed to 0, under health.min_class_recall 0.5
     worst = _value(slis, "class_recall_min_ratio")
     assert (worst.value, worst.breached) == (0.0, True)
+
+
+def test_a_functions_own_floor_is_its_accuracy_slis_threshold_zero_included(hand_store):
+    """lf_b (1/2 on gold dev) is configured never to be quarantined (floor 0.0): its SLI
+    does not breach either; lf_a keeps the global floor."""
+    store, _, _ = hand_store
+    lf = {"kind": "knn"}
+    cfg = load_config(
+        overrides={
+            "store.root": store.uri,
+            "taxonomy.classes": ["0", "1"],
+            "weak_labeling.functions": [
+                {**lf, "name": "lf_a"},
+                {**lf, "name": "lf_b", "accuracy_floor": 0.0},
+            ],
+        }
+    )
+    slis = compute_slis(store, cfg, RunFacts(flow="retrain", now=NOW))
+    lf_a = _value(slis, "label_accuracy_gold_ratio", source_kind="rule", source="lf_a")
+    lf_b = _value(slis, "label_accuracy_gold_ratio", source_kind="rule", source="lf_b")
+    assert (lf_a.threshold, lf_a.breached) == (0.6, False)
+    assert (lf_b.value, lf_b.threshold, lf_b.breached) == (0.5, 0.0, False)

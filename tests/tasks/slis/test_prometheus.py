@@ -1,6 +1,7 @@
-"""Label health in Prometheus: the exposition, a real Prometheus scraping
-`semilabel metrics serve`, the alert rules (promtool), and the dashboard and rules
-referring only to metrics semilabel exports."""
+"""Label health in Prometheus: the exposition (and `promtool check metrics` on it), a
+scrape's bounded work and stale series, a real Prometheus scraping `semilabel metrics
+serve`, the alert rules (promtool), and the dashboard and rules referring only to
+metrics semilabel exports."""
 
 import json
 import re
@@ -9,18 +10,19 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.slis import LabelHealth, RunFacts, label_health
+from tasks.slis import LabelHealth, RunFacts, label_health, record_slis
 from tasks.slis.catalog import METRICS
 from tasks.slis.compute import Sli
 from tasks.slis.health import run_rows
 from tasks.slis.prometheus import exposition, families
-from tasks.store import Store
+from tasks.store import SLIS, Store
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "dashboards" / "semilabel.json"
@@ -60,6 +62,133 @@ def test_every_metric_has_help_text_and_parses():
     assert all(f.documentation for f in parsed.values())
     for m in METRICS.values():  # low cardinality: only the catalog's labels
         assert {k for s in parsed[m.full_name].samples for k in s.labels} == set(m.labels)
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip(
+            "promtool is not installed (Debian: apt-get install prometheus); "
+            ".ci/run installs it where it can"
+        )
+    return promtool
+
+
+def _check_metrics(promtool: str, text: bytes) -> None:
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60
+    )
+    out = (checked.stdout + checked.stderr).decode()
+    assert checked.returncode == 0 and not out.strip(), out
+
+
+def test_promtool_accepts_the_exposition_of_a_real_store(store_cfg):
+    """Base units (seconds, not hours), names, help texts: what Prometheus's own linter
+    checks, on every metric of the catalog with the values a run leaves."""
+    promtool = _promtool()
+    store = Store(store_cfg.store.root)
+    health = label_health(store, store_cfg, RunFacts(flow="monitor"), "run-1")
+    age = next(s for s in health.slis if s.metric.startswith("label_age_median"))
+    assert age.metric == "label_age_median_seconds"
+    assert 0 < age.value < 3600  # the labels were made seconds ago, in seconds
+    record_slis(store, LabelHealth("retrain", "run-0", _one_of_each()))
+    _check_metrics(promtool, exposition(store_cfg.store.root))
+
+
+def _scraped(root: str) -> dict[str, dict[tuple, float]]:
+    return {
+        f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples}
+        for f in text_string_to_metric_families(exposition(root).decode())
+    }
+
+
+def test_a_scrape_serves_each_flows_latest_run_and_not_the_history(tmp_path):
+    """Many runs later a scrape still reads only what the latest run of each flow
+    produced: the same scrape with the history moved away; a labeling function no
+    longer reported (removed) is gone, not exported forever at its last value."""
+    root = str(tmp_path / "store")
+    store = Store(root)
+    for i in range(30):
+        record_slis(
+            store,
+            LabelHealth(
+                "retrain",
+                f"retrain-{i}",
+                [
+                    Sli("label_coverage_ratio", i / 100),
+                    Sli(
+                        "label_accuracy_gold_ratio",
+                        0.9,
+                        (("source_kind", "rule"), ("source", f"lf-{i}")),
+                    ),
+                    *([Sli("gate_passed", 1.0)] if i < 29 else []),
+                ],
+            ),
+        )
+        if i == 10:  # the monitor ran once, long ago: its series stay its latest
+            record_slis(store, LabelHealth("monitor", "monitor-0", [Sli("gold_shift", 0.0)]))
+    scraped = _scraped(root)
+    accuracy = scraped["semilabel_label_accuracy_gold_ratio"]
+    assert list(accuracy) == [(("source", "lf-29"), ("source_kind", "rule"))], accuracy
+    assert scraped["semilabel_label_coverage_ratio"] == {(): 0.29}
+    assert "semilabel_gate_passed" not in scraped  # the latest retrain did not report it
+    assert scraped["semilabel_gold_shift"] == {(): 0.0}
+    assert set(scraped["semilabel_run_success"]) == {
+        (("flow", "retrain"),),
+        (("flow", "monitor"),),
+    }
+    # bounded: the scrape does not read, nor even list, the history
+    before = exposition(root)
+    store.fs.move(store.path(SLIS), f"{store.base}/history-moved-away")
+    assert exposition(root) == before
+
+
+def test_a_store_from_before_the_latest_files_is_served_from_its_history_once(tmp_path):
+    """History written by an earlier semilabel (no latest files): the first scrape
+    derives each flow's latest run from it and keeps that, so later scrapes are bounded;
+    a run that finishes after a newer one does not replace it."""
+    import pyarrow as pa
+
+    from tasks.store import SCHEMAS, utcnow
+
+    root = str(tmp_path / "store")
+    store = Store(root)
+    t0 = utcnow()
+
+    def rows(flow: str, run: str, at_s: float, series: list[Sli]) -> pa.Table:
+        at = t0 + timedelta(seconds=at_s)
+        return pa.Table.from_pylist(
+            [
+                {
+                    "run_id": run,
+                    "flow": flow,
+                    "computed_at": at,
+                    "metric": x.metric,
+                    "labels": json.dumps(dict(x.labels), sort_keys=True),
+                    "value": x.value,
+                    "threshold": None,
+                    "breached": None,
+                }
+                for x in series
+            ],
+            schema=SCHEMAS[SLIS],
+        )
+
+    lf = (("source_kind", "rule"), ("source", "removed-lf"))
+    store.write(SLIS, rows("retrain", "r1", 0, [Sli("label_accuracy_gold_ratio", 0.9, lf)]))
+    store.write(SLIS, rows("retrain", "r2", 10, [Sli("label_coverage_ratio", 0.5)]))
+    store.write(SLIS, rows("monitor", "m1", 5, [Sli("gold_shift", 1.0)]))
+    scraped = _scraped(root)
+    assert scraped["semilabel_label_coverage_ratio"] == {(): 0.5}
+    assert scraped["semilabel_gold_shift"] == {(): 1.0}
+    assert "semilabel_label_accuracy_gold_ratio" not in scraped  # r2 no longer reports it
+    store.fs.move(store.path(SLIS), f"{store.base}/history-moved-away")
+    assert _scraped(root) == scraped  # derived once, kept
+
+    from tasks.slis.latest import write_latest
+
+    write_latest(store, "retrain", rows("retrain", "r0", -60, [Sli("label_coverage_ratio", 0.1)]))
+    assert _scraped(root) == scraped  # an older run finishing late changes nothing
 
 
 def _labels(labels: dict) -> str:
@@ -104,8 +233,6 @@ def test_a_real_prometheus_scrapes_semilabel_metrics_serve(store_cfg, tmp_path):
         store, store_cfg, RunFacts(flow="monitor", pseudo_label_precision=0.9), "run-1"
     )
     measured = {(s.metric, s.labels) for s in [*health.slis, *run_rows(health)]}
-    from tasks.slis import record_slis
-
     record_slis(
         store,
         LabelHealth(
@@ -151,6 +278,7 @@ def test_a_real_prometheus_scrapes_semilabel_metrics_serve(store_cfg, tmp_path):
     try:
         scraped = _wait(f"http://127.0.0.1:{port}/metrics", lambda r: r.status_code == 200).text
         assert scraped.encode() == exposition(store_cfg.store.root)  # what serve exposes
+        _check_metrics(promtool, scraped.encode())  # Prometheus's linter on a real scrape
         names = {f.name for f in text_string_to_metric_families(scraped)}
         assert referenced_metrics() <= names, referenced_metrics() - names
         _wait(f"http://127.0.0.1:{prom_port}/-/ready", lambda r: r.status_code == 200)
@@ -167,3 +295,43 @@ def test_a_real_prometheus_scrapes_semilabel_metrics_serve(store_cfg, tmp_path):
         for p in (exporter, prom):
             p.terminate()
             p.wait(timeout=30)
+
+
+def test_a_pushgateway_url_with_user_info_pushes_with_basic_auth(caplog):
+    """`metrics.pushgateway_url: http://user:password@host:port`: the credentials go in
+    an Authorization header (not in the URL, where urllib would take them for the host),
+    and a failed push's warning does not show the password."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tasks.slis.prometheus import push_slis
+
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            seen.append((self.path, body, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    health = LabelHealth("retrain", "run-1", [Sli("label_coverage_ratio", 0.5)])
+    try:
+        push_slis(f"http://pusher:PUSH-PW@127.0.0.1:{server.server_port}", "semilabel", health)
+    finally:
+        server.shutdown()
+    ((path, body, auth),) = seen
+    assert path == "/metrics/job/semilabel/flow/retrain"
+    assert "semilabel_label_coverage_ratio 0.5" in body
+    assert auth == "Basic " + base64.b64encode(b"pusher:PUSH-PW").decode()
+
+    caplog.clear()
+    push_slis(f"http://pusher:PUSH-PW@127.0.0.1:{_free_port()}/?token=TOK", "semilabel", health)
+    assert "could not push" in caplog.text and "pusher:***@127.0.0.1" in caplog.text
+    assert "PUSH-PW" not in caplog.text and "TOK" not in caplog.text
