@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from configs.redact import redact_text
 from configs.schema import Config
 from tasks.annotation.answers import ImportSummary, import_answers
 from tasks.annotation.files import (
@@ -41,15 +42,21 @@ class Delivery:
     imported: ImportSummary | None = None
     sampled: tuple[dict[str, object], ...] = ()  # what sampling chose, when it did
 
+    @property
+    def shown_where(self) -> str:
+        """`where` as logs, artifacts and summaries show it: a Label Studio URL without
+        the credentials it may carry."""
+        return redact_text(self.where)
+
     def summary(self) -> str:
-        return f"{self.tasks} requests ({self.mode}): {self.where}"
+        return f"{self.tasks} requests ({self.mode}): {self.shown_where}"
 
     def rows(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = [
             *self.sampled,
             {"metric": "delivery", "value": self.mode},
             {"metric": "tasks", "value": self.tasks},
-            {"metric": "where", "value": self.where},
+            {"metric": "where", "value": self.shown_where},
         ]
         return rows + (self.imported.rows() if self.imported else [])
 
@@ -217,9 +224,9 @@ def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSum
 @task(name="deliver-annotation-requests", cache_policy=NO_CACHE)
 def deliver_requests(cfg: Config, result: SamplingResult, run_id: str) -> Delivery:
     delivery = deliver(Store(cfg.store.root), cfg, result, run_id)
-    get_run_logger().info("%d annotation tasks: %s", delivery.tasks, delivery.where)
+    get_run_logger().info("%d annotation tasks: %s", delivery.tasks, delivery.shown_where)
     create_table_artifact(
-        table=delivery.rows(), key="annotation-delivery", description=delivery.where[:200]
+        table=delivery.rows(), key="annotation-delivery", description=delivery.shown_where[:200]
     )
     return delivery
 
@@ -242,14 +249,14 @@ def import_annotations(cfg: Config, path: str, run_id: str) -> ImportSummary:
 @task(name="annotate-export", cache_policy=NO_CACHE)
 def export_open_requests(cfg: Config) -> Delivery:
     delivery = export_open(Store(cfg.store.root), cfg)
-    get_run_logger().info("%d open requests exported: %s", delivery.tasks, delivery.where)
+    get_run_logger().info("%d open requests exported: %s", delivery.tasks, delivery.shown_where)
     return delivery
 
 
 @task(name="annotate-push", cache_policy=NO_CACHE)
 def push_open_requests(cfg: Config) -> Delivery:
     delivery = push_open(Store(cfg.store.root), cfg)
-    get_run_logger().info("%d tasks pushed to %s", delivery.tasks, delivery.where)
+    get_run_logger().info("%d tasks pushed to %s", delivery.tasks, delivery.shown_where)
     return delivery
 
 

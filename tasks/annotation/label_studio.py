@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from configs.redact import redact_text
 from configs.schema import LabelStudioConfig
 from tasks.annotation.answers import Answer, Rejected
 from tasks.annotation.files import TaskInput, labeling_config, parse_label_studio_export, task_json
@@ -56,8 +57,8 @@ class LabelStudio:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
-            raise LabelStudioError(
-                f"Label Studio at {self.url} failed while {what}: {exc}"
+            raise LabelStudioError(  # the URL, and the SDK's message, may carry user info
+                redact_text(f"Label Studio at {self.url} failed while {what}: {exc}")
             ) from exc
 
     def ensure_project(self, title: str, classes: tuple[str, ...]) -> int:

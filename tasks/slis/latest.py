@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tasks.store import SCHEMAS, SLIS, Store, StoreError
+from tasks.store import SCHEMAS, SLIS, SLIS_LATEST, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-LATEST = "slis_latest"
+LATEST = SLIS_LATEST
 
 
 def _folder(store: Store) -> str:

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -36,6 +37,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from configs.redact import redact_text
 from tasks.store.holdout import Ids
 from tasks.store.locks import StoreLock, pid_alive
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS = "examples", "labels", "quarantine", "snapshots"
 ANNOTATION_REQUESTS = "annotation_requests"
 SLIS = "slis"
+SLIS_LATEST = "slis_latest"  # each flow's latest SLI rows, derived from SLIS (tasks.slis.latest)
 DATASETS = (EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS)  # what `counts()` reports
 TMP_PREFIX = ".tmp-"
 SOURCE_KINDS = ("human", "rule", "label_model", "model", "external")
@@ -146,12 +149,18 @@ def _temp_prefix() -> str:
     return f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
 
 
+# `<host>-<pid>-<file name>` after TMP_PREFIX; the last `-<digits>-` ends the writer, as
+# a host name may hold both and file names (`part-...`, `flow=<flow>.parquet`) do not (a
+# flow name that did would make its writer look foreign: then only age removes it)
+_TEMP_WRITER = re.compile(r"(?P<host>.+)-(?P<pid>\d+)-")
+
+
 def _writer_alive(temp_name: str) -> bool:
     """Whether the process that is writing `temp_name` may still be running."""
-    parts = temp_name[len(TMP_PREFIX) :].split("-part-")[0].rsplit("-", 1)
-    if len(parts) != 2 or not parts[1].isdigit():
+    writer = _TEMP_WRITER.match(temp_name[len(TMP_PREFIX) :])
+    if writer is None:  # no writer recorded
         return False
-    host, pid = parts[0], int(parts[1])
+    host, pid = writer["host"], int(writer["pid"])
     if host != socket.gethostname():
         return True  # another machine's writer: only age can tell
     return pid == os.getpid() or pid_alive(pid)
@@ -207,7 +216,9 @@ class Store:
             try:
                 self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise StoreError(f"cannot open store {self.uri!r}: {exc}") from exc
+                # the URI may carry credentials (s3://KEY:SECRET@...), and so may the
+                # message pyarrow quotes it in
+                raise StoreError(redact_text(f"cannot open store {self.uri!r}: {exc}")) from exc
         else:
             self.fs = pafs.LocalFileSystem()
             self.base = str(Path(self.uri).expanduser().resolve())
@@ -215,7 +226,7 @@ class Store:
         self.is_local = self.fs.type_name == "local"
 
     def __repr__(self) -> str:
-        return f"Store({self.uri!r})"
+        return redact_text(f"Store({self.uri!r})")  # logged: without credentials
 
     def path(self, dataset: str) -> str:
         return f"{self.base}/{dataset}"
@@ -261,7 +272,7 @@ class Store:
             return 0
         removed = 0
         now = time.time()
-        for dataset in (*DATASETS, ANNOTATION_REQUESTS, SLIS, "label_matrices"):
+        for dataset in (*DATASETS, ANNOTATION_REQUESTS, SLIS, SLIS_LATEST, "label_matrices"):
             for info in self._list(dataset):
                 if not info.base_name.startswith(TMP_PREFIX):
                     continue

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from configs.schema import load_config
 from tasks.annotation.answers import import_answers
-from tasks.annotation.delivery import export_open, import_file
+from tasks.annotation.delivery import Delivery, export_open, import_file, push_open
 from tasks.annotation.files import parse_label_studio_export
+from tasks.annotation.label_studio import LabelStudioError
 from tasks.sampling.requests import Request, write_requests
 from tasks.store import EXAMPLES, LABELS, SCHEMAS, LatestLabels, Store, content_id
 from tests.conftest import digit_png
@@ -180,3 +182,32 @@ def test_annotators_named_by_email_where_earlier_imports_named_them_by_id(tmp_pa
     latest = [e for e in store.read(LABELS).to_pylist() if e["label"] == "2"]
     assert [e["source_name"] for e in latest] == ["label_studio:ann@x.org"]
     assert LatestLabels.read(store).human(CLASSES)[a][0] == "2"
+
+
+@pytest.mark.parametrize(
+    "project_url",
+    [
+        "http://admin:S3CRET@ls.example:8080/projects/7",  # user info in label_studio.url
+        "http://ls.example:8080/projects/7?token=S3CRET",
+    ],
+)
+def test_a_label_studio_delivery_shows_its_url_without_credentials(project_url):
+    delivery = Delivery("label_studio", "open", 2, project_url)  # as push_open returns it
+    shown = [str(row["value"]) for row in delivery.rows()] + [delivery.summary()]
+    assert not any("S3CRET" in text for text in shown), shown
+    assert any("ls.example:8080/projects/7" in text and "***" in text for text in shown)
+    assert delivery.where == project_url  # the field keeps what was delivered to
+
+
+def test_an_unreachable_label_studio_is_named_without_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMILABEL_TEST_LS_TOKEN", "a-token")
+    cfg = load_config(
+        overrides={
+            "store.root": str(tmp_path / "store"),
+            "label_studio.url": "http://admin:S3CRET@127.0.0.1:9",  # nothing listens there
+            "label_studio.api_key_env": "SEMILABEL_TEST_LS_TOKEN",
+        }
+    )
+    with pytest.raises(LabelStudioError) as failed:
+        push_open(Store(cfg.store.root), cfg)
+    assert "127.0.0.1:9" in str(failed.value) and "S3CRET" not in str(failed.value)

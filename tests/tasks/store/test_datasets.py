@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.store import EXAMPLES, LABELS, SCHEMAS, Store
+from tasks.store import EXAMPLES, LABELS, SCHEMAS, SLIS_LATEST, Store, StoreError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -88,6 +88,52 @@ def test_every_file_is_valid_parquet_with_the_declared_schema(store_root: str):
 def test_bad_uri_fails_with_the_uri_named():
     with pytest.raises(Exception, match="nosuchscheme://x"):
         Store("nosuchscheme://x")
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        "s3://AKIAKEY:S3CRET/with/slash@bucket/prefix?bogus=1",  # S3 secrets hold `/`
+        "s3://bucket/prefix?token=S3CRET",
+        "s3://bucket/prefix?session_token=S3CRET&bogus=1",
+    ],
+)
+def test_a_store_that_cannot_open_names_its_uri_without_credentials(root: str):
+    with pytest.raises(StoreError) as failed:
+        Store(root)
+    message = str(failed.value)
+    assert "s3://" in message and "bucket/prefix" in message and "***" in message
+    assert "S3CRET" not in message
+
+
+def test_a_store_shows_its_uri_without_credentials():
+    root = "s3://AKIAKEY:S3CRET@bucket/prefix?region=us-east-1&endpoint_override=127.0.0.1:9"
+    store = Store(root)  # opening contacts nothing
+    assert store.uri == root  # still what it connects with
+    shown = "Store('s3://AKIAKEY:***@bucket/prefix?region=us-east-1&endpoint_override=127.0.0.1:9')"
+    assert repr(store) == str(store) == shown
+
+
+def test_cleanup_covers_the_latest_slis_and_spares_their_live_writers(store_root: str):
+    store = Store(store_root)
+    folder = Path(store.path(SLIS_LATEST))
+    folder.mkdir(parents=True)
+    host = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # the names write_file gives the latest SLIs of a flow while it writes them
+    partial = folder / f".tmp-{host}-{dead}-flow=monitor.parquet"
+    live = folder / f".tmp-{host}-{os.getppid()}-flow=retrain.parquet"
+    for f in (partial, live):
+        f.write_bytes(b"PAR1 half a file")
+    assert store.remove_stale_temp_files() == 1
+    assert not partial.exists() and live.exists()
+    assert store.remove_stale_temp_files(max_age_s=0.0) == 1
+    assert not live.exists()
 
 
 def _examples(n: int, offset: int = 0) -> pa.Table:
