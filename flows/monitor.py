@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
@@ -42,8 +42,10 @@ def monitor(
     Args:
         config_path: YAML config file; the embedded default when omitted.
         overrides: dotted keys overriding the file.
-        strict: fail the run unless the champion was checked and found ok (no champion,
-            no gate baseline, too little gold, a rollback: all fail), for alerting.
+        strict: fail the run when something is left for a person (`MonitorReport.settled`):
+            a regression that was not rolled back, or a champion that cannot be vouched
+            for (no gate baseline, too little gold). No champion yet completes and says
+            so; a rollback completes as `RolledBack`, naming the new champion.
         fail_on_alert: fail the run when a label SLI breaches its threshold.
 
     A failure the caller asked for (`strict`, `fail_on_alert`) is a Failed state
@@ -52,7 +54,7 @@ def monitor(
     """
     cfg = load_config(config_path, overrides)
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
-    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s):
+    with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s) as lease:
         report = check_champion(
             cfg.store.root,
             GoldSpec.from_config(cfg),
@@ -60,6 +62,7 @@ def monitor(
             cfg.monitor,
             cfg.mlflow.trust_pickled_models,
             Evidence(cfg.gate.confidence, cfg.gate.bootstrap_samples, cfg.seed),
+            lease,
         )
     run_id = str(flow_run.id or "local")
     facts = dataclasses.replace(
@@ -67,11 +70,13 @@ def monitor(
     )
     health = report_label_health(cfg, facts, run_id)
     report = dataclasses.replace(report, label_health=health.markdown())
-    if strict and not report.healthy:
+    if strict and not report.settled:
         return _failed(ChampionNotVerified(report))
     if fail_on_alert and health.breaches:
         return _failed(LabelHealthAlert(health))
-    return report
+    if report.action == "rolled_back":  # completed, under a name of its own
+        return Completed(name="RolledBack", message=report.state_message(), data=report)
+    return Completed(message=report.state_message(), data=report)
 
 
 def _failed(exc: Exception) -> State:

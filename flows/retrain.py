@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow
+from prefect import Task, flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import Config, load_config
@@ -25,6 +28,8 @@ from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
 from tasks.promotion import (
+    AFTER_DECISION_DELAYS_S,
+    AFTER_DECISION_TRIES,
     Destination,
     RetrainDecision,
     evaluate_on_gold,
@@ -47,6 +52,9 @@ from tasks.validation import GatePolicy
 from tasks.validation.next_step import cli_args
 from tasks.weak_labeling import weak_label_examples
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 def with_gold_budget(cfg: Config, gold: int) -> Config:
     """`cfg` whose sampling asks for at least `gold` gold-stream labels."""
@@ -60,9 +68,11 @@ def with_gold_budget(cfg: Config, gold: int) -> Config:
 @flow(name="retrain")
 def retrain(
     config_path: str | None = None, overrides: dict[str, Any] | None = None
-) -> RetrainDecision:
+) -> RetrainDecision | State:
     """Ingest, train a candidate, gate it against the champion on gold, register it, and
-    promote it only if the gate passes and the champion did not move meanwhile.
+    promote it only if the gate passes and the champion did not move meanwhile. Steps
+    after the decision that fail even when retried leave a completed run whose message
+    and `warnings` say what failed (the caller of `retrain()` gets the decision).
 
     Args:
         config_path: YAML config file; the embedded default when omitted.
@@ -111,16 +121,47 @@ def retrain(
             retrain_outcomes=retrain_outcomes(cfg.health.retrain_window, exclude=run_id),
             drift=tuple(drift),
         )
-        report_label_health(cfg, facts, run_id, trained.mlflow_run_id)
+        # After the decision (the champion may have moved): each step is retried, and one
+        # that still fails is a warning on a completed run, never a failed retrain.
+        warnings = list(decision.warnings)
+        with _warn_on_failure("the label-health report", warnings):
+            health = retried(report_label_health)(cfg, facts, run_id, trained.mlflow_run_id)
+            if health.push_error:
+                warnings.append(f"the label-health push failed: {health.push_error}")
         drifted = any(c.breached and c.name == "newest_batch" for c in drift)
         if drifted and cfg.health.drift.on_breach == "sample":
-            deliver_requests(cfg, sample_drifted(cfg, run_id, newest_batch), run_id)
+            with _warn_on_failure("asking for labels on the drifted batch", warnings):
+                drifted_sample = retried(sample_drifted)(cfg, run_id, newest_batch)
+                retried(deliver_requests)(cfg, drifted_sample, run_id)
         if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
             # An undecided gate asks for the gold it needs in the gold stream itself.
             asking = with_gold_budget(cfg, decision.gold_labels_requested)
-            delivery = deliver_requests(asking, sample_examples(asking, run_id), run_id)
-            decision = dataclasses.replace(decision, next_labels=delivery.summary())
+            with _warn_on_failure("sampling and delivering the next labels", warnings):
+                sampled = retried(sample_examples)(asking, run_id)
+                delivery = retried(deliver_requests)(asking, sampled, run_id)
+                decision = dataclasses.replace(decision, next_labels=delivery.summary())
+        decision = dataclasses.replace(decision, warnings=tuple(warnings))
+        if decision.warnings:  # completed, and the run's state says what failed
+            return Completed(message=decision.state_message(), data=decision)
         return decision
+
+
+def retried(step: Task[P, R]) -> Task[P, R]:
+    """`step` with the retries of a step after the decision."""
+    return step.with_options(
+        retries=AFTER_DECISION_TRIES - 1, retry_delay_seconds=list(AFTER_DECISION_DELAYS_S)
+    )
+
+
+@contextmanager
+def _warn_on_failure(what: str, warnings: list[str]) -> Iterator[None]:
+    """A failure in the body becomes a warning naming `what`, logged to the run."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the decision stands; the run says what failed
+        warning = f"{what} failed ({AFTER_DECISION_TRIES} tries): {type(exc).__name__}: {exc}"
+        get_run_logger().warning("%s; the registry decision stands", warning)
+        warnings.append(warning)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 
 class ChampionNotVerified(RuntimeError):
-    """A strict monitor run could not vouch for the champion (anything but `ok`)."""
+    """A strict monitor run left something for a person (`MonitorReport.settled`)."""
 
     def __init__(self, report: MonitorReport):
         self.report = report

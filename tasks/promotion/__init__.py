@@ -16,7 +16,10 @@ from tasks.promotion.evaluation import (
     gold_probabilities,
 )
 from tasks.promotion.record import (
+    AFTER_DECISION_DELAYS_S,
+    AFTER_DECISION_TRIES,
     Destination,
+    after_decision,
     describe_decision,
     fit_tag,
     log_gate_to_run,
@@ -26,7 +29,10 @@ from tasks.promotion.record import (
 from tasks.validation.next_step import GoldPool, gold_to_request, next_step
 
 __all__ = [
+    "AFTER_DECISION_DELAYS_S",
+    "AFTER_DECISION_TRIES",
     "Destination",
+    "after_decision",
     "Evaluation",
     "GoldPool",
     "RetrainDecision",

@@ -46,6 +46,9 @@ class RetrainDecision:
     next_step: str = ""  # what the user should do now, in full
     checks: tuple[tuple[str, str], ...] = ()  # (check, "value [low, high] rule: outcome")
     gold_labels_requested: int = 0  # undecided: gold labels the next step asks for
+    # steps after the decision that failed even when retried (describing it in MLflow,
+    # the label-health push, the requests for people): the decision stands regardless
+    warnings: tuple[str, ...] = ()
 
     @property
     def decision(self) -> str:
@@ -76,7 +79,14 @@ class RetrainDecision:
             rows.append({"metric": "next step", "value": self.next_step})
         if self.next_labels:
             rows.append({"metric": "to label next", "value": self.next_labels})
+        for warning in self.warnings:
+            rows.append({"metric": "warning", "value": warning})
         return rows
+
+    def state_message(self) -> str:
+        """The run's final state message: the decision, then what failed after it."""
+        head = f"{self.model_name} v{self.version} {self.decision}"
+        return "; ".join([head, *self.warnings])
 
 
 def check_lines(report: GateReport) -> tuple[tuple[str, str], ...]:

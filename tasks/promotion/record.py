@@ -5,12 +5,16 @@ run and version."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -47,6 +51,7 @@ from tasks.validation import (
 from tasks.validation.next_step import GoldPool, gold_to_request, next_step
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 TAG_LIMIT = 4000  # characters; the description and gate_report.md hold the whole text
@@ -270,8 +275,43 @@ def record_decision(
         checks=check_lines(report),
         gold_labels_requested=gold_to_request(report, pool),
     )
-    describe_decision(dest, decision, report, trained.snapshot_id, evaluation.gold.snapshot_id)
+    try:
+        after_decision(
+            lambda: describe_decision(
+                dest, decision, report, trained.snapshot_id, evaluation.gold.snapshot_id
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - the decision stands; the run says what failed
+        warning = (
+            f"describing the decision on the MLflow run and version failed "
+            f"({AFTER_DECISION_TRIES} tries): {type(exc).__name__}: {exc}"
+        )
+        log.warning("%s", warning)
+        decision = dataclasses.replace(decision, warnings=(*decision.warnings, warning))
     return decision
+
+
+AFTER_DECISION_DELAYS_S = (2.0, 10.0)  # between the tries of a step after the decision
+AFTER_DECISION_TRIES = len(AFTER_DECISION_DELAYS_S) + 1
+
+
+def after_decision(step: Callable[[], T]) -> T:
+    """Run `step`, a step after the registry decision (the alias may have moved already),
+    trying AFTER_DECISION_TRIES times: a tracking server that blinks must not turn a
+    made decision into a failed run. Raises the last try's error."""
+    for attempt, delay in enumerate(AFTER_DECISION_DELAYS_S, start=1):
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - tried again; the last try's error is raised
+            log.warning(
+                "a step after the decision failed (try %d of %d: %s); trying again in %.0f s",
+                attempt,
+                AFTER_DECISION_TRIES,
+                exc,
+                delay,
+            )
+            time.sleep(delay)
+    return step()
 
 
 @task(name="register-and-decide", cache_policy=NO_CACHE)

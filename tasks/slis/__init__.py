@@ -8,6 +8,7 @@ and a Prometheus Pushgateway when `metrics.pushgateway_url` is set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -203,7 +204,8 @@ def label_health(store: Store, cfg: Config, facts: RunFacts, run_id: str) -> Lab
     health = LabelHealth(facts.flow, run_id, compute_slis(store, cfg, facts))
     record_slis(store, health)
     if cfg.metrics.pushgateway_url:
-        push_slis(cfg.metrics.pushgateway_url, cfg.metrics.job, health)
+        error = push_slis(cfg.metrics.pushgateway_url, cfg.metrics.job, health)
+        health = dataclasses.replace(health, push_error=error)
     return health
 
 

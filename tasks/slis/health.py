@@ -25,6 +25,8 @@ class LabelHealth:
     flow: str
     run_id: str
     slis: list[Sli]
+    # why the Pushgateway did not get them, after its tries (None: pushed, or no gateway)
+    push_error: str | None = None
 
     @property
     def breaches(self) -> list[Sli]:

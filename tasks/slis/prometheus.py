@@ -127,8 +127,13 @@ def _gateway(url: str) -> tuple[str, Callable[..., Callable[[], None]]]:
     return urlunsplit(parts._replace(netloc=netloc)), handler
 
 
-def push_slis(url: str, job: str, health: LabelHealth) -> None:
-    """Push one run's SLIs to a Pushgateway, grouped by flow."""
+PUSH_DELAYS_S = (2.0, 10.0)  # between the tries of a push
+
+
+def push_slis(url: str, job: str, health: LabelHealth) -> str | None:
+    """Push one run's SLIs to a Pushgateway, grouped by flow, trying again after each of
+    PUSH_DELAYS_S. Returns None when pushed, else why not (the URL redacted): a
+    monitoring outage must not fail the run, and the run says what was not pushed."""
 
     class _Run(Collector):
         def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -137,15 +142,23 @@ def push_slis(url: str, job: str, health: LabelHealth) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Run())
     gateway, handler = _gateway(url)
-    try:
-        push_to_gateway(
-            gateway,
-            job=job,
-            registry=registry,
-            grouping_key={"flow": health.flow},
-            handler=handler,
-        )
-    except OSError as exc:  # a monitoring outage must not fail the run
-        log.warning(
-            "could not push label-health metrics to %s: %s", redact_text(url), redact_text(str(exc))
-        )
+    tries = len(PUSH_DELAYS_S) + 1
+    for attempt in range(1, tries + 1):
+        try:
+            push_to_gateway(
+                gateway,
+                job=job,
+                registry=registry,
+                grouping_key={"flow": health.flow},
+                handler=handler,
+            )
+            return None
+        except OSError as exc:
+            why = (
+                f"could not push label-health metrics to {redact_text(url)} "
+                f"(try {attempt} of {tries}): {redact_text(str(exc))}"
+            )
+            log.warning("%s", why)
+            if attempt < tries:
+                time.sleep(PUSH_DELAYS_S[attempt - 1])
+    return why + "; the SLIs are in the store and in MLflow"

@@ -63,3 +63,26 @@ class MonitorReport:
     @property
     def healthy(self) -> bool:
         return self.action == "ok"
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is left for a person to do: the champion is ok, there is none yet, a
+        regression was rolled back, or another run moved the champion meanwhile (the
+        next check measures the new one). Anything else (a regression not rolled back,
+        a champion that cannot be vouched for) fails a strict run."""
+        return self.action in ("ok", "no_champion", "rolled_back", "champion_moved")
+
+    def state_message(self) -> str:
+        """The monitor run's final state message, naming the champion it leaves."""
+        v = f"v{self.champion_version}" if self.champion_version else ""
+        if self.action == "no_champion":
+            return (
+                f"{self.model_name}: no champion yet; nothing to monitor until a retrain "
+                "promotes one"
+            )
+        if self.action == "rolled_back":
+            return (
+                f"{self.model_name} {v} regressed ({'; '.join(self.regressions)}); rolled "
+                f"back: the champion is now v{self.rolled_back_to}"
+            )
+        return f"{self.model_name} {v}: {self.action}" + (f": {self.detail}" if self.detail else "")

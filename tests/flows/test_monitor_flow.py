@@ -117,3 +117,45 @@ def test_fail_on_alert_prints_the_summary_without_a_traceback(prefect_api, store
     assert "Label health: 1 BREACH(ES)" in done.stdout
     assert "label-health breach" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
+
+
+def _monitor_overrides(store_cfg, model_name: str) -> dict:
+    return {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": ["0", "1", "2"],
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "mlflow.model_name": model_name,
+        "monitor.min_gold_labels": 5,
+    }
+
+
+def test_a_strict_monitor_before_any_champion_completes_and_says_so(prefect_api, store_cfg, capsys):
+    """The hourly schedule starts before the first promotion: not a failure every hour."""
+    ov = _monitor_overrides(store_cfg, "not-yet")
+    state = monitor(overrides=ov, strict=True, return_state=True)
+    assert state.is_completed(), state.message
+    assert (
+        state.message == "not-yet: no champion yet; nothing to monitor until a retrain promotes one"
+    )
+    assert main(["monitor", "--strict", *_sets(ov)]) == 0
+
+
+def test_an_automatic_rollback_completes_as_rolled_back_and_names_the_new_champion(
+    prefect_api, store_cfg
+):
+    from tasks.registry import champion_version, register_candidate
+    from tests.tasks.test_monitoring import GATED, _trained_model_uri
+
+    ov = _monitor_overrides(store_cfg, "mon-flow")
+    ref = RegistryRef(store_cfg.mlflow.tracking_uri, "mon-flow")
+    trained = _trained_model_uri(store_cfg, ref.tracking_uri)  # right on this gold
+    good = register_candidate(ref, trained, "run", GATED)
+    promote(ref, good, expected_champion=None)
+    bad = register(ref, GATED)  # untrained, claims 0.99 at its gate
+    promote(ref, bad, expected_champion=good)
+    state = monitor(overrides=ov, strict=True, return_state=True)
+    assert state.is_completed() and state.name == "RolledBack", state.message
+    assert state.message.startswith(f"mon-flow v{bad} regressed (")
+    assert state.message.endswith(f"rolled back: the champion is now v{good}")
+    assert state.result().rolled_back_to == good and champion_version(ref) == good

@@ -376,3 +376,29 @@ def test_small_data_undecided_then_sample_answer_import_until_the_gold_pool_runs
     fourth = retrain(overrides=ov)
     assert (fourth.decision, fourth.champion_version) == ("promoted", fourth.version)
     assert fourth.gold_sizes["test"] > n_test
+
+
+def test_a_step_that_fails_after_promotion_leaves_a_completed_run_with_a_warning(
+    prefect_api, tmp_path: Path
+):
+    """The champion moved; the label-health push then fails (no Pushgateway there) even
+    when retried: the retrain completes, promoted, and its state says what failed."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = {
+        **_overrides(tmp_path, uri),
+        "metrics.pushgateway_url": f"http://127.0.0.1:{closed}",
+    }
+    state = retrain(overrides=overrides, return_state=True)
+    assert state.is_completed(), state.message
+    decision = state.result()
+    assert decision.promoted and decision.champion_version == decision.version
+    (warning,) = decision.warnings
+    assert warning.startswith("the label-health push failed: could not push label-health metrics")
+    assert "(try 3 of 3)" in warning and "the SLIs are in the store and in MLflow" in warning
+    assert state.message == f"{NAME} v{decision.version} promoted; {warning}"
+    assert {"metric": "warning", "value": warning} in decision.rows()
+    version = get_client(uri).get_model_version_by_alias(NAME, CHAMPION)
+    assert str(version.version) == decision.version

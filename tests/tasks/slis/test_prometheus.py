@@ -323,7 +323,8 @@ def test_a_pushgateway_url_with_user_info_pushes_with_basic_auth(caplog):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     health = LabelHealth("retrain", "run-1", [Sli("label_coverage_ratio", 0.5)])
     try:
-        push_slis(f"http://pusher:PUSH-PW@127.0.0.1:{server.server_port}", "semilabel", health)
+        url = f"http://pusher:PUSH-PW@127.0.0.1:{server.server_port}"
+        assert push_slis(url, "semilabel", health) is None  # pushed
     finally:
         server.shutdown()
     ((path, body, auth),) = seen
@@ -332,6 +333,9 @@ def test_a_pushgateway_url_with_user_info_pushes_with_basic_auth(caplog):
     assert auth == "Basic " + base64.b64encode(b"pusher:PUSH-PW").decode()
 
     caplog.clear()
-    push_slis(f"http://pusher:PUSH-PW@127.0.0.1:{_free_port()}/?token=TOK", "semilabel", health)
-    assert "could not push" in caplog.text and "pusher:***@127.0.0.1" in caplog.text
-    assert "PUSH-PW" not in caplog.text and "TOK" not in caplog.text
+    url = f"http://pusher:PUSH-PW@127.0.0.1:{_free_port()}/?token=TOK"
+    why = push_slis(url, "semilabel", health)  # nobody listens: tried 3 times, then said
+    assert why is not None and why.startswith("could not push label-health metrics to http")
+    assert "(try 3 of 3)" in why and "pusher:***@127.0.0.1" in why
+    assert caplog.text.count("could not push") == 3 and "pusher:***@127.0.0.1" in caplog.text
+    assert "PUSH-PW" not in caplog.text + why and "TOK" not in caplog.text + why
