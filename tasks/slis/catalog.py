@@ -75,8 +75,17 @@ METRICS: dict[str, Metric] = {
             "drift_mmd_p_value",
             "MMD permutation-test p-value of model embeddings (low: drift).",
             ("check",),
+            runbook="The model sees the two sets differently: see drift_breach for the "
+            "check (newest batch, or labeled against unlabeled) and sample the drifted slice "
+            "for annotation (health.drift.on_breach: sample).",
         ),
-        Metric("drift_intensity_js", "Jensen-Shannon distance of pixel histograms.", ("check",)),
+        Metric(
+            "drift_intensity_js",
+            "Jensen-Shannon distance of pixel histograms.",
+            ("check",),
+            runbook="The images look different (brightness, contrast, colour): see "
+            "drift_breach for the check; a new camera or source shows here first.",
+        ),
         Metric(
             "drift_breach",
             "1 when a drift check breached its threshold.",
