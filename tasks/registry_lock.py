@@ -164,7 +164,11 @@ def registry_lock(ref: RegistryRef, store_root: str, timeout_s: float) -> Iterat
             model_name,
             what,
             describe_holders(store_lock.holder_notes())
-            or "a run on another store (Prefect UI: Concurrency)",
+            or (
+                "a run with no lease in this store (a run on another store, or one that "
+                f"died: its Prefect slot frees itself within {LEASE_S:.0f} s; Prefect UI: "
+                "Concurrency)"
+            ),
             timeout_s,
         )
 
