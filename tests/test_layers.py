@@ -1,5 +1,6 @@
 """Imports run one way, models <- configs <- tasks <- flows, with no cycles between
-modules (imports inside functions count too): the house rule, checked on every run."""
+modules, counted the way Python runs imports (imports inside functions count too, and
+importing a.b.c runs the package a.b's __init__): the house rule, checked on every run."""
 
 import ast
 from pathlib import Path
@@ -34,7 +35,11 @@ def _imports(path: Path, known: set[str]) -> set[str]:
                 t = t.rpartition(".")[0]
             if t and t != here:
                 found.add(t)
-    return found
+    # Importing a.b.c runs a/__init__ and a/b/__init__ first: those packages are imported
+    # too, except this module's own packages (already running when it imports).
+    own = {".".join(here.split(".")[:i]) for i in range(1, here.count(".") + 1)}
+    parents = {".".join(t.split(".")[:i]) for t in found for i in range(1, t.count(".") + 1)}
+    return found | {p for p in parents if p in known and p not in own and p != here}
 
 
 def _graph() -> dict[str, set[str]]:
