@@ -45,7 +45,7 @@ class Data:
 
 def load_mnist5k() -> Data:
     from configs.schema import load_config
-    from tasks.image_decode import decode_images
+    from tasks.images.decode import decode_images
     from tasks.ingest import mnist5k_pngs
     from tasks.store import TEST, GoldSplit, content_id
 

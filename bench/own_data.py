@@ -17,7 +17,7 @@ side of 32-96 px (bilinear) and saved as a JPEG (quality 90). The rendering seed
 rest in `unlabeled/` (`source.kind=image_folder`), ingested with the product's ingest
 (`tasks.ingest.open_source` + `ingest_records`) into a fresh store, read back with the
 product's training loader (`tasks.training.data.load_training_data`: decoded by
-`tasks.image_decode`, stretched to `train.image_size`), trained with
+`tasks.images.decode`, stretched to `train.image_size`), trained with
 `Config.train_settings()` (configs/default.yaml plus the `--set`s printed) and
 `models.fit`. The test JPEGs are not ingested; they are decoded by the same
 `decode_images` at the same size and scored with the final EMA model. `gold.fraction` is
@@ -188,7 +188,7 @@ def training_set(cfg):
 
 
 def decoded(blobs: list[bytes], cfg) -> torch.Tensor:
-    from tasks.image_decode import decode_images
+    from tasks.images.decode import decode_images
 
     return torch.from_numpy(decode_images(blobs, cfg.train.image_size, cfg.train.channels))
 
@@ -580,7 +580,7 @@ def report(
         "`Config.train_settings()` + `models.fit` (configs/default.yaml plus the settings "
         f"below; `gold.fraction={GOLD_FRACTION}`, the test split being the holdout). The "
         "grayscale rows are the same digits as 28x28 PNGs through the same path. Every row "
-        "is scored on the same 1,000 test images, decoded by `tasks.image_decode` at the "
+        "is scored on the same 1,000 test images, decoded by `tasks.images.decode` at the "
         "row's size; ours and supervised: the final (EMA) model, no checkpoint selection. "
         f"'colour, invariant': the colour rows with `augment.colour=invariant`, via {via}.",
         "",

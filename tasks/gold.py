@@ -12,7 +12,7 @@ import pyarrow as pa
 import torch
 
 from configs.schema import Config
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.store import DEV, EXAMPLES, TEST, GoldSplit, Store, human_labels
 
 UNKNOWN = "unknown"  # the slice group of an example without the value

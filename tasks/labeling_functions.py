@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from configs.schema import Config, LabelingFunctionConfig
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.label_model import ABSTAIN
 from tasks.store import EXAMPLES, Store, gold_mask
 from tasks.store import human_labels as store_human_labels

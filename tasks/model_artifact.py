@@ -14,7 +14,7 @@ loads after `models/` is refactored as long as its network name exists.
 as they come: uint8 (or any integer type holding 0-255, which is what a JSON request
 becomes) or floats in [0, 1]; shaped (B, H, W, C), (B, C, H, W) with C in 1, 3, 4, or
 (B, H, W) grayscale; of any size. Each image gets the pixels training gives the same
-image (`tasks.image_decode.to_pixels`: alpha on white, luma or RGB, bilinear resize to
+image (`tasks.images.decode.to_pixels`: alpha on white, luma or RGB, bilinear resize to
 the model's square). It returns a DataFrame: `label` (the predicted class name) and one
 probability column per class, a row per image. Values it cannot read unambiguously
 (floats in 0-255, integers past 255) are refused with `ImageInputError`, never guessed.
@@ -40,7 +40,7 @@ from PIL import Image
 
 from models import Classifier, ClassifierConfig, build_classifier, predict_proba
 from models.pool import ImagePool
-from tasks.image_decode import to_pixels
+from tasks.images.decode import to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class PyfuncClassifier:
 
 def prepare_images(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     """Images as a caller sends them -> uint8 (B, channels, size, size), the pixels
-    training gives the same source pixels (`tasks.image_decode.to_pixels`).
+    training gives the same source pixels (`tasks.images.decode.to_pixels`).
 
     Takes uint8 (or any integer type holding 0-255) or floats in [0, 1], which become
     round(x * 255). Layouts: rank 3 is (B, H, W) grayscale; rank 4 is (B, H, W, C) when

@@ -21,7 +21,7 @@ from statistics import median
 import numpy as np
 
 from configs.starter import StarterChoices
-from tasks.image_check import read_file
+from tasks.images.check import read_file
 from tasks.ingest.sources import (
     DataContractError,
     RawRecord,

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from configs.schema import Config
-from tasks.image_check import READ_ERROR, read_and_check
+from tasks.images.check import READ_ERROR, read_and_check
 from tasks.ingest.runners import open_executor
 from tasks.ingest.sources import RawRecord
 from tasks.memory import release_free_memory, streaming_arrow_pool

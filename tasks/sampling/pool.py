@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models import Classifier
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.store import EXAMPLES, GoldSplit, Store
 
 BATCH = 1024

@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.slis.catalog import METRICS
 from tasks.slis.compute import RunFacts, Sli, compute_slis
 from tasks.slis.drift import DriftCheck, compare

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.memory import release_free_memory
 from tasks.store import EXAMPLES, Store
 from tasks.store.locks import pid_alive

@@ -6,7 +6,7 @@ import numpy as np
 
 from configs.schema import load_config
 from tasks.gold import GoldSpec, load_gold_set
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.ingest import ingest_records, open_source
 from tasks.store import DEV, EXAMPLES, TEST, Store, content_id, human_labels
 from tests.conftest import digit_png, write

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs.schema import load_config
-from tasks.image_check import check_image
+from tasks.images.check import check_image
 from tasks.ingest import (
     DataContractError,
     RawRecord,

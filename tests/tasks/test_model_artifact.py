@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from models import Classifier, ClassifierConfig, build_classifier
-from tasks.image_decode import decode_images, to_pixels
+from tasks.images.decode import decode_images, to_pixels
 from tasks.model_artifact import (
     ImageInputError,
     ModelFormatError,

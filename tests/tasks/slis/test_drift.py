@@ -6,7 +6,7 @@ import torch
 
 from configs.schema import load_config
 from models import ClassifierConfig, build_classifier
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.ingest import RawRecord, ingest_records, mnist5k_pngs
 from tasks.slis import check_drift
 from tasks.slis.drift import compare, intensity_histogram, js_distance, mmd_permutation_test

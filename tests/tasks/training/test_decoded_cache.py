@@ -11,7 +11,7 @@ from PIL import Image
 
 from models import fit
 from models.pool import ImagePool
-from tasks.image_decode import decode_images
+from tasks.images.decode import decode_images
 from tasks.ingest import image_folder_records, ingest_records
 from tasks.store import EXAMPLES, Store
 from tasks.training import load_training_data

@@ -3,7 +3,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tasks.image_decode import decode_image, decode_images
+from tasks.images.decode import decode_image, decode_images
 from tests.conftest import jpeg, png
 
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tasks.image_check import check_image
-from tasks.image_decode import decode_image
+from tasks.images.check import check_image
+from tasks.images.decode import decode_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # PIL on corrupt data
 
