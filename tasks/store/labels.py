@@ -18,9 +18,10 @@ has no weak label.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -77,16 +78,52 @@ class SourceEvent:
     confidence: float
 
 
-class SourceLog:
+class _HasEventId(Protocol):
+    event_id: str
+
+
+E = TypeVar("E", bound=_HasEventId)
+
+
+def read_events(
+    store: Store, files: list[str], cols: list[str], flt: pc.Expression
+) -> Iterator[tuple]:
+    """The `cols` of the label-log events in `files` that match `flt`, row by row."""
+    table = ds.dataset(files, format="parquet", filesystem=store.fs).to_table(
+        columns=cols, filter=flt
+    )
+    return zip(*(table.column(c).to_pylist() for c in cols), strict=True)
+
+
+class LatestEvents(Generic[E]):
+    """Each example's latest event of one log (ordered by (created_at, event id), the
+    order label resolution uses), and the ids of every event seen."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, tuple[tuple, E]] = {}
+        self.event_ids: set[str] = set()
+
+    def record(self, example_id: str, event: E, key: tuple) -> None:
+        """`event` (with its `event_id`) about `example_id`, ordered by `key`."""
+        self.event_ids.add(event.event_id)
+        cur = self._latest.get(example_id)
+        if cur is None or key > cur[0]:
+            self._latest[example_id] = (key, event)
+
+    def latest(self, example_id: str) -> E | None:
+        hit = self._latest.get(example_id)
+        return hit[1] if hit else None
+
+
+class SourceLog(LatestEvents[SourceEvent]):
     """What one source (kind and name) last said about each example, and the ids of
     every event it wrote. `next_event` turns "the source says `label` about `example`"
     into a new event id, or None when that is already the source's latest word."""
 
     def __init__(self, source_kind: str, source_name: str):
+        super().__init__()
         self.source_kind = source_kind
         self.source_name = source_name
-        self._latest: dict[str, tuple[tuple, SourceEvent]] = {}
-        self.event_ids: set[str] = set()
 
     @classmethod
     def read(cls, store: Store, source_kind: str, source_name: str) -> SourceLog:
@@ -103,21 +140,8 @@ class SourceLog:
         flt = (pc.field("source_kind") == self.source_kind) & (
             pc.field("source_name") == self.source_name
         )
-        table = ds.dataset(files, format="parquet", filesystem=store.fs).to_table(
-            columns=cols, filter=flt
-        )
-        for ev, ex, lab, conf, ts in zip(*(table.column(c).to_pylist() for c in cols), strict=True):
+        for ev, ex, lab, conf, ts in read_events(store, files, cols, flt):
             self.record(ex, SourceEvent(ev, lab, float(conf)), (ts, ev))
-
-    def record(self, example_id: str, event: SourceEvent, key: tuple) -> None:
-        self.event_ids.add(event.event_id)
-        cur = self._latest.get(example_id)
-        if cur is None or key > cur[0]:
-            self._latest[example_id] = (key, event)
-
-    def latest(self, example_id: str) -> SourceEvent | None:
-        hit = self._latest.get(example_id)
-        return hit[1] if hit else None
 
     def next_event(self, example_id: str, label: str, confidence: float = 1.0) -> str | None:
         """The id of a new event for `label` (at `confidence`, see `same_confidence`), or

@@ -17,10 +17,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from tasks.store.datasets import LABELS, Store
-from tasks.store.labels import label_event_id, model_influenced, same_confidence
+from tasks.store.labels import (
+    LatestEvents,
+    label_event_id,
+    model_influenced,
+    read_events,
+    same_confidence,
+)
 
 KIND = "label_model"
 
@@ -34,14 +39,10 @@ class WeakEvent:
     model_influenced: bool
 
 
-class LabelModelLog:
+class LabelModelLog(LatestEvents[WeakEvent]):
     """Each example's latest `label_model` event across every label-model source (a new
     set of functions is a new source), and the ids of every such event. `next_event` and
     `withdrawals` turn what a new run says into the events that make it the truth."""
-
-    def __init__(self) -> None:
-        self._latest: dict[str, tuple[tuple, WeakEvent]] = {}
-        self.event_ids: set[str] = set()
 
     @classmethod
     def read(cls, store: Store) -> LabelModelLog:
@@ -63,26 +64,10 @@ class LabelModelLog:
             "model_influenced",
             "created_at",
         ]
-        table = ds.dataset(files, format="parquet", filesystem=store.fs).to_table(
-            columns=cols, filter=pc.field("source_kind") == KIND
-        )
-        for ev, ex, lab, conf, name, infl, ts in zip(
-            *(table.column(c).to_pylist() for c in cols), strict=True
-        ):
+        rows = read_events(store, files, cols, pc.field("source_kind") == KIND)
+        for ev, ex, lab, conf, name, infl, ts in rows:
             event = WeakEvent(ev, lab, float(conf or 0.0), name, model_influenced(KIND, infl))
             self.record(ex, event, (ts, ev))
-
-    def record(self, example_id: str, event: WeakEvent, key: tuple) -> None:
-        """`event` about `example_id`, ordered by `key` (created_at, event id): the order
-        label resolution uses."""
-        self.event_ids.add(event.event_id)
-        cur = self._latest.get(example_id)
-        if cur is None or key > cur[0]:
-            self._latest[example_id] = (key, event)
-
-    def latest(self, example_id: str) -> WeakEvent | None:
-        hit = self._latest.get(example_id)
-        return hit[1] if hit else None
 
     def next_event(
         self,
