@@ -186,3 +186,63 @@ def colour_folder(root: Path, n: int = 240, n_labeled: int = 150) -> Path:
         write(root / COLOUR_CLASSES[0] / "grey.png", colour_image(0, 10_001, "PNG", "L"))
         write(root / COLOUR_CLASSES[1] / "alpha.png", colour_image(1, 10_002, "PNG", "RGBA"))
     return root
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(root: Path):
+    """A real `mlflow server` on SQLite under `root`, for a fixture to yield and stop:
+    (the process, its URL). Fails the test if it does not answer within 120 s."""
+    import subprocess
+    import sys
+    import time
+    from urllib.request import urlopen
+
+    port = free_port()
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    argv += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urlopen(f"{url}/health", timeout=2).status == 200:
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("mlflow server did not start")
+
+
+def store_with_images(store_root: str, n: int = 3):
+    """A store holding `n` real digit PNGs (classes 0, 1, 2 in turn); (store, their ids)."""
+    import pyarrow as pa
+
+    from tasks.store import EXAMPLES, SCHEMAS, Store, content_id
+
+    store = Store(store_root)
+    images = [digit_png(i % 3, i) for i in range(n)]
+    ids = [content_id(b) for b in images]
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "example_id": i,
+            "image": b,
+            "height": 28,
+            "width": 28,
+            "channels": 1,
+            "source": "t",
+            "source_uri": f"mem://{k}",
+            "ingested_at": now,
+        }
+        for k, (i, b) in enumerate(zip(ids, images, strict=True))
+    ]
+    store.write(EXAMPLES, pa.Table.from_pylist(rows, schema=SCHEMAS[EXAMPLES]))
+    return store, ids

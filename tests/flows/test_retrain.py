@@ -1,13 +1,8 @@
 """The retrain pipeline end to end, as a user runs it: real Prefect flow runs, a real
 store, and a real MLflow — the SQLite store and a tracking server started here."""
 
-import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.request import urlopen
 
 import mlflow
 import pytest
@@ -18,54 +13,22 @@ from flows.retrain import retrain
 from flows.rollback import rollback
 from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError
 from tasks.store import LABELS, Store, gold_mask
-from tests.conftest import digit_folder, label_events, tiny_run_overrides
+from tests.conftest import (
+    digit_folder,
+    free_port,
+    label_events,
+    start_mlflow_server,
+    tiny_run_overrides,
+)
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
 RULES = "tests.tasks.weak_labeling.test_init"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -383,9 +346,7 @@ def test_a_step_that_fails_after_promotion_leaves_a_completed_run_with_a_warning
 ):
     """The champion moved; the label-health push then fails (no Pushgateway there) even
     when retried: the retrain completes, promoted, and its state says what failed."""
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nothing listens on
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = {
         **_overrides(tmp_path, uri),

@@ -8,13 +8,8 @@ the two flow runs is searched for the secrets."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.request import urlopen
 
 import boto3
 import mlflow
@@ -23,7 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from flows.monitor import monitor
 from flows.retrain import retrain
-from tests.conftest import digit_folder, tiny_run_overrides
+from tests.conftest import digit_folder, free_port, start_mlflow_server, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +26,6 @@ BUCKET = "semilabel-secret-store"
 STORE_SECRET, TRACKING_SECRET = "STORE-SECRET-1", "TRACKING-SECRET-2"
 PUSH_SECRET, PUSH_TOKEN = "PUSH-SECRET-3", "PUSH-TOKEN-4"
 SECRETS = (STORE_SECRET, TRACKING_SECRET, PUSH_SECRET, PUSH_TOKEN)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,23 +52,7 @@ def s3_endpoint() -> Iterator[str]:
 def tracking_server(tmp_path_factory) -> Iterator[str]:
     """`mlflow server` on SQLite; its URL without credentials (it ignores basic auth, as
     one behind an authenticating proxy sees it)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    argv += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -138,7 +111,7 @@ def test_no_credential_reaches_mlflow_or_prefect_artifacts(
         f"s3://semilabel-key:{STORE_SECRET}@{BUCKET}/store"
         f"?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
     )
-    closed = _free_port()  # nothing listens: the push fails, as an outage does
+    closed = free_port()  # nothing listens: the push fails, as an outage does
     ov = {
         **tiny_run_overrides(tmp_path, digit_folder(tmp_path / "images"), tracking_uri),
         "store.root": store,

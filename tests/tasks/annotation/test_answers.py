@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pyarrow.compute as pc
 
 from tasks.annotation.answers import Answer, Rejected, agreement, import_answers, krippendorff_alpha
-from tasks.store import LABELS, QUARANTINE, LatestLabels, Store, content_id
-from tests.conftest import digit_png
+from tasks.store import LABELS, QUARANTINE, LatestLabels
+from tests.conftest import store_with_images
 
 CLASSES = ("0", "1", "2")
 
@@ -40,37 +40,6 @@ def test_agreement_per_class_and_ties():
     assert set(agr.per_class) == {"0", "1", "2"}
 
 
-def _store_with_images(store_root: str, n: int = 3) -> tuple[Store, list[str]]:
-    import pyarrow as pa
-
-    from tasks.store import EXAMPLES, SCHEMAS
-
-    store = Store(store_root)
-    images = [digit_png(i % 3, i) for i in range(n)]
-    ids = [content_id(b) for b in images]
-    now = datetime.now(UTC)
-    store.write(
-        EXAMPLES,
-        pa.Table.from_pylist(
-            [
-                {
-                    "example_id": i,
-                    "image": b,
-                    "height": 28,
-                    "width": 28,
-                    "channels": 1,
-                    "source": "t",
-                    "source_uri": f"mem://{k}",
-                    "ingested_at": now,
-                }
-                for k, (i, b) in enumerate(zip(ids, images, strict=True))
-            ],
-            schema=SCHEMAS[EXAMPLES],
-        ),
-    )
-    return store, ids
-
-
 def _import(store, answers, rejected=(), run_id="imp-1"):
     return import_answers(
         store,
@@ -85,7 +54,7 @@ def _import(store, answers, rejected=(), run_id="imp-1"):
 
 
 def test_bad_rows_are_quarantined_one_by_one_and_the_rest_import(store_root: str):
-    store, (a, b, c) = _store_with_images(store_root)
+    store, (a, b, c) = store_with_images(store_root)
     answers = [
         Answer(a, "0", "ann-1", "label_studio", "export.json task 1 annotation 1", act="1@t1"),
         Answer(
@@ -112,7 +81,7 @@ def test_bad_rows_are_quarantined_one_by_one_and_the_rest_import(store_root: str
 
 
 def test_an_updated_annotation_is_a_correction(store_root: str):
-    store, (a, _, _) = _store_with_images(store_root)
+    store, (a, _, _) = store_with_images(store_root)
     t1 = datetime(2026, 11, 1, tzinfo=UTC)
     t2 = datetime(2026, 11, 2, tzinfo=UTC)
     _import(store, [Answer(a, "1", "ann-1", "label_studio", "t1", act="7@t1", answered_at=t1)])
@@ -126,7 +95,7 @@ def test_an_updated_annotation_is_a_correction(store_root: str):
 
 
 def test_several_annotators_are_settled_by_majority_ties_wait(store_root: str):
-    store, (a, b, _) = _store_with_images(store_root)
+    store, (a, b, _) = store_with_images(store_root)
     answers = [
         Answer(a, "1", "ann-1", "label_studio", "a1", act="1"),
         Answer(a, "1", "ann-2", "label_studio", "a2", act="2"),

@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from configs.schema import load_config
@@ -16,8 +15,8 @@ from tasks.annotation.delivery import Delivery, export_open, import_file, push_o
 from tasks.annotation.files import parse_label_studio_export
 from tasks.annotation.label_studio import LabelStudioError
 from tasks.sampling.requests import Request, write_requests
-from tasks.store import EXAMPLES, LABELS, SCHEMAS, LatestLabels, Store, content_id
-from tests.conftest import digit_png
+from tasks.store import LABELS, LatestLabels, Store
+from tests.conftest import store_with_images
 
 CLASSES = ["0", "1", "2"]
 
@@ -30,29 +29,7 @@ def _setup(tmp_path: Path, n: int = 3):
             "sampling.export_dir": str(tmp_path / "out"),
         }
     )
-    store = Store(cfg.store.root)
-    images = [digit_png(i % 3, i) for i in range(n)]
-    ids = [content_id(b) for b in images]
-    now = datetime.now(UTC)
-    store.write(
-        EXAMPLES,
-        pa.Table.from_pylist(
-            [
-                {
-                    "example_id": i,
-                    "image": b,
-                    "height": 28,
-                    "width": 28,
-                    "channels": 1,
-                    "source": "t",
-                    "source_uri": f"mem://{k}",
-                    "ingested_at": now,
-                }
-                for k, (i, b) in enumerate(zip(ids, images, strict=True))
-            ],
-            schema=SCHEMAS[EXAMPLES],
-        ),
-    )
+    store, ids = store_with_images(cfg.store.root, n)
     return cfg, store, ids
 
 
