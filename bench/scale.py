@@ -146,7 +146,7 @@ def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
     elif stage == "weak_label":
         from prefect import flow
 
-        from tasks.weak_labeling import weak_label_store
+        from tasks.weak_labeling.run import weak_label_store
 
         @flow(name="bench-scale-weak-label")
         def wl() -> object:

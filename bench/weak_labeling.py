@@ -185,7 +185,7 @@ def compare_label_models(
     y_gold: np.ndarray | None = None,
 ) -> list[Scored]:
     """Fit every method on all of L; score on `rows` against y."""
-    from tasks.label_model import DawidSkene, majority_vote
+    from tasks.weak_labeling.label_model import DawidSkene, majority_vote
 
     def err(est: np.ndarray) -> float | None:
         return None if true_acc is None else float(np.abs(est - true_acc).mean())
@@ -351,10 +351,10 @@ def big_store(rows: int) -> tuple[Any, dict[str, int], Path]:
 
 
 def part_a(py: Path | None) -> dict[str, Any]:
-    from tasks.label_model import synthetic_label_matrix
-    from tasks.labeling_functions import build_functions
-    from tasks.lf_applier import apply_in_shards
     from tasks.store import Store, gold_mask
+    from tasks.weak_labeling.applier import apply_in_shards
+    from tasks.weak_labeling.functions import build_functions
+    from tasks.weak_labeling.label_model import synthetic_label_matrix
 
     s = SYNTH
     L, y = synthetic_label_matrix(
@@ -396,9 +396,9 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
     from prefect import flow
 
     from configs.schema import load_config
-    from tasks.labeling_functions import build_functions
-    from tasks.lf_applier import apply_in_shards
     from tasks.store import EXAMPLES, Store
+    from tasks.weak_labeling.applier import apply_in_shards
+    from tasks.weak_labeling.functions import build_functions
 
     cfg, truth, vendor = big_store(rows)
     cfg = load_config(
@@ -449,14 +449,14 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
 
 
 def fns_reference(store: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    from tasks.labeling_functions import load_reference
+    from tasks.weak_labeling.functions import load_reference
 
     ref = load_reference(store, cfg)
     return ref.images, ref.labels
 
 
 def export_params(reference: tuple[np.ndarray, np.ndarray], path: Path) -> None:
-    """The knn and prototype functions' numbers, computed as tasks/labeling_functions.py does
+    """The knn and prototype functions' numbers, computed as tasks/weak_labeling/functions.py does
     (pixel embedding: /255, L2-normalized), for Snorkel's per-row versions."""
     images, labels = reference
     x = images.reshape(len(images), -1).astype(np.float32) / 255.0
@@ -483,7 +483,7 @@ def export_params(reference: tuple[np.ndarray, np.ndarray], path: Path) -> None:
 def part_c() -> dict[str, Any]:
     from configs.schema import load_config
     from tasks.training import train_and_log
-    from tasks.weak_labeling import weak_label_store
+    from tasks.weak_labeling.run import weak_label_store
 
     root = Path(tempfile.mkdtemp(prefix="wl-c-", dir=OUT))
     cfg, truth = mnist_store(root, labels_per_class=2)

@@ -162,7 +162,7 @@ def run_lineage(args: argparse.Namespace) -> int:
     import json
 
     from flows.cli_common import EXIT_CONFIG, EXIT_FAILED, console, out
-    from tasks.lineage import LineageError, lineage
+    from tasks.registry import LineageError, lineage
     from tasks.store import Store
 
     cfg = _config(args)

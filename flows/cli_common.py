@@ -174,8 +174,8 @@ def execute(command: str, flow: Callable[..., Any], args: argparse.Namespace) ->
     dests = [flags[0].lstrip("-").replace("-", "_") for flags, _ in OPTIONS.get(command, [])]
     extra = {dest: getattr(args, dest) for dest in dests}
 
-    from tasks.monitoring import ChampionNotVerified
     from tasks.progress import set_listener
+    from tasks.registry.monitoring import ChampionNotVerified
     from tasks.slis import LabelHealthAlert
 
     with Progress(

@@ -23,9 +23,8 @@ from prefect.states import Completed, Failed, State
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
 from tasks.gold import GoldSpec
-from tasks.monitoring import ChampionNotVerified, Evidence, check_champion
-from tasks.registry import RegistryRef
-from tasks.registry_lock import registry_lock
+from tasks.registry import RegistryRef, registry_lock
+from tasks.registry.monitoring import ChampionNotVerified, Evidence, check_champion
 from tasks.slis import LabelHealthAlert, monitor_facts, report_label_health
 from tasks.validation import MonitorReport
 

@@ -6,7 +6,7 @@ or reject -> label health (the SLIs) -> sample what people should label next (wh
     semilabel retrain
     semilabel retrain --set train.device=cuda --set train.student_steps=5000
 
-The whole run holds the registry lock of its model (`tasks.registry_lock`), so two
+The whole run holds the registry lock of its model (`tasks.registry.lock`), so two
 retrains, or a retrain and a monitor or rollback, never interleave.
 """
 
@@ -27,7 +27,8 @@ from configs.schema import Config, load_config
 from tasks.annotation.delivery import deliver_requests
 from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
-from tasks.promotion import (
+from tasks.registry import RegistryRef, registry_lock
+from tasks.registry.promotion import (
     AFTER_DECISION_DELAYS_S,
     AFTER_DECISION_TRIES,
     Destination,
@@ -36,8 +37,6 @@ from tasks.promotion import (
     gate_candidate,
     register_and_decide,
 )
-from tasks.registry import RegistryRef
-from tasks.registry_lock import registry_lock
 from tasks.sampling import sample_drifted, sample_examples
 from tasks.slis import (
     RunFacts,
@@ -50,7 +49,7 @@ from tasks.tracking import ui_base
 from tasks.training import publish_train_summary, train_candidate
 from tasks.validation import GatePolicy
 from tasks.validation.next_step import cli_args
-from tasks.weak_labeling import weak_label_examples
+from tasks.weak_labeling.run import weak_label_examples
 
 P = ParamSpec("P")
 R = TypeVar("R")

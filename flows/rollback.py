@@ -12,9 +12,8 @@ from prefect import flow
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
-from tasks.monitoring import roll_back_champion
-from tasks.registry import RegistryRef, RollbackResult
-from tasks.registry_lock import registry_lock
+from tasks.registry import RegistryRef, RollbackResult, registry_lock
+from tasks.registry.monitoring import roll_back_champion
 
 
 @flow(name="rollback")

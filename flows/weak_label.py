@@ -14,7 +14,8 @@ from prefect.runtime import flow_run
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import load_config
-from tasks.weak_labeling import WeakLabelSummary, weak_label_examples
+from tasks.weak_labeling.analysis import WeakLabelSummary
+from tasks.weak_labeling.run import weak_label_examples
 
 
 @flow(name="weak-label")

@@ -27,8 +27,8 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config
 from models import Classifier, fit
-from tasks.model_artifact import load_classifier
-from tasks.registry import RegistryRef, champion_version
+from tasks.registry.aliases import RegistryRef, champion_version
+from tasks.registry.model_format import load_classifier
 from tasks.sampling.pool import Pools, read_pools
 from tasks.sampling.requests import STREAMS, Backlog, Request, RequestLog, write_requests
 from tasks.sampling.review import find_label_issues

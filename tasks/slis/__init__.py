@@ -245,7 +245,7 @@ def report_label_health(
 def drift_task(cfg: Config, model_uri: str | None) -> tuple[list[DriftCheck], list[str]]:
     """The drift checks, on the embeddings of the model at `model_uri` (None: the
     intensity histograms only)."""
-    from tasks.model_artifact import load_classifier
+    from tasks.registry.model_format import load_classifier
 
     model = (
         load_classifier(
@@ -317,8 +317,8 @@ def retrain_outcomes(window: int, exclude: str | None = None) -> tuple[bool, ...
 def monitor_facts(cfg: Config, run_id: str) -> RunFacts:
     """What a monitor run measures for the SLIs: the champion's pseudo-labels on gold
     dev, drift on its embeddings, and the retrain history."""
-    from tasks.model_artifact import load_classifier
-    from tasks.registry import RegistryRef, champion_version
+    from tasks.registry.aliases import RegistryRef, champion_version
+    from tasks.registry.model_format import load_classifier
 
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
     version = champion_version(ref)

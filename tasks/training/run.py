@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from configs.schema import Config
 from models import Callback, TrainResult, TrainSettings, fit
 from models.distributed import fit_distributed
-from tasks.model_artifact import log_classifier
 from tasks.progress import stage_progress
+from tasks.registry.model_format import log_classifier
 from tasks.store import Store
 from tasks.tracking import (
     code_version,

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from configs.schema import Config
-from tasks.label_model import (
+from tasks.store import DEV, GoldSplit, Store
+from tasks.weak_labeling.applier import ExampleIds, LabelMatrix
+from tasks.weak_labeling.events import write_label_model_events
+from tasks.weak_labeling.functions import LabelingFunction, human_labels
+from tasks.weak_labeling.label_model import (
     ABSTAIN,
     CHUNK_ROWS,
     DawidSkene,
@@ -22,10 +26,6 @@ from tasks.label_model import (
     lf_summary,
     majority_vote,
 )
-from tasks.labeling_functions import LabelingFunction, human_labels
-from tasks.lf_applier import ExampleIds, LabelMatrix
-from tasks.store import DEV, GoldSplit, Store
-from tasks.weak_labeling.events import write_label_model_events
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from configs.schema import Config
-from tasks.lf_applier import ExampleIds
 from tasks.store import LABELS, SCHEMAS, LabelModelLog, Store, WeakEvent, utcnow
+from tasks.weak_labeling.applier import ExampleIds
 
 
 @dataclass(frozen=True)

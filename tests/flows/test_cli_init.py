@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flows.cli import main
-from tasks.model_artifact import load_classifier
+from tasks.registry.model_format import load_classifier
 from tests.conftest import COLOUR_CLASSES, colour_folder
 
 pytestmark = pytest.mark.slow

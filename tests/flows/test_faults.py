@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.registry import TAG_GATE
+from tasks.registry.aliases import TAG_GATE
 from tasks.store import EXAMPLES, LABELS, QUARANTINE, SNAPSHOTS, TMP_PREFIX, Store
 from tests.conftest import digit_folder, tiny_run_overrides
 

@@ -13,7 +13,7 @@ from prefect.logging.configuration import setup_logging
 
 setup_logging()
 logging.getLogger("models.train.start").info("train.start auto: seeded start")
-logging.getLogger("tasks.registry").debug("not at the default level")
+logging.getLogger("tasks.registry.aliases").debug("not at the default level")
 logging.getLogger("somebody.else").info("a library's info stays quiet")
 """
 

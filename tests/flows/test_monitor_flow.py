@@ -8,9 +8,9 @@ import pytest
 
 from flows.cli import main
 from flows.monitor import monitor
-from tasks.monitoring import ChampionNotVerified
-from tasks.registry import RegistryRef, promote
-from tests.tasks.test_registry import register
+from tasks.registry.aliases import RegistryRef, promote
+from tasks.registry.monitoring import ChampionNotVerified
+from tests.tasks.registry.test_aliases import register
 
 
 @pytest.fixture
@@ -144,8 +144,8 @@ def test_a_strict_monitor_before_any_champion_completes_and_says_so(prefect_api,
 def test_an_automatic_rollback_completes_as_rolled_back_and_names_the_new_champion(
     prefect_api, store_cfg
 ):
-    from tasks.registry import champion_version, register_candidate
-    from tests.tasks.test_monitoring import GATED, _trained_model_uri
+    from tasks.registry.aliases import champion_version, register_candidate
+    from tests.tasks.registry.test_monitoring import GATED, _trained_model_uri
 
     ov = _monitor_overrides(store_cfg, "mon-flow")
     ref = RegistryRef(store_cfg.mlflow.tracking_uri, "mon-flow")

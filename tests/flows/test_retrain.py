@@ -11,7 +11,7 @@ import torch
 from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.rollback import rollback
-from tasks.registry import CHAMPION, PREVIOUS_CHAMPION, RollbackError
+from tasks.registry.aliases import CHAMPION, PREVIOUS_CHAMPION, RollbackError
 from tasks.store import LABELS, Store, gold_mask
 from tests.conftest import (
     digit_folder,
@@ -23,7 +23,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 NAME = "semilabel-test"
-RULES = "tests.tasks.weak_labeling.test_init"
+RULES = "tests.tasks.weak_labeling.test_run"
 
 
 @pytest.fixture(scope="module")

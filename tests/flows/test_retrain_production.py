@@ -35,8 +35,8 @@ from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from flows.retrain import retrain
-from tasks.model_artifact import SPEC_FILE, WEIGHTS_FILE, load_classifier
-from tasks.registry import CHAMPION, TAG_GATE
+from tasks.registry.aliases import CHAMPION, TAG_GATE
+from tasks.registry.model_format import SPEC_FILE, WEIGHTS_FILE, load_classifier
 from tests.conftest import digit_folder, digit_png, tiny_run_overrides
 
 pytestmark = pytest.mark.slow

@@ -22,16 +22,16 @@ from prefect.client.schemas.filters import (
 from configs.schema import load_config
 from flows.weak_label import weak_label
 from tasks.ingest import image_folder_records, ingest_records
-from tasks.labeling_functions import build_functions
-from tasks.lf_applier import apply_in_shards, plan_shards
 from tasks.store import LABELS, Store
-from tasks.weak_labeling import weak_label_store
+from tasks.weak_labeling.applier import apply_in_shards, plan_shards
+from tasks.weak_labeling.functions import build_functions
+from tasks.weak_labeling.run import weak_label_store
 from tests.conftest import digit_png, write
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCS = [
-    {"name": "bar", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:bar_position"},
-    {"name": "coin", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:coin_flip"},
+    {"name": "bar", "kind": "python", "target": "tests.tasks.weak_labeling.test_run:bar_position"},
+    {"name": "coin", "kind": "python", "target": "tests.tasks.weak_labeling.test_run:coin_flip"},
     {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
     {"name": "proto", "kind": "prototype", "embedding": "pca", "dims": 8},
 ]

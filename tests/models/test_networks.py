@@ -55,7 +55,7 @@ def test_a_stem_the_network_does_not_have_is_refused():
 
 @pytest.mark.parametrize(("size", "kernel"), [(32, 3), (96, 7)])
 def test_a_spec_stored_without_the_stem_rebuilds_the_old_architecture(size, kernel):
-    # What tasks/model_artifact.py stored before the stem was recorded: no "stem" key.
+    # What tasks/registry/model_format.py stored before the stem was recorded: no "stem" key.
     old = {
         "network": "resnet18",
         "num_classes": 5,

@@ -17,7 +17,7 @@ import torch
 from configs.schema import Config, DistributedConfig, load_config
 from models.train import CHECKPOINT
 from tasks.ingest import image_folder_records, ingest_records
-from tasks.model_artifact import load_classifier
+from tasks.registry.model_format import load_classifier
 from tasks.store import Store, content_id, gold_mask
 from tasks.tracking import ensure_experiment
 from tasks.training import claim_run_dir, train_and_log

@@ -3,13 +3,13 @@ without a label model."""
 
 import numpy as np
 
-from tasks.label_model import ABSTAIN
+from tasks.weak_labeling.label_model import ABSTAIN
 
 
 def test_gold_rows_and_labels_keep_only_dev_gold_human_labels():
-    from tasks.lf_applier import ExampleIds
     from tasks.store import DEV, TEST, GoldSplit
-    from tasks.weak_labeling import gold_rows_and_labels
+    from tasks.weak_labeling.analysis import gold_rows_and_labels
+    from tasks.weak_labeling.applier import ExampleIds
 
     split = GoldSplit(0.5, "salt", 0.5)
     ids = [f"ex{i}" for i in range(40)]
@@ -25,7 +25,7 @@ def test_gold_rows_and_labels_keep_only_dev_gold_human_labels():
 
 
 def test_combine_votes_without_a_model_is_the_majority_and_its_share():
-    from tasks.weak_labeling import combine_votes
+    from tasks.weak_labeling.analysis import combine_votes
 
     used = np.array([[0, 0, 1], [2, -1, -1], [0, 1, -1], [-1, -1, -1]], np.int16)
     pred, conf = combine_votes(used, 3, None)

@@ -5,7 +5,7 @@ import pyarrow.compute as pc
 
 from configs.schema import load_config
 from tasks.store import LABELS, Store
-from tasks.weak_labeling import write_label_model_events
+from tasks.weak_labeling.events import write_label_model_events
 
 
 def _straddling(n: int) -> np.ndarray:

@@ -6,11 +6,11 @@ Pure numpy (plus scipy's assignment solver); no torch, no Prefect, no pandas.
 
 `votes` holds the matrix contract and the vote-level statistics (majority vote,
 `lf_summary`, the generator); `dawid_skene` the label model. Import from here:
-`from tasks.label_model import DawidSkene, majority_vote`.
+`from tasks.weak_labeling.label_model import DawidSkene, majority_vote`.
 """
 
-from tasks.label_model.dawid_skene import DawidSkene
-from tasks.label_model.votes import (
+from tasks.weak_labeling.label_model.dawid_skene import DawidSkene
+from tasks.weak_labeling.label_model.votes import (
     ABSTAIN,
     CHUNK_ROWS,
     LabelMatrixError,

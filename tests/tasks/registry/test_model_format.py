@@ -17,7 +17,7 @@ from PIL import Image
 
 from models import Classifier, ClassifierConfig, build_classifier
 from tasks.images.decode import decode_images, to_pixels
-from tasks.model_artifact import (
+from tasks.registry.model_format import (
     ImageInputError,
     ModelFormatError,
     load_classifier,
@@ -270,7 +270,7 @@ def test_a_version_logged_before_images_were_accepted_still_loads_and_predicts(u
         data = write_model_data(Path(tmp) / "classifier", model, CLASSES)
         info = mlflow.pyfunc.log_model(
             name="model",
-            loader_module="tasks.model_artifact",
+            loader_module="tasks.registry.model_format",
             data_path=str(data),
             signature=infer_signature(x, probs),
             input_example=x,

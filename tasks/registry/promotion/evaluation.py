@@ -12,11 +12,11 @@ from prefect.cache_policies import NO_CACHE
 
 from models import predict_proba
 from tasks.gold import GoldSet, GoldSpec, load_gold_set
-from tasks.model_artifact import load_classifier
-from tasks.registry import (
+from tasks.registry.aliases import (
     RegistryRef,
     champion_version,
 )
+from tasks.registry.model_format import load_classifier
 from tasks.store import TEST, Store
 from tasks.validation import (
     GoldEvidence,

@@ -4,18 +4,18 @@ refused when the champion moved since the evaluation."""
 from pathlib import Path
 
 from tasks.gold import GoldSpec
-from tasks.promotion import Destination, evaluate_candidate_and_champion, record_decision
-from tasks.registry import (
+from tasks.registry.aliases import (
     TAG_GATE,
     TAG_PROMOTION,
     RegistryRef,
     champion_version,
     promote,
 )
+from tasks.registry.promotion import Destination, evaluate_candidate_and_champion, record_decision
 from tasks.store import Store
 from tasks.training import TrainSummary
 from tasks.validation import GatePolicy, Thresholds, decide
-from tests.tasks.test_registry import (
+from tests.tasks.registry.test_aliases import (
     logged_model,
     move_alias_in_another_process,
     register,

@@ -24,9 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.schema import MonitorConfig
 from tasks.gold import GoldSpec, load_gold_set
-from tasks.model_artifact import load_classifier
-from tasks.promotion import gold_probabilities
-from tasks.registry import (
+from tasks.registry.aliases import (
     ChampionMoved,
     Lease,
     RegistryLeaseLost,
@@ -40,6 +38,8 @@ from tasks.registry import (
     rollback_target,
     tag_version,
 )
+from tasks.registry.model_format import load_classifier
+from tasks.registry.promotion import gold_probabilities
 from tasks.reports import monitor_markdown
 from tasks.store import TEST, Store
 from tasks.validation import (

@@ -11,8 +11,8 @@ from configs.schema import Config, load_config
 from flows.cli import main
 from tasks.annotation.delivery import import_file
 from tasks.ingest import ingest_records, open_source
-from tasks.lineage import Lineage, TrainingSplit, lineage, snapshot_lineage
-from tasks.registry import TAG_GATE, RegistryRef, promote, register_candidate
+from tasks.registry.aliases import TAG_GATE, RegistryRef, promote, register_candidate
+from tasks.registry.lineage import Lineage, TrainingSplit, lineage, snapshot_lineage
 from tasks.store import EXAMPLES, LABELS, GoldSplit, Store
 from tasks.training import train_and_log
 from tasks.training.data import load_training_data

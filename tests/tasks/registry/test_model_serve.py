@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from models import ClassifierConfig, build_classifier
-from tasks.model_artifact import log_classifier
+from tasks.registry.model_format import log_classifier
 from tasks.tracking import ensure_experiment
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent  # the interpreter running the tests, and its mlflow
 CLASSES = ("cat", "dog", "owl")
 START_TIMEOUT_S = 180  # the scoring server imports torch and mlflow on a loaded machine

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tasks.registry import CHAMPION, TAG_GATE, RegistryRef
+from tasks.registry.aliases import CHAMPION, TAG_GATE, RegistryRef
 from tasks.store import LABELS, SNAPSHOTS, Store
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")

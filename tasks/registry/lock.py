@@ -37,7 +37,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tasks.registry import RegistryLeaseLost, RegistryRef
+from tasks.registry.aliases import RegistryLeaseLost, RegistryRef
 from tasks.store import Store, StoreLock, StoreLockLost, StoreLockTimeout
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.promotion.evaluation import Evaluation
+from tasks.registry.promotion.evaluation import Evaluation
 from tasks.reports import (
     gate_markdown,
 )

@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 
-import tasks.monitoring as monitoring
+import tasks.registry.monitoring as monitoring
 from tasks.gold import GoldSpec
-from tasks.monitoring import monitor_champion
-from tasks.registry import TAG_GATE, RegistryRef, champion_version, promote
+from tasks.registry.aliases import TAG_GATE, RegistryRef, champion_version, promote
+from tasks.registry.monitoring import monitor_champion
 from tasks.store import Store
-from tests.tasks.test_registry import move_alias_in_another_process, register
+from tests.tasks.registry.test_aliases import move_alias_in_another_process, register
 
 GATED = {TAG_GATE: "passed", "gate.accuracy": "0.99", "gate.macro_f1": "0.99", "gate.ece": "0.01"}
 
@@ -72,7 +72,7 @@ def _trained_model_uri(cfg, tracking_uri: str) -> str:
     import mlflow
 
     from models import fit
-    from tasks.model_artifact import log_classifier
+    from tasks.registry.model_format import log_classifier
     from tasks.tracking import ensure_experiment
     from tasks.training import load_training_data
 
@@ -90,7 +90,7 @@ def _trained_model_uri(cfg, tracking_uri: str) -> str:
 def test_a_significant_regression_rolls_back_to_a_version_that_is_better_on_the_same_gold(
     setup,
 ):
-    from tasks.registry import register_candidate
+    from tasks.registry.aliases import register_candidate
 
     cfg, ref, store, spec = setup
     good = register_candidate(ref, _trained_model_uri(cfg, ref.tracking_uri), "run", GATED)

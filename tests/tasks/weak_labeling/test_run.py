@@ -1,22 +1,18 @@
 """Weak labeling on a real store: functions, quarantine, provenance, idempotence.
 
 The rules below are also the `python` labeling functions of the flow tests
-(`tests.tasks.weak_labeling.test_init:<name>`)."""
+(`tests.tasks.weak_labeling.test_run:<name>`)."""
 
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 
 from configs.schema import load_config
-from tasks.label_model import ABSTAIN
-from tasks.lf_applier import apply_functions
 from tasks.store import LABELS, Store
-from tasks.weak_labeling import (
-    LabelingFunctionError,
-    LFBatch,
-    labeling_function,
-    weak_label_store,
-)
+from tasks.weak_labeling import LabelingFunctionError, LFBatch, labeling_function
+from tasks.weak_labeling.applier import apply_functions
+from tasks.weak_labeling.label_model import ABSTAIN
+from tasks.weak_labeling.run import weak_label_store
 
 
 def bar_position(batch: LFBatch) -> np.ndarray:
@@ -39,12 +35,12 @@ def dark_abstains(batch: LFBatch) -> np.ndarray:
 
 
 FUNCS = [
-    {"name": "bar", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:bar_position"},
-    {"name": "coin", "kind": "python", "target": "tests.tasks.weak_labeling.test_init:coin_flip"},
+    {"name": "bar", "kind": "python", "target": "tests.tasks.weak_labeling.test_run:bar_position"},
+    {"name": "coin", "kind": "python", "target": "tests.tasks.weak_labeling.test_run:coin_flip"},
     {
         "name": "sparse",
         "kind": "python",
-        "target": "tests.tasks.weak_labeling.test_init:dark_abstains",
+        "target": "tests.tasks.weak_labeling.test_run:dark_abstains",
     },
     {"name": "knn", "kind": "knn", "embedding": "pixels", "k": 3, "min_agreement": 1.0},
 ]
@@ -115,9 +111,9 @@ def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(sto
     # A labeling function backed by a model feeds the label model; the label model's
     # labels then carry the model's influence and share `labels.max_model_share` with
     # the model's own predictions, instead of passing as plain `label_model` labels.
-    from tasks.registry import RegistryRef
+    from tasks.registry.aliases import RegistryRef
     from tasks.training import load_training_data
-    from tests.tasks.test_registry import register
+    from tests.tasks.registry.test_aliases import register
 
     ref = RegistryRef(store_cfg.mlflow.tracking_uri, "lf-model")
     version = register(ref)

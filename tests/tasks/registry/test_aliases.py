@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from models import ClassifierConfig, build_classifier
-from tasks.model_artifact import log_classifier
-from tasks.registry import (
+from tasks.registry.aliases import (
     CHAMPION,
     PREVIOUS_CHAMPION,
     TAG_GATE,
@@ -26,9 +25,10 @@ from tasks.registry import (
     register_candidate,
     rollback,
 )
+from tasks.registry.model_format import log_classifier
 from tasks.tracking import ensure_experiment
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def logged_model(uri: str, seed: int = 0) -> str:

@@ -5,7 +5,7 @@ Prefect, no PyTorch.
 Every alias move is a compare-and-set: the caller names the version it believes is the
 champion (the one it evaluated or measured), and the move happens only if the alias
 still points there (`ChampionMoved` otherwise, naming both versions). Writers also hold
-the registry lock (`tasks.registry_lock`), so the check and the move are not raced by
+the registry lock (`tasks.registry.lock`), so the check and the move are not raced by
 another semilabel run; the check is the last line of defence against anything else
 (a person moving the alias in the UI, a run of an older version).
 
@@ -75,7 +75,7 @@ class RegistryLeaseLost(RegistryError):
 
 
 class Lease(Protocol):
-    """The registry lock a run holds (`tasks.registry_lock`): `check` raises
+    """The registry lock a run holds (`tasks.registry.lock`): `check` raises
     `RegistryLeaseLost` once it is no longer this run's."""
 
     def check(self) -> None: ...

@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from tasks.lf_applier import ExampleIds, LabelMatrix
+from tasks.weak_labeling.applier import ExampleIds, LabelMatrix
 
 
 def test_example_ids_read_as_a_sequence_of_str():

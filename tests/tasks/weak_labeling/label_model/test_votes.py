@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.label_model import (
+from tasks.weak_labeling.label_model import (
     ABSTAIN,
     LabelMatrixError,
     lf_summary,
@@ -113,7 +113,7 @@ def test_synthetic_matrix_is_deterministic_and_matches_its_parameters():
 
 def test_an_entry_out_of_range_is_reported_at_its_row_in_a_later_chunk(monkeypatch):
     # the global `_chunks` reads, in the module that defines it
-    import tasks.label_model.votes as votes
+    import tasks.weak_labeling.label_model.votes as votes
 
     monkeypatch.setattr(votes, "CHUNK_ROWS", 4)
     L = np.zeros((10, 2), dtype=np.int16)

@@ -4,13 +4,13 @@ reached stops the run, never "no champion"."""
 import pytest
 
 from tasks.gold import GoldSpec
-from tasks.promotion import evaluate_candidate_and_champion
-from tasks.registry import (
+from tasks.registry.aliases import (
     RegistryRef,
     RegistryUnavailable,
 )
+from tasks.registry.promotion import evaluate_candidate_and_champion
 from tasks.store import Store
-from tests.tasks.test_registry import (
+from tests.tasks.registry.test_aliases import (
     _closed_port,
     logged_model,
 )
@@ -22,7 +22,7 @@ def test_an_unreachable_registry_fails_the_evaluation(store_cfg, monkeypatch):
     candidate = logged_model(local.tracking_uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     down = RegistryRef(f"http://127.0.0.1:{_closed_port()}", "promo")
-    import tasks.promotion.evaluation as promotion
+    import tasks.registry.promotion.evaluation as promotion
 
     real = promotion.load_classifier
     monkeypatch.setattr(  # the candidate loads from where it was logged; the champion can't

@@ -20,10 +20,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.lineage import LineageError, lineage
-from tasks.promotion.decision import RetrainDecision, check_lines, decision_headline
-from tasks.promotion.evaluation import Evaluation
-from tasks.registry import (
+from tasks.registry.aliases import (
     TAG_GATE,
     TAG_PROMOTION,
     ChampionMoved,
@@ -35,6 +32,9 @@ from tasks.registry import (
     register_candidate,
     tag_version,
 )
+from tasks.registry.lineage import LineageError, lineage
+from tasks.registry.promotion.decision import RetrainDecision, check_lines, decision_headline
+from tasks.registry.promotion.evaluation import Evaluation
 from tasks.reports import (
     decision_markdown,
     gate_markdown,

@@ -2,7 +2,7 @@
 shaped its votes, on a real store through weak labeling and training's resolution.
 
 The functions below are `python` labeling functions of these tests
-(`tests.tasks.test_labeling_functions:<name>`)."""
+(`tests.tasks.weak_labeling.test_functions:<name>`)."""
 
 import numpy as np
 import pyarrow.compute as pc
@@ -10,9 +10,10 @@ import pytest
 
 from configs.schema import ConfigError, load_config
 from tasks.store import LABELS, Store
-from tasks.weak_labeling import LFBatch, labeling_function, weak_label_store
+from tasks.weak_labeling import LFBatch, labeling_function
+from tasks.weak_labeling.run import weak_label_store
 
-HERE = "tests.tasks.test_labeling_functions"
+HERE = "tests.tasks.weak_labeling.test_functions"
 
 
 def bar_position(batch: LFBatch) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""The Dawid–Skene (1979) label model over a label matrix (see `tasks.label_model.votes`
-for the matrix contract): EM on distinct vote patterns, duplicate-source merging, and
-class alignment after EM. Pure numpy (plus scipy's assignment solver).
+"""The Dawid–Skene (1979) label model over a label matrix (see
+`tasks.weak_labeling.label_model.votes` for the matrix contract): EM on distinct vote
+patterns, duplicate-source merging, and class alignment after EM. Pure numpy (plus
+scipy's assignment solver).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tasks.label_model.votes import (
+from tasks.weak_labeling.label_model.votes import (
     ABSTAIN,
     LabelMatrixError,
     _as_label_matrix,

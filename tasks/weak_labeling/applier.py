@@ -21,15 +21,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import Config, WeakLabelingConfig
-from tasks.label_model import ABSTAIN
-from tasks.labeling_functions import (
+from tasks.store import EXAMPLES, Store
+from tasks.weak_labeling.functions import (
     LF_COLUMNS,
     LabelingFunction,
     LabelingFunctionError,
     LFBatch,
     _lf_batches,
 )
-from tasks.store import EXAMPLES, Store
+from tasks.weak_labeling.label_model import ABSTAIN
 
 log = logging.getLogger(__name__)
 

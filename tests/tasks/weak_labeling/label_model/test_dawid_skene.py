@@ -4,7 +4,7 @@ alignment, and chunked fitting equal to one pass."""
 import numpy as np
 import pytest
 
-from tasks.label_model import (
+from tasks.weak_labeling.label_model import (
     ABSTAIN,
     DawidSkene,
     LabelMatrixError,
@@ -12,7 +12,7 @@ from tasks.label_model import (
     majority_vote,
     synthetic_label_matrix,
 )
-from tests.tasks.label_model.test_votes import HAND
+from tests.tasks.weak_labeling.label_model.test_votes import HAND
 
 A = ABSTAIN
 
@@ -192,7 +192,7 @@ def test_class_imbalance_prior():
 
 def test_chunked_fit_summary_and_prediction_equal_the_one_pass_results(monkeypatch):
     # the global the chunked helpers read, in the module that defines them
-    import tasks.label_model.votes as votes
+    import tasks.weak_labeling.label_model.votes as votes
 
     L, y = synthetic_label_matrix(3000, 3, [0.8, 0.7, 0.6], [0.9, 0.5, 0.4], [1, 1, 1], seed=5)
     L = np.concatenate([L, L[:, :1]], axis=1).astype(np.int16)  # a copy: the merged path

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-import tasks.registry_lock as registry_lock_module
-from tasks.registry import RegistryRef
-from tasks.registry_lock import RegistryLockTimeout, lock_name, registry_lock
+import tasks.registry.lock as registry_lock_module
+from tasks.registry.aliases import RegistryRef
+from tasks.registry.lock import RegistryLockTimeout, lock_name, registry_lock
 
 REF = RegistryRef("sqlite:///unused.db", "model-x")
 
@@ -85,7 +85,8 @@ def test_a_run_without_a_server_and_one_under_a_worker_exclude_each_other(prefec
     store_root = str(tmp_path / "store")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from tasks.registry import RegistryRef; from tasks.registry_lock import registry_lock;"
+        "from tasks.registry.aliases import RegistryRef;"
+        "from tasks.registry.lock import registry_lock;"
         "ref = RegistryRef('sqlite:///unused.db', 'model-x');"
         'exec(\'try:\\n with registry_lock(ref, sys.argv[2], 1.0): print("GOT")\\n'
         "except Exception as e: print(type(e).__name__, e)')"
@@ -93,7 +94,7 @@ def test_a_run_without_a_server_and_one_under_a_worker_exclude_each_other(prefec
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a plain CLI run
     with registry_lock(REF, store_root, 60):  # as a retrain under a worker holds it
         done = subprocess.run(
-            [sys.executable, "-c", code, str(Path(__file__).resolve().parents[2]), store_root],
+            [sys.executable, "-c", code, str(Path(__file__).resolve().parents[3]), store_root],
             env=env,
             capture_output=True,
             text=True,
@@ -134,7 +135,7 @@ def test_a_run_that_waits_says_who_holds_the_lock_and_since_when(tmp_path, monke
     import os
 
     monkeypatch.setattr(registry_lock_module, "prefect_server_configured", lambda: False)
-    caplog.set_level(logging.INFO, logger="tasks.registry_lock")
+    caplog.set_level(logging.INFO, logger="tasks.registry.lock")
     events, errors = _contend(str(tmp_path / "store"), hold_s=4.0, timeout_s=60)
     assert not errors and [e for e, _ in events] == ["a-in", "a-out", "b-in"]
     (waiting,) = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
@@ -187,7 +188,7 @@ def test_the_wait_is_in_the_waiting_runs_prefect_logs(prefect_api, tmp_path):
 
 
 def test_no_alias_is_written_once_the_lease_was_lost(tmp_path, monkeypatch):
-    from tasks.registry import (
+    from tasks.registry.aliases import (
         TAG_GATE,
         RegistryLeaseLost,
         champion_version,
@@ -195,7 +196,7 @@ def test_no_alias_is_written_once_the_lease_was_lost(tmp_path, monkeypatch):
         rollback,
         versions,
     )
-    from tests.tasks.test_registry import register
+    from tests.tasks.registry.test_aliases import register
 
     monkeypatch.setattr(registry_lock_module, "prefect_server_configured", lambda: False)
     ref = RegistryRef(f"sqlite:///{tmp_path / 'mlflow.db'}", "lease-test")

@@ -8,14 +8,19 @@ an older semilabel) means the candidate was never compared with the new one: it 
 registered, its gate result kept, and it is not promoted, with the reason on the version.
 """
 
-from tasks.promotion.decision import RetrainDecision, check_lines, decision_headline, gate_candidate
-from tasks.promotion.evaluation import (
+from tasks.registry.promotion.decision import (
+    RetrainDecision,
+    check_lines,
+    decision_headline,
+    gate_candidate,
+)
+from tasks.registry.promotion.evaluation import (
     Evaluation,
     evaluate_candidate_and_champion,
     evaluate_on_gold,
     gold_probabilities,
 )
-from tasks.promotion.record import (
+from tasks.registry.promotion.record import (
     AFTER_DECISION_DELAYS_S,
     AFTER_DECISION_TRIES,
     Destination,

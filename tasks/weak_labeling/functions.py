@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 
 from configs.schema import Config, LabelingFunctionConfig
 from tasks.images.decode import decode_images
-from tasks.label_model import ABSTAIN
 from tasks.store import EXAMPLES, Store, gold_mask
 from tasks.store import human_labels as store_human_labels
+from tasks.weak_labeling.label_model import ABSTAIN
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def model_function(
     import mlflow
     import torch
 
-    from tasks.model_artifact import ModelFormatError, load_classifier
+    from tasks.registry.model_format import ModelFormatError, load_classifier
 
     if not spec.model_uri:
         raise LabelingFunctionError(
