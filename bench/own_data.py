@@ -242,7 +242,7 @@ def describe(s, size: int, channels: int) -> str:
 
 def colour_setting_in_config() -> bool:
     """Whether configs/schema.py maps `train.augment.colour` (models.AugmentSettings.colour)."""
-    from configs.schema import AugmentConfig
+    from configs.train import AugmentConfig
 
     return "colour" in AugmentConfig.model_fields
 

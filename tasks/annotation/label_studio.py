@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs.redact import redact_text
-from configs.schema import LabelStudioConfig
+from configs.sampling import LabelStudioConfig
 from tasks.annotation.answers import Answer, Rejected
 from tasks.annotation.files import TaskInput, labeling_config, parse_label_studio_export, task_json
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 
-from configs.schema import IngestConfig
+from configs.data import IngestConfig
 
 
 class IngestRunnerError(RuntimeError):

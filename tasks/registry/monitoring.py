@@ -22,7 +22,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import MonitorConfig
+from configs.gate import MonitorConfig
 from tasks.gold import GoldSpec, load_gold_set
 from tasks.registry.aliases import (
     ChampionMoved,

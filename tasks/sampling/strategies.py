@@ -24,7 +24,7 @@ from typing import get_args
 
 import numpy as np
 
-from configs.schema import Strategy
+from configs.sampling import Strategy
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from configs.schema import GateConfig
+from configs.gate import GateConfig
 from tasks.validation.checks import (
     Check,
     SliceResult,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.schema import MonitorConfig
+from configs.gate import MonitorConfig
 from tasks.validation.evidence import Bounds
 from tasks.validation.gate import Thresholds
 from tasks.validation.metrics import HIGHER_IS_BETTER

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import Config, WeakLabelingConfig
+from configs.schema import Config
+from configs.weak_labeling import WeakLabelingConfig
 from tasks.store import EXAMPLES, Store
 from tasks.weak_labeling.functions import (
     LF_COLUMNS,

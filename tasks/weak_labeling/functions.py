@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from configs.schema import Config, LabelingFunctionConfig
+from configs.schema import Config
+from configs.weak_labeling import LabelingFunctionConfig
 from tasks.images.decode import decode_images
 from tasks.store import EXAMPLES, Store, gold_mask
 from tasks.store import human_labels as store_human_labels

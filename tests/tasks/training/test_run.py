@@ -14,7 +14,8 @@ import mlflow
 import pytest
 import torch
 
-from configs.schema import Config, DistributedConfig, load_config
+from configs.schema import Config, load_config
+from configs.train import DistributedConfig
 from models.train import CHECKPOINT
 from tasks.ingest import image_folder_records, ingest_records
 from tasks.registry.model_format import load_classifier
