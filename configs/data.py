@@ -3,6 +3,7 @@ holdout, and the source that ingest reads with its conversions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -128,3 +129,25 @@ class IngestConfig(Section):
     dask_address: str | None = Field(
         None, description="An existing Dask scheduler for runner: dask (shared storage)."
     )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What every stage needs to know about the data, and nothing else: where the store
+    is, the classes in model output order, how gold is drawn, the image shape the model
+    takes, and the run's seed. Built from a whole config by `Config.data_spec()`."""
+
+    store: StoreConfig
+    taxonomy: TaxonomyConfig
+    gold: GoldConfig
+    image_size: int
+    channels: int
+    seed: int
+
+    @property
+    def root(self) -> str:
+        return self.store.root
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.taxonomy.classes

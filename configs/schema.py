@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # models imports torch; a config loads without it
 from configs.base import ConfigError, Section
 from configs.data import (
     BUILTIN_SLICES,
+    DataSpec,
     GoldConfig,
     IngestConfig,
     SourceConfig,
@@ -92,6 +93,17 @@ class Config(Section):
                 f"{', '.join(accepted)} (built-in, then source.metadata_columns)"
             )
         return gate
+
+    def data_spec(self) -> DataSpec:
+        """The part of this config that every stage shares (see `DataSpec`)."""
+        return DataSpec(
+            store=self.store,
+            taxonomy=self.taxonomy,
+            gold=self.gold,
+            image_size=self.train.image_size,
+            channels=self.train.channels,
+            seed=self.seed,
+        )
 
     def train_settings(self) -> TrainSettings:
         """This config as `models.TrainSettings`, the training loop's own settings: the
