@@ -253,7 +253,8 @@ def run_ours(folder: Path, store_dir: Path, workers: int) -> tuple[float, object
     summary = ingest_records(
         Store(cfg.store.root),
         records,
-        cfg,
+        cfg.data_spec(),
+        cfg.ingest,
         source_name=f"image_folder:{folder.name}",
         run_id="bench",
         total=total,

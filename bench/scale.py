@@ -140,7 +140,13 @@ def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
 
         total, records = image_folder_records(cfg.source.path)
         summary = ingest_records(
-            Store(cfg.store.root), records, cfg, source_name="scale", run_id=f"s{n}", total=total
+            Store(cfg.store.root),
+            records,
+            cfg.data_spec(),
+            cfg.ingest,
+            source_name="scale",
+            run_id=f"s{n}",
+            total=total,
         )
         detail = f"{summary.ingested:,} new, {summary.duplicates:,} duplicates"
     elif stage == "weak_label":

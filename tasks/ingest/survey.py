@@ -122,19 +122,63 @@ def survey(
 ) -> DataSurvey:
     """Survey an image folder or a manifest (.csv / .parquet) at `path`."""
     p = Path(path).expanduser().resolve()
+    kind, records = _open(p, path, path_column, label_column)
+    counted = _count_and_sample(records, sample, seed)
+    if counted.records == 0:
+        raise DataContractError(f"{str(path)!r} holds no images")
+    modes, shorts, longs, bad, gray, decoded = _inspect(counted.chosen)
+    casts, classes = _colour_casts(counted.labeled)
+    share, p_value = colour_explained(casts, classes, seed=seed)
+    return DataSurvey(
+        kind=kind,
+        path=str(p),
+        records=counted.records,
+        per_class=dict(sorted(counted.per_class.items())),
+        unlabeled=counted.unlabeled,
+        sampled=len(counted.chosen),
+        unreadable=bad,
+        modes=dict(modes),
+        gray_in_rgb=gray,
+        decoded=decoded,
+        short_sides=tuple(shorts),
+        long_sides=tuple(longs),
+        colour_share=share,
+        colour_p=p_value,
+        colour_checked=len(classes),
+    )
+
+
+def _open(
+    p: Path, path: str | Path, path_column: str, label_column: str
+) -> tuple[str, Iterator[RawRecord]]:
+    """(kind, records) of the folder or manifest at `p` (`path` resolved)."""
     if p.is_dir():
-        kind = "image_folder"
         _, records = image_folder_records(p)
-    elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
-        kind = "manifest"
+        return "image_folder", records
+    if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
         _, records = manifest_records(p, path_column, label_column)
-    elif p.exists():
+        return "manifest", records
+    if p.exists():
         raise DataContractError(
             f"{str(path)!r} is neither a folder of images nor a manifest "
             f"({', '.join(MANIFEST_SUFFIXES)})"
         )
-    else:
-        raise DataContractError(f"{str(path)!r} does not exist")
+    raise DataContractError(f"{str(path)!r} does not exist")
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """Labels counted over every record, and the records sampled to be opened."""
+
+    records: int
+    unlabeled: int
+    per_class: Counter[str]
+    chosen: list[RawRecord]  # an even sample of all records
+    labeled: dict[str, list[RawRecord]]  # an even sample of each class, for the colour check
+
+
+def _count_and_sample(records: Iterator[RawRecord], sample: int, seed: int) -> _Counted:
+    """Count every record's label, keeping reservoir samples as they go by."""
     per_class: Counter[str] = Counter()
     n = unlabeled = 0
     chosen: list[RawRecord] = []
@@ -157,28 +201,7 @@ def survey(
             j = rng.randrange(n)
             if j < sample:
                 chosen[j] = rec
-    if n == 0:
-        raise DataContractError(f"{str(path)!r} holds no images")
-    modes, shorts, longs, bad, gray, decoded = _inspect(chosen)
-    casts, classes = _colour_casts(labeled)
-    share, p_value = colour_explained(casts, classes, seed=seed)
-    return DataSurvey(
-        kind=kind,
-        path=str(p),
-        records=n,
-        per_class=dict(sorted(per_class.items())),
-        unlabeled=unlabeled,
-        sampled=len(chosen),
-        unreadable=bad,
-        modes=dict(modes),
-        gray_in_rgb=gray,
-        decoded=decoded,
-        short_sides=tuple(shorts),
-        long_sides=tuple(longs),
-        colour_share=share,
-        colour_p=p_value,
-        colour_checked=len(classes),
-    )
+    return _Counted(n, unlabeled, per_class, chosen, labeled)
 
 
 def _bytes(rec: RawRecord) -> bytes | None:

@@ -24,9 +24,10 @@ def _ingest_manifest(store_root: str, manifest: Path, metadata_columns: list[str
             "source.metadata_columns": metadata_columns,
         }
     )
-    name, total, records = open_source(cfg)
+    name, total, records = open_source(cfg.data_spec(), cfg.source)
+    spec = cfg.data_spec()
     return ingest_records(
-        Store(store_root), records, cfg, source_name=name, run_id="run-1", total=total
+        Store(store_root), records, spec, cfg.ingest, source_name=name, run_id="run-1", total=total
     )
 
 
@@ -98,7 +99,10 @@ def test_a_source_without_metadata_stores_null(store_root: str, tmp_path: Path):
     write(tmp_path / "images/1/a.png", png(1))
     cfg = load_config(overrides={"store.root": store_root, "ingest.workers": 1})
     total, records = image_folder_records(tmp_path / "images")
-    ingest_records(Store(store_root), records, cfg, source_name="f", run_id="r", total=total)
+    spec = cfg.data_spec()
+    ingest_records(
+        Store(store_root), records, spec, cfg.ingest, source_name="f", run_id="r", total=total
+    )
     assert _stored_metadata(store_root) == {content_id(png(1)): None}
 
 

@@ -1,4 +1,4 @@
-"""An ingest killed with SIGKILL leaves a readable store; re-running it completes it."""
+"""`ingest_records` killed with SIGKILL leaves a readable store; re-running it completes it."""
 
 from __future__ import annotations
 
@@ -67,7 +67,13 @@ CHILD = textwrap.dedent(
 
 
     ingest_records(
-        Store(root), slowly(), cfg, source_name=%(source)r, run_id="killed", total=total
+        Store(root),
+        slowly(),
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name=%(source)r,
+        run_id="killed",
+        total=total,
     )
     print("FINISHED", flush=True)
     """
@@ -201,8 +207,9 @@ def test_sigkill_mid_ingest_leaves_readable_store_and_rerun_completes(tmp_path: 
     )
     total, records = image_folder_records(folder)
     assert total == N_IMAGES
+    spec = cfg.data_spec()
     summary = ingest_records(
-        Store(root), records, cfg, source_name=SOURCE_NAME, run_id="rerun", total=total
+        Store(root), records, spec, cfg.ingest, source_name=SOURCE_NAME, run_id="rerun", total=total
     )
     assert summary.seen == N_IMAGES
     assert summary.ingested == N_IMAGES - stored_before
