@@ -15,9 +15,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
-from configs.schema import load_config
+from configs.schema import Config, load_config
 from tasks.annotation.answers import ImportSummary
 from tasks.annotation.delivery import (
+    AnnotationInputs,
     Delivery,
     export_open_requests,
     import_annotations,
@@ -45,17 +46,27 @@ def annotate(
     """
     if action not in ACTIONS:
         raise ValueError(f"annotate: unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
-    cfg = load_config(config_path, overrides)
+    inputs = annotation_inputs(load_config(config_path, overrides))
     run_id = str(flow_run.id or "local")
     if action == "import":
         if not file:
             raise ValueError("annotate import needs --file (a Label Studio .json export or a .csv)")
-        return import_annotations(cfg, file, run_id)
+        return import_annotations(inputs, file, run_id)
     if action == "export":
-        return export_open_requests(cfg)
+        return export_open_requests(inputs)
     if action == "push":
-        return push_open_requests(cfg)
-    return pull_annotations(cfg, run_id)
+        return push_open_requests(inputs)
+    return pull_annotations(inputs, run_id)
+
+
+def annotation_inputs(cfg: Config) -> AnnotationInputs:
+    """What annotation takes from the config (the sample and retrain flows' too)."""
+    return AnnotationInputs(
+        data=cfg.data_spec(),
+        sampling=cfg.sampling,
+        label_studio=cfg.label_studio,
+        source=cfg.source,
+    )
 
 
 if __name__ == "__main__":

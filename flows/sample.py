@@ -15,9 +15,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
-from configs.schema import load_config
+from configs.schema import Config, load_config
+from flows.annotate import annotation_inputs
 from tasks.annotation.delivery import Delivery, deliver_requests
-from tasks.sampling import sample_examples
+from tasks.sampling import SamplingInputs, sample_examples
 
 
 @flow(name="sample")
@@ -30,8 +31,20 @@ def sample(config_path: str | None = None, overrides: dict[str, Any] | None = No
     """
     cfg = load_config(config_path, overrides)
     run_id = str(flow_run.id or "local")
-    result = sample_examples(cfg, run_id)
-    return deliver_requests(cfg, result, run_id)
+    result = sample_examples(sampling_inputs(cfg), run_id)
+    return deliver_requests(annotation_inputs(cfg), result, run_id)
+
+
+def sampling_inputs(cfg: Config) -> SamplingInputs:
+    """What sampling takes from the config (the retrain flow's too)."""
+    return SamplingInputs(
+        data=cfg.data_spec(),
+        sampling=cfg.sampling,
+        labels=cfg.labels,
+        mlflow=cfg.mlflow,
+        train=cfg.train,
+        settings=cfg.train_settings(),
+    )
 
 
 if __name__ == "__main__":

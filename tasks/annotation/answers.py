@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from configs.data import TaxonomyConfig
 from tasks.store import (
     EXAMPLES,
     LABELS,
@@ -191,9 +192,8 @@ def import_answers(
     store: Store,
     answers: list[Answer],
     rejected: list[Rejected],
+    taxonomy: TaxonomyConfig,
     *,
-    classes: tuple[str, ...],
-    taxonomy_version: str,
     tool: str,
     run_id: str,
     skipped: int = 0,
@@ -206,6 +206,38 @@ def import_answers(
     (CSV rows without a label yet) are only counted."""
     now = utcnow()
     known_examples = store.column_set(EXAMPLES, "example_id")
+    good, rejected = _check_answers(answers, rejected, known_examples, taxonomy)
+    for r in rejected[:20]:
+        log.warning("quarantined answer %s: %s", r.origin, r.detail)
+    stamp = _Stamp(tool, run_id, taxonomy.version, now)
+    with store.commit_lock() as lease:
+        events = _new_label_events(store, good, stamp)
+        quarantine = _new_quarantine_rows(store, rejected, stamp)
+        lease.check()
+        store.write(LABELS, events.table, when=now)
+        store.write(QUARANTINE, quarantine, when=now)
+    return ImportSummary(
+        tool=tool,
+        run_id=run_id,
+        answers=len(answers),
+        events_written=events.table.num_rows,
+        already_present=events.already_present,
+        skipped=skipped,
+        blank=blank,
+        quarantined=dict(Counter(r.reason for r in rejected)),
+        agreement=agreement(good, taxonomy.classes),
+        annotators=sorted({a.annotator for a in good}),
+    )
+
+
+def _check_answers(
+    answers: list[Answer],
+    rejected: list[Rejected],
+    known_examples: set[str],
+    taxonomy: TaxonomyConfig,
+) -> tuple[list[Answer], list[Rejected]]:
+    """(the answers that can become labels, every rejected row): `rejected`, then the
+    answers about an example not in the store or with a label not in the taxonomy."""
     rejected = list(rejected)
     good: list[Answer] = []
     for a in answers:
@@ -220,74 +252,94 @@ def import_answers(
                     a.label,
                 )
             )
-        elif a.label not in classes:
+        elif a.label not in taxonomy.classes:
             rejected.append(
                 Rejected(
                     a.origin,
                     "label_not_in_taxonomy",
-                    f"label {a.label!r} is not one of taxonomy.classes ({taxonomy_version})",
+                    f"label {a.label!r} is not one of taxonomy.classes ({taxonomy.version})",
                     a.example_id,
                     a.label,
                 )
             )
         else:
             good.append(a)
-    for r in rejected[:20]:
-        log.warning("quarantined answer %s: %s", r.origin, r.detail)
-    rows: dict[str, list] = {n: [] for n in SCHEMAS[LABELS].names}
+    return good, rejected
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What every row of one import records: the tool, the run, the taxonomy, the time."""
+
+    tool: str
+    run_id: str
+    taxonomy_version: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _NewEvents:
+    table: pa.Table  # the label events to write
+    already_present: int  # answers the label log has already
+
+
+def _new_label_events(store: Store, good: list[Answer], stamp: _Stamp) -> _NewEvents:
+    """One `human` event per answer the label log does not have yet, in answer order."""
+    logs: dict[str, SourceLog] = {}
+    rows: list[dict[str, object]] = []
     present = 0
-    with store.commit_lock() as lease:
-        logs: dict[str, SourceLog] = {}
-        for a in good:
-            source = f"{tool}:{a.annotator}"
-            former = [f"{tool}:{name}" for name in a.formerly]
-            for src in (source, *former):
-                if src not in logs:
-                    logs[src] = SourceLog.read(store, "human", src)
-            slog = logs[source]
-            if a.act is not None:
-                event_id = label_event_id(a.example_id, a.label, "human", source, act=a.act)
-                # the same act, imported before under the annotator's former name
-                seen = any(
-                    label_event_id(a.example_id, a.label, "human", src, act=a.act)
-                    in logs[src].event_ids
-                    for src in former
-                )
-            else:
-                event_id, seen = slog.next_event(a.example_id, a.label), False
-            if event_id is None or event_id in slog.event_ids or seen:
-                present += 1
-                continue
-            at = a.answered_at or now
-            slog.record(a.example_id, SourceEvent(event_id, a.label, 1.0), (at, event_id))
-            for k, v in (
-                ("event_id", event_id),
-                ("example_id", a.example_id),
-                ("label", a.label),
-                ("source_kind", "human"),
-                ("source_name", source),
-                ("confidence", 1.0),
-                ("created_at", at),
-                ("run_id", run_id),
-                ("taxonomy_version", taxonomy_version),
-                ("model_influenced", False),
-            ):
-                rows[k].append(v)
-        quarantine = _quarantine_rows(rejected, tool, run_id, now)
-        seen = store.column_set(QUARANTINE, "quarantine_id")  # a re-import adds none twice
-        new = [i for i, q in enumerate(quarantine.column(0).to_pylist()) if q not in seen]
-        lease.check()
-        store.write(LABELS, pa.table(rows, schema=SCHEMAS[LABELS]), when=now)
-        store.write(QUARANTINE, quarantine.take(pa.array(new, pa.int64())), when=now)
-    return ImportSummary(
-        tool=tool,
-        run_id=run_id,
-        answers=len(answers),
-        events_written=len(rows["event_id"]),
-        already_present=present,
-        skipped=skipped,
-        blank=blank,
-        quarantined=dict(Counter(r.reason for r in rejected)),
-        agreement=agreement(good, classes),
-        annotators=sorted({a.annotator for a in good}),
-    )
+    for a in good:
+        source = f"{stamp.tool}:{a.annotator}"
+        former = [f"{stamp.tool}:{name}" for name in a.formerly]
+        for src in (source, *former):
+            if src not in logs:
+                logs[src] = SourceLog.read(store, "human", src)
+        event_id = _new_event_id(a, source, former, logs)
+        if event_id is None:
+            present += 1
+            continue
+        at = a.answered_at or stamp.now
+        logs[source].record(a.example_id, SourceEvent(event_id, a.label, 1.0), (at, event_id))
+        rows.append(
+            {
+                "event_id": event_id,
+                "example_id": a.example_id,
+                "label": a.label,
+                "source_kind": "human",
+                "source_name": source,
+                "confidence": 1.0,
+                "created_at": at,
+                "run_id": stamp.run_id,
+                "taxonomy_version": stamp.taxonomy_version,
+                "model_influenced": False,
+            }
+        )
+    return _NewEvents(pa.Table.from_pylist(rows, schema=SCHEMAS[LABELS]), present)
+
+
+def _new_event_id(
+    a: Answer, source: str, former: list[str], logs: dict[str, SourceLog]
+) -> str | None:
+    """The event id of answer `a` by `source`, or None when the label log has it already
+    (under this name, or for the same act under one of the annotator's `former` names)."""
+    slog = logs[source]
+    if a.act is not None:
+        event_id = label_event_id(a.example_id, a.label, "human", source, act=a.act)
+        # the same act, imported before under the annotator's former name
+        seen = any(
+            label_event_id(a.example_id, a.label, "human", src, act=a.act) in logs[src].event_ids
+            for src in former
+        )
+    else:
+        event_id, seen = slog.next_event(a.example_id, a.label), False
+    if event_id is None or event_id in slog.event_ids or seen:
+        return None
+    return event_id
+
+
+def _new_quarantine_rows(store: Store, rejected: list[Rejected], stamp: _Stamp) -> pa.Table:
+    """The quarantine rows of `rejected` not quarantined yet (a re-import adds none twice)."""
+    quarantine = _quarantine_rows(rejected, stamp.tool, stamp.run_id, stamp.now)
+    seen = store.column_set(QUARANTINE, "quarantine_id")
+    new = [i for i, q in enumerate(quarantine.column(0).to_pylist()) if q not in seen]
+    return quarantine.take(pa.array(new, pa.int64()))

@@ -16,8 +16,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from configs.data import DataSpec, SourceConfig, TaxonomyConfig
 from configs.redact import redact_text
-from configs.schema import Config
+from configs.sampling import LabelStudioConfig, SamplingConfig
 from tasks.annotation.answers import ImportSummary, import_answers
 from tasks.annotation.files import (
     AnnotationFileError,
@@ -31,6 +32,17 @@ from tasks.sampling.requests import RequestLog
 from tasks.store import EXAMPLES, Store, utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnotationInputs:
+    """What annotation takes from the config, built by the flows
+    (`flows.annotate.annotation_inputs`)."""
+
+    data: DataSpec  # the store, the taxonomy (classes and version), the seed
+    sampling: SamplingConfig  # mode, export_dir, simulate_error_rate
+    label_studio: LabelStudioConfig
+    source: SourceConfig  # simulate: only the embedded MNIST source has the truth
 
 
 @dataclass(frozen=True)
@@ -94,78 +106,79 @@ def open_request_rows(store: Store) -> list[dict]:
     return RequestLog.read(store).open_requests()
 
 
-def deliver(store: Store, cfg: Config, result: SamplingResult, run_id: str) -> Delivery:
+def deliver(
+    store: Store, inputs: AnnotationInputs, result: SamplingResult, run_id: str
+) -> Delivery:
     """Hand a sampled batch to people as `sampling.mode` says."""
-    return dataclasses.replace(_deliver(store, cfg, result, run_id), sampled=tuple(result.rows()))
+    mode, batch = inputs.sampling.mode, result.batch_id
+    tasks = task_inputs(store, result.requests)
+    if mode == "off" or (mode == "export" and not tasks):
+        delivered = Delivery(mode, batch, len(tasks), "recorded only (sampling.mode: off)")
+    elif mode == "export":
+        json_path, csv_path = write_exports(tasks, Path(inputs.sampling.export_dir), batch)
+        delivered = Delivery(mode, batch, len(tasks), f"{json_path} and {csv_path}")
+    elif mode == "label_studio":
+        delivered = _push_batch(inputs, batch, tasks)
+    elif mode == "simulate":
+        delivered = _simulate_answers(store, inputs, result, run_id, n_tasks=len(tasks))
+    else:
+        raise ValueError(f"unknown sampling.mode {mode!r}")
+    return dataclasses.replace(delivered, sampled=tuple(result.rows()))
 
 
-def _deliver(store: Store, cfg: Config, result: SamplingResult, run_id: str) -> Delivery:
-    mode = cfg.sampling.mode
-    inputs = task_inputs(store, result.requests)
-    if mode == "export" or mode == "off":
-        if mode == "off" or not inputs:
-            return Delivery(
-                mode, result.batch_id, len(inputs), "recorded only (sampling.mode: off)"
-            )
-        json_path, csv_path = write_exports(inputs, Path(cfg.sampling.export_dir), result.batch_id)
-        return Delivery(mode, result.batch_id, len(inputs), f"{json_path} and {csv_path}")
-    if mode == "label_studio":
-        from tasks.annotation.label_studio import LabelStudio
+def _push_batch(inputs: AnnotationInputs, batch: str, tasks: list[TaskInput]) -> Delivery:
+    """mode=label_studio: the batch's tasks pushed to the Label Studio project."""
+    from tasks.annotation.label_studio import LabelStudio
 
-        ls = LabelStudio.connect(cfg.label_studio)
-        project = ls.ensure_project(cfg.label_studio.project, tuple(cfg.taxonomy.classes))
-        ls.push(project, inputs)
-        return Delivery(mode, result.batch_id, len(inputs), f"{ls.url}/projects/{project}")
-    if mode == "simulate":
-        from tasks.annotation.simulated import mnist5k_truth, simulated_answers
+    ls = LabelStudio.connect(inputs.label_studio)
+    project = ls.ensure_project(inputs.label_studio.project, inputs.data.classes)
+    ls.push(project, tasks)
+    return Delivery("label_studio", batch, len(tasks), f"{ls.url}/projects/{project}")
 
-        if cfg.source.kind != "mnist5k":
-            raise ValueError(
-                "sampling.mode=simulate answers from the embedded MNIST truth: it needs "
-                "source.kind=mnist5k; use export or label_studio for your own data"
-            )
-        rng = np.random.default_rng(cfg.seed)
-        answers = simulated_answers(
-            result.requests,
-            mnist5k_truth(),
-            tuple(cfg.taxonomy.classes),
-            cfg.sampling.simulate_error_rate,
-            rng,
+
+def _simulate_answers(
+    store: Store, inputs: AnnotationInputs, result: SamplingResult, run_id: str, *, n_tasks: int
+) -> Delivery:
+    """mode=simulate: the simulated annotator answers the batch from the MNIST truth."""
+    from tasks.annotation.simulated import mnist5k_truth, simulated_answers
+
+    if inputs.source.kind != "mnist5k":
+        raise ValueError(
+            "sampling.mode=simulate answers from the embedded MNIST truth: it needs "
+            "source.kind=mnist5k; use export or label_studio for your own data"
         )
-        summary = import_answers(
-            store,
-            answers,
-            [],
-            classes=tuple(cfg.taxonomy.classes),
-            taxonomy_version=cfg.taxonomy.version,
-            tool="simulated",
-            run_id=run_id,
-        )
-        return Delivery(
-            mode, result.batch_id, len(inputs), "answered by the simulated annotator", summary
-        )
-    raise ValueError(f"unknown sampling.mode {mode!r}")
+    taxonomy = inputs.data.taxonomy
+    answers = simulated_answers(
+        result.requests,
+        mnist5k_truth(),
+        taxonomy.classes,
+        inputs.sampling.simulate_error_rate,
+        np.random.default_rng(inputs.data.seed),
+    )
+    summary = import_answers(store, answers, [], taxonomy, tool="simulated", run_id=run_id)
+    return Delivery(
+        "simulate", result.batch_id, n_tasks, "answered by the simulated annotator", summary
+    )
 
 
-def export_open(store: Store, cfg: Config) -> Delivery:
-    """`annotate export`: every open request (the backlog) as Label Studio tasks + CSV."""
+def export_open(store: Store, export_dir: str | Path) -> Delivery:
+    """`annotate export`: every open request (the backlog) as Label Studio tasks + CSV
+    in `export_dir`."""
     rows = open_request_rows(store)
     batch = f"open-{utcnow():%Y%m%dT%H%M%S}"
     if not rows:
         return Delivery("export", batch, 0, "no open requests: run `semilabel sample` first")
-    json_path, csv_path = write_exports(
-        task_inputs(store, rows), Path(cfg.sampling.export_dir), batch
-    )
+    json_path, csv_path = write_exports(task_inputs(store, rows), Path(export_dir), batch)
     return Delivery("export", batch, len(rows), f"{json_path} and {csv_path}")
 
 
-def push_open(store: Store, cfg: Config) -> Delivery:
+def push_open(store: Store, label_studio: LabelStudioConfig, taxonomy: TaxonomyConfig) -> Delivery:
     """`annotate push`: open requests the Label Studio project does not have yet (a tie
     asked again is a new task, showing the tie)."""
     from tasks.annotation.label_studio import LabelStudio
 
-    ls = LabelStudio.connect(cfg.label_studio)
-    project = ls.ensure_project(cfg.label_studio.project, tuple(cfg.taxonomy.classes))
+    ls = LabelStudio.connect(label_studio)
+    project = ls.ensure_project(label_studio.project, taxonomy.classes)
     there = {
         (t.get("meta") or {}).get("request_id") for t in ls.export(project) if isinstance(t, dict)
     }
@@ -174,26 +187,21 @@ def push_open(store: Store, cfg: Config) -> Delivery:
     return Delivery("label_studio", "open", len(rows), f"{ls.url}/projects/{project}")
 
 
-def pull_answers(store: Store, cfg: Config, run_id: str) -> ImportSummary:
+def pull_answers(
+    store: Store, label_studio: LabelStudioConfig, taxonomy: TaxonomyConfig, run_id: str
+) -> ImportSummary:
     """`annotate pull`: the project's annotations into the label log."""
     from tasks.annotation.label_studio import LabelStudio
 
-    ls = LabelStudio.connect(cfg.label_studio)
-    project = ls.ensure_project(cfg.label_studio.project, tuple(cfg.taxonomy.classes))
+    ls = LabelStudio.connect(label_studio)
+    project = ls.ensure_project(label_studio.project, taxonomy.classes)
     answers, rejected, skipped = ls.pull(project)
     return import_answers(
-        store,
-        answers,
-        rejected,
-        classes=tuple(cfg.taxonomy.classes),
-        taxonomy_version=cfg.taxonomy.version,
-        tool="label_studio",
-        run_id=run_id,
-        skipped=skipped,
+        store, answers, rejected, taxonomy, tool="label_studio", run_id=run_id, skipped=skipped
     )
 
 
-def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSummary:
+def import_file(store: Store, taxonomy: TaxonomyConfig, path: Path, run_id: str) -> ImportSummary:
     """`annotate import`: a Label Studio JSON export or a CSV of answers."""
     path = Path(path)
     skipped = blank = 0
@@ -206,15 +214,7 @@ def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSum
     else:
         raise AnnotationFileError(f"{path}: expected a Label Studio .json export or a .csv")
     return import_answers(
-        store,
-        answers,
-        rejected,
-        classes=tuple(cfg.taxonomy.classes),
-        taxonomy_version=cfg.taxonomy.version,
-        tool=tool,
-        run_id=run_id,
-        skipped=skipped,
-        blank=blank,
+        store, answers, rejected, taxonomy, tool=tool, run_id=run_id, skipped=skipped, blank=blank
     )
 
 
@@ -222,8 +222,8 @@ def import_file(store: Store, cfg: Config, path: Path, run_id: str) -> ImportSum
 
 
 @task(name="deliver-annotation-requests", cache_policy=NO_CACHE)
-def deliver_requests(cfg: Config, result: SamplingResult, run_id: str) -> Delivery:
-    delivery = deliver(Store(cfg.store.root), cfg, result, run_id)
+def deliver_requests(inputs: AnnotationInputs, result: SamplingResult, run_id: str) -> Delivery:
+    delivery = deliver(Store(inputs.data.root), inputs, result, run_id)
     get_run_logger().info("%d annotation tasks: %s", delivery.tasks, delivery.shown_where)
     create_table_artifact(
         table=delivery.rows(), key="annotation-delivery", description=delivery.shown_where[:200]
@@ -232,8 +232,8 @@ def deliver_requests(cfg: Config, result: SamplingResult, run_id: str) -> Delive
 
 
 @task(name="import-annotations", cache_policy=NO_CACHE)
-def import_annotations(cfg: Config, path: str, run_id: str) -> ImportSummary:
-    summary = import_file(Store(cfg.store.root), cfg, Path(path), run_id)
+def import_annotations(inputs: AnnotationInputs, path: str, run_id: str) -> ImportSummary:
+    summary = import_file(Store(inputs.data.root), inputs.data.taxonomy, Path(path), run_id)
     get_run_logger().info(
         "imported %d answers: %d events written, %d quarantined, %d ties asked again, agreement %s",
         summary.answers,
@@ -247,22 +247,24 @@ def import_annotations(cfg: Config, path: str, run_id: str) -> ImportSummary:
 
 
 @task(name="annotate-export", cache_policy=NO_CACHE)
-def export_open_requests(cfg: Config) -> Delivery:
-    delivery = export_open(Store(cfg.store.root), cfg)
+def export_open_requests(inputs: AnnotationInputs) -> Delivery:
+    delivery = export_open(Store(inputs.data.root), inputs.sampling.export_dir)
     get_run_logger().info("%d open requests exported: %s", delivery.tasks, delivery.shown_where)
     return delivery
 
 
 @task(name="annotate-push", cache_policy=NO_CACHE)
-def push_open_requests(cfg: Config) -> Delivery:
-    delivery = push_open(Store(cfg.store.root), cfg)
+def push_open_requests(inputs: AnnotationInputs) -> Delivery:
+    delivery = push_open(Store(inputs.data.root), inputs.label_studio, inputs.data.taxonomy)
     get_run_logger().info("%d tasks pushed to %s", delivery.tasks, delivery.shown_where)
     return delivery
 
 
 @task(name="annotate-pull", cache_policy=NO_CACHE)
-def pull_annotations(cfg: Config, run_id: str) -> ImportSummary:
-    summary = pull_answers(Store(cfg.store.root), cfg, run_id)
+def pull_annotations(inputs: AnnotationInputs, run_id: str) -> ImportSummary:
+    summary = pull_answers(
+        Store(inputs.data.root), inputs.label_studio, inputs.data.taxonomy, run_id
+    )
     create_table_artifact(
         table=summary.rows(), key="annotation-import", description="Label Studio pull"
     )

@@ -190,49 +190,50 @@ def parse_label_studio_export(
             rejected.append(Rejected(where, "malformed", "`annotations` is not a list"))
             continue
         for ann in annotations:
-            at = f"{where} annotation {ann.get('id') if isinstance(ann, dict) else '?'}"
-            if not isinstance(ann, dict):
-                rejected.append(Rejected(at, "malformed", "an annotation is not a JSON object"))
-                continue
-            if ann.get("was_cancelled"):
+            read = _read_annotation(ann, where, example_id, users)
+            if read is None:
                 skipped += 1
-                continue
-            if not isinstance(example_id, str) or not example_id:
-                rejected.append(
-                    Rejected(at, "malformed", "the task has no example_id in meta or data")
-                )
-                continue
-            choices = [
-                c
-                for r in ann.get("result") or []
-                if isinstance(r, dict) and r.get("type") == "choices"
-                for c in (r.get("value") or {}).get("choices") or []
-            ]
-            if len(choices) != 1 or not isinstance(choices[0], str):
-                rejected.append(
-                    Rejected(
-                        at,
-                        "malformed",
-                        f"expected one chosen class, found {choices!r}",
-                        example_id,
-                    )
-                )
-                continue
-            when = ann.get("updated_at") or ann.get("created_at")
-            annotator, formerly = _annotator(ann.get("completed_by"), users)
-            answers.append(
-                Answer(
-                    example_id=example_id,
-                    label=choices[0],
-                    annotator=annotator,
-                    tool="label_studio",
-                    origin=at,
-                    act=f"annotation {ann.get('id')} at {when}",
-                    answered_at=_when(when),
-                    formerly=formerly,
-                )
-            )
+            elif isinstance(read, Rejected):
+                rejected.append(read)
+            else:
+                answers.append(read)
     return answers, rejected, skipped
+
+
+def _read_annotation(
+    ann: Any, where: str, example_id: Any, users: Mapping[int, str]
+) -> Answer | Rejected | None:
+    """One annotation of the task at `where` as an answer, a rejected row, or None when
+    it was skipped or cancelled."""
+    at = f"{where} annotation {ann.get('id') if isinstance(ann, dict) else '?'}"
+    if not isinstance(ann, dict):
+        return Rejected(at, "malformed", "an annotation is not a JSON object")
+    if ann.get("was_cancelled"):
+        return None
+    if not isinstance(example_id, str) or not example_id:
+        return Rejected(at, "malformed", "the task has no example_id in meta or data")
+    choices = [
+        c
+        for r in ann.get("result") or []
+        if isinstance(r, dict) and r.get("type") == "choices"
+        for c in (r.get("value") or {}).get("choices") or []
+    ]
+    if len(choices) != 1 or not isinstance(choices[0], str):
+        return Rejected(
+            at, "malformed", f"expected one chosen class, found {choices!r}", example_id
+        )
+    when = ann.get("updated_at") or ann.get("created_at")
+    annotator, formerly = _annotator(ann.get("completed_by"), users)
+    return Answer(
+        example_id=example_id,
+        label=choices[0],
+        annotator=annotator,
+        tool="label_studio",
+        origin=at,
+        act=f"annotation {ann.get('id')} at {when}",
+        answered_at=_when(when),
+        formerly=formerly,
+    )
 
 
 def read_label_studio_export(path: Path) -> tuple[list[Answer], list[Rejected], int]:

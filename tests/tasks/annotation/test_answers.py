@@ -5,11 +5,13 @@ from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
+from configs.data import TaxonomyConfig
 from tasks.annotation.answers import Answer, Rejected, agreement, import_answers, krippendorff_alpha
 from tasks.store import LABELS, QUARANTINE, LatestLabels
 from tests.conftest import store_with_images
 
 CLASSES = ("0", "1", "2")
+TAXONOMY = TaxonomyConfig(version="v1", classes=CLASSES)
 
 
 def test_krippendorff_alpha_matches_a_hand_computation():
@@ -45,8 +47,7 @@ def _import(store, answers, rejected=(), run_id="imp-1"):
         store,
         list(answers),
         list(rejected),
-        classes=CLASSES,
-        taxonomy_version="v1",
+        TAXONOMY,
         tool="label_studio",
         run_id=run_id,
         skipped=1,

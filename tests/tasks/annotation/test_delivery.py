@@ -44,15 +44,15 @@ def _csv(path: Path, rows: list[tuple[str, ...]]) -> Path:
 def test_csv_corrections_with_zoneless_timestamps_import_again_and_again(tmp_path):
     cfg, store, (a, b, _) = _setup(tmp_path)
     first = _csv(tmp_path / "1.csv", [(a, "0", "alice", "2026-01-02T10:00:00")])
-    import_file(store, cfg, first, "imp-1")
+    import_file(store, cfg.taxonomy, first, "imp-1")
     # the second import compares its times with the zoned times already in the store
     second = _csv(
         tmp_path / "2.csv",
         [(a, "1", "alice", "2026-01-03T10:00:00"), (b, "2", "alice", "2026-01-03T09:00:00")],
     )
-    summary = import_file(store, cfg, second, "imp-2")
+    summary = import_file(store, cfg.taxonomy, second, "imp-2")
     assert summary.events_written == 2
-    third = import_file(store, cfg, second, "imp-3")  # the same file again: nothing new
+    third = import_file(store, cfg.taxonomy, second, "imp-3")  # the same file again: nothing new
     assert (third.events_written, third.already_present) == (0, 2)
     times = {(e["example_id"], e["label"]): e["created_at"] for e in store.read(LABELS).to_pylist()}
     assert times[(a, "0")] == datetime(2026, 1, 2, 10, tzinfo=UTC)
@@ -63,7 +63,7 @@ def test_csv_corrections_with_zoneless_timestamps_import_again_and_again(tmp_pat
 def test_csv_answers_without_annotator_are_unknown_and_blank_labels_are_blank(tmp_path):
     cfg, store, (a, b, c) = _setup(tmp_path)
     path = _csv(tmp_path / "answers.csv", [(a, "0", "", ""), (b, "", "", ""), (c, " ", "bo", "")])
-    summary = import_file(store, cfg, path, "imp-1")
+    summary = import_file(store, cfg.taxonomy, path, "imp-1")
     assert (summary.answers, summary.events_written) == (1, 1)
     assert (summary.blank, summary.skipped) == (2, 0)  # blank, not skipped or cancelled
     assert summary.annotators == ["unknown"]
@@ -86,10 +86,10 @@ def test_a_tie_goes_back_into_the_export_with_the_tie_shown(tmp_path):
         tmp_path / "answers.csv",
         [(a, "0", "alice", ""), (a, "0", "bob", ""), (b, "1", "alice", ""), (b, "2", "bob", "")],
     )
-    summary = import_file(store, cfg, answers, "imp-1")
+    summary = import_file(store, cfg.taxonomy, answers, "imp-1")
     assert summary.agreement.ties == [b]
 
-    delivery = export_open(store, cfg)
+    delivery = export_open(store, cfg.sampling.export_dir)
     assert delivery.tasks == 1  # a is settled; b tied: it is asked again
     (tasks_json,) = Path(cfg.sampling.export_dir).glob("*.tasks.json")
     (task,) = json.loads(tasks_json.read_text())
@@ -101,9 +101,9 @@ def test_a_tie_goes_back_into_the_export_with_the_tie_shown(tmp_path):
     assert (row["example_id"], row["tie"]) == (b, "tied: 1 1, 2 1")
 
     # a third opinion settles it, and the request leaves the queue
-    import_file(store, cfg, _csv(tmp_path / "third.csv", [(b, "2", "carol", "")]), "imp-2")
+    import_file(store, cfg.taxonomy, _csv(tmp_path / "third.csv", [(b, "2", "carol", "")]), "imp-2")
     assert LatestLabels.read(store).human(CLASSES)[b][0] == "2"
-    assert export_open(store, cfg).tasks == 0
+    assert export_open(store, cfg.sampling.export_dir).tasks == 0
 
 
 def test_annotators_named_by_email_where_earlier_imports_named_them_by_id(tmp_path):
@@ -124,7 +124,7 @@ def test_annotators_named_by_email_where_earlier_imports_named_them_by_id(tmp_pa
     ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(export))
-    first = import_file(store, cfg, path, "imp-1")  # no directory: the id is all there is
+    first = import_file(store, cfg.taxonomy, path, "imp-1")  # no directory: the id is all there is
     assert first.annotators == ["user7"]
     # the same annotation, now that the directory names user 7: nothing is written twice
     answers, rejected, skipped = parse_label_studio_export(
@@ -135,8 +135,7 @@ def test_annotators_named_by_email_where_earlier_imports_named_them_by_id(tmp_pa
         store,
         answers,
         rejected,
-        classes=tuple(CLASSES),
-        taxonomy_version="v1",
+        cfg.taxonomy,
         tool="label_studio",
         run_id="pull-1",
         skipped=skipped,
@@ -150,8 +149,7 @@ def test_annotators_named_by_email_where_earlier_imports_named_them_by_id(tmp_pa
         store,
         answers,
         [],
-        classes=tuple(CLASSES),
-        taxonomy_version="v1",
+        cfg.taxonomy,
         tool="label_studio",
         run_id="pull-2",
     )
@@ -186,5 +184,5 @@ def test_an_unreachable_label_studio_is_named_without_credentials(tmp_path, monk
         }
     )
     with pytest.raises(LabelStudioError) as failed:
-        push_open(Store(cfg.store.root), cfg)
+        push_open(Store(cfg.store.root), cfg.label_studio, cfg.taxonomy)
     assert "127.0.0.1:9" in str(failed.value) and "S3CRET" not in str(failed.value)

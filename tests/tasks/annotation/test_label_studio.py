@@ -7,8 +7,9 @@ import pytest
 from label_studio_sdk import LabelStudio as Client
 
 from configs.schema import load_config
+from flows.sample import sampling_inputs
 from tasks.annotation.delivery import pull_answers, push_open
-from tasks.sampling import sample_for_annotation
+from tasks.sampling.run import sample_for_annotation
 from tasks.store import LABELS, LatestLabels, Store
 
 pytestmark = pytest.mark.slow
@@ -41,12 +42,13 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
         }
     )
     store = Store(cfg.store.root)
-    requests = sample_for_annotation(store, cfg, "sample-1").requests
+    requests = sample_for_annotation(store, sampling_inputs(cfg), "sample-1").requests
+    ls, taxonomy = cfg.label_studio, cfg.taxonomy
     assert len(requests) == 4
 
-    pushed = push_open(store, cfg)
+    pushed = push_open(store, ls, taxonomy)
     assert pushed.tasks == 4
-    assert push_open(store, cfg).tasks == 0  # pushed once: nothing twice
+    assert push_open(store, ls, taxonomy).tasks == 0  # pushed once: nothing twice
 
     client = Client(base_url=label_studio.url, api_key=label_studio.token)
     (project,) = [p for p in client.projects.list() if p.title == "semilabel round trip"]
@@ -68,7 +70,7 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
     first_c = client.annotations.create(id=c.id, result=_choice("0"), completed_by=me.id)
     client.annotations.create(id=d.id, result=_choice("1"), was_cancelled=True, completed_by=me.id)
 
-    summary = pull_answers(store, cfg, "pull-1")
+    summary = pull_answers(store, ls, taxonomy, "pull-1")
     assert (summary.answers, summary.events_written, summary.skipped) == (5, 5, 1)
     assert summary.agreement.examples == 2 and summary.agreement.ties == [b.meta["example_id"]]
     events = store.read(LABELS).to_pylist()
@@ -82,7 +84,7 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
 
     # a correction in Label Studio is a new event; pulling again adds nothing else
     client.annotations.update(id=first_c.id, result=_choice("1"))
-    again = pull_answers(store, cfg, "pull-2")
+    again = pull_answers(store, ls, taxonomy, "pull-2")
     assert (again.events_written, again.already_present) == (1, 4)
     latest = LatestLabels.read(store)
     human = latest.human(cfg.taxonomy.classes)
@@ -92,14 +94,14 @@ def test_push_annotate_pull_round_trip(label_studio, store_cfg, monkeypatch):
     assert d.meta["example_id"] not in human  # skipped: no label
 
     # ...it goes back to Label Studio as a new task that shows the tie
-    assert push_open(store, cfg).tasks == 1  # the tie (d, skipped, is there already)
-    assert push_open(store, cfg).tasks == 0
+    assert push_open(store, ls, taxonomy).tasks == 1  # the tie (d, skipped, is there already)
+    assert push_open(store, ls, taxonomy).tasks == 0
     new = [t for t in client.tasks.list(project=project.id) if t.id not in {x.id for x in tasks}]
     (tie_task,) = [t for t in new if t.meta["example_id"] == b.meta["example_id"]]
     assert tie_task.data["tie"] == tie_task.meta["tie"] == "tied: 1 1, 2 1"
     assert not getattr(tie_task, "predictions", None)  # nothing to tip the balance
     client.annotations.create(id=tie_task.id, result=_choice("2"), completed_by=other.id)
-    third = pull_answers(store, cfg, "pull-3")
+    third = pull_answers(store, ls, taxonomy, "pull-3")
     assert (third.events_written, third.already_present) == (1, 5)
     latest = LatestLabels.read(store)
     assert latest.human(cfg.taxonomy.classes)[b.meta["example_id"]][0] == "2"

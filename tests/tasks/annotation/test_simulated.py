@@ -3,10 +3,12 @@
 import numpy as np
 
 from configs.schema import load_config
+from flows.annotate import annotation_inputs
+from flows.sample import sampling_inputs
 from tasks.annotation.delivery import deliver
 from tasks.annotation.simulated import mnist5k_truth, simulated_answers
 from tasks.ingest import ingest_records, open_source
-from tasks.sampling import sample_for_annotation
+from tasks.sampling.run import sample_for_annotation
 from tasks.store import LatestLabels, Store
 
 
@@ -34,11 +36,12 @@ def test_simulate_mode_turns_requests_into_human_labels(tmp_path):
         }
     )
     store = Store(cfg.store.root)
-    name, total, records = open_source(cfg)
-    ingest_records(store, records, cfg, source_name=name, run_id="ingest", total=total)
+    spec = cfg.data_spec()
+    name, total, records = open_source(spec, cfg.source)
+    ingest_records(store, records, spec, cfg.ingest, source_name=name, run_id="ingest", total=total)
     before = LatestLabels.read(store).human(cfg.taxonomy.classes)
-    result = sample_for_annotation(store, cfg, "round-1")
-    delivery = deliver(store, cfg, result, "round-1")
+    result = sample_for_annotation(store, sampling_inputs(cfg), "round-1")
+    delivery = deliver(store, annotation_inputs(cfg), result, "round-1")
     assert delivery.imported is not None and delivery.imported.events_written == 20
     # the embedded default keeps every gold label already: no gold example to ask about
     assert result.candidates["gold"] == 0

@@ -110,3 +110,10 @@ def test_a_tie_is_an_open_request_for_another_opinion(store_root):
     )
     tied = {r["example_id"]: r for r in RequestLog.read(store).open_requests()}
     assert tied["b"]["tie"] == "tied: cat 2, dog 2"
+
+
+def test_review_may_ask_about_labeled_examples_again(store_cfg):
+    store = Store(store_cfg.store.root)
+    log = RequestLog.read(store)
+    assert log.blocked("review") == set()  # human labels do not block a review
+    assert log.blocked("train") >= set(LatestLabels.read(store).human(store_cfg.taxonomy.classes))

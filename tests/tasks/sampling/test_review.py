@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from configs.schema import load_config
+from flows.sample import sampling_inputs
 from tasks.ingest import ingest_records, open_source
-from tasks.sampling import sample_for_annotation
+from tasks.sampling.run import sample_for_annotation
 from tasks.store import GoldSplit, LatestLabels, Store
 from tests.conftest import label_events
 
@@ -28,8 +29,9 @@ def test_review_finds_planted_label_errors(tmp_path, capsys):
         }
     )
     store = Store(cfg.store.root)
-    name, total, records = open_source(cfg)
-    ingest_records(store, records, cfg, source_name=name, run_id="ingest", total=total)
+    spec = cfg.data_spec()
+    name, total, records = open_source(spec, cfg.source)
+    ingest_records(store, records, spec, cfg.ingest, source_name=name, run_id="ingest", total=total)
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
     human = LatestLabels.read(store).human(cfg.taxonomy.classes)
     train_side = sorted(e for e, g in zip(human, split.is_gold(list(human)), strict=True) if not g)
@@ -51,7 +53,7 @@ def test_review_finds_planted_label_errors(tmp_path, capsys):
             ]
         ),
     )
-    result = sample_for_annotation(store, cfg, "review-1")
+    result = sample_for_annotation(store, sampling_inputs(cfg), "review-1")
     flagged = {r["example_id"] for r in result.requests if r["stream"] == "review"}
     hits = len(flagged & flipped)
     precision, recall = hits / max(len(flagged), 1), hits / len(flipped)

@@ -1,12 +1,14 @@
-"""The sampling stage on a real store: what each stream may pick, no example asked
-twice, and the backlog."""
+"""The sampling stage's runs on a real store: what each stream may pick, no example asked
+twice, the backlog, and a slice's requests."""
 
 import pytest
+from prefect import flow
 
 from configs.schema import load_config
+from flows.sample import sampling_inputs
 from tasks.annotation.answers import Answer, import_answers
-from tasks.sampling import sample_for_annotation
-from tasks.sampling.requests import RequestLog
+from tasks.sampling.requests import Request, RequestLog, write_requests
+from tasks.sampling.run import sample_drifted, sample_for_annotation, sample_slice
 from tasks.store import EXAMPLES, GoldSplit, LatestLabels, Store
 
 
@@ -32,8 +34,7 @@ def _answer(store, cfg, requests, run_id="answers-1"):
         store,
         answers,
         [],
-        classes=tuple(cfg.taxonomy.classes),
-        taxonomy_version="v1",
+        cfg.taxonomy,  # version v1
         tool="csv",
         run_id=run_id,
     )
@@ -43,7 +44,7 @@ def test_the_gold_stream_picks_only_gold_examples_without_a_human_label(store_cf
     cfg = _cfg(store_cfg, **{"sampling.budget.gold": 1000})
     store = Store(cfg.store.root)
     human = set(LatestLabels.read(store).human(cfg.taxonomy.classes))
-    result = sample_for_annotation(store, cfg, "run-1")
+    result = sample_for_annotation(store, sampling_inputs(cfg), "run-1")
     ids = [r["example_id"] for r in result.requests]
     split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
     assert ids and split.is_gold(ids).all()
@@ -64,7 +65,7 @@ def test_the_gold_stream_picks_only_gold_examples_without_a_human_label(store_cf
     assert {"metric": "fewer than asked", "value": result.shortfalls[0]} in result.rows()
 
     _answer(store, cfg, result.requests)  # every gold example now has a human label
-    again = sample_for_annotation(store, cfg, "run-2")
+    again = sample_for_annotation(store, sampling_inputs(cfg), "run-2")
     assert again.requests == []
     assert "every one already has a human label" in again.shortfalls[0]
     assert "ingest more images" in again.shortfalls[0]
@@ -73,7 +74,7 @@ def test_the_gold_stream_picks_only_gold_examples_without_a_human_label(store_cf
 def test_a_cold_start_is_scored_by_a_teacher_and_nothing_is_asked_twice(store_cfg):
     cfg = _cfg(store_cfg, **{"sampling.budget.train": 10, "sampling.budget.gold": 5})
     store = Store(cfg.store.root)
-    first = sample_for_annotation(store, cfg, "run-1")
+    first = sample_for_annotation(store, sampling_inputs(cfg), "run-1")
     assert first.model_version.startswith("teacher@")  # no champion yet
     train = [r for r in first.requests if r["stream"] == "train"]
     assert len(train) == 10 and all(r["suggestion"] in ("0", "1", "2") for r in train)
@@ -82,12 +83,12 @@ def test_a_cold_start_is_scored_by_a_teacher_and_nothing_is_asked_twice(store_cf
     assert not GoldSplit(0.3, "gold-v1", 0.5).is_gold([r["example_id"] for r in train]).any()
 
     # open requests are not asked again...
-    second = sample_for_annotation(store, cfg, "run-2")
+    second = sample_for_annotation(store, sampling_inputs(cfg), "run-2")
     asked = [r["example_id"] for r in first.requests]
     assert not {r["example_id"] for r in second.requests} & set(asked)
     # ...nor, once answered, examples with a human label (the review stream excepted)
     _answer(store, cfg, first.requests)
-    third = sample_for_annotation(store, cfg, "run-3")
+    third = sample_for_annotation(store, sampling_inputs(cfg), "run-3")
     assert not {r["example_id"] for r in third.requests} & set(asked)
     log = RequestLog.read(store)
     ids = [r["example_id"] for r in log.requests]
@@ -97,7 +98,7 @@ def test_a_cold_start_is_scored_by_a_teacher_and_nothing_is_asked_twice(store_cf
 def test_the_backlog_counts_open_requests_and_time_to_answer(store_cfg):
     cfg = _cfg(store_cfg, **{"sampling.budget.gold": 6})
     store = Store(cfg.store.root)
-    result = sample_for_annotation(store, cfg, "run-1")
+    result = sample_for_annotation(store, sampling_inputs(cfg), "run-1")
     assert result.backlog.open == {"train": 0, "gold": 6, "review": 0}
     _answer(store, cfg, result.requests[:4])
     backlog = RequestLog.read(store).backlog()
@@ -105,16 +106,49 @@ def test_the_backlog_counts_open_requests_and_time_to_answer(store_cfg):
     assert backlog.median_latency_s is not None and backlog.median_latency_s >= 0
 
 
-def test_review_may_ask_about_labeled_examples_again(store_cfg):
-    cfg = _cfg(store_cfg, **{"sampling.budget.review": 50})
-    store = Store(cfg.store.root)
-    log = RequestLog.read(store)
-    assert log.blocked("review") == set()  # human labels do not block a review
-    assert log.blocked("train") >= set(LatestLabels.read(store).human(cfg.taxonomy.classes))
-
-
 @pytest.mark.parametrize("strategy", ["random", "kcenter", "cluster_margin"])
 def test_every_train_strategy_runs_on_a_real_store(store_cfg, strategy):
     cfg = _cfg(store_cfg, **{"sampling.budget.train": 7, "sampling.strategy": strategy})
-    result = sample_for_annotation(Store(cfg.store.root), cfg, "run-1")
+    result = sample_for_annotation(Store(cfg.store.root), sampling_inputs(cfg), "run-1")
     assert result.strategy == strategy and len(result.requests) == 7
+
+
+def test_a_slice_is_asked_about_at_random_within_the_train_budget(store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.train": 3})
+    store = Store(cfg.store.root)
+    human = sorted(LatestLabels.read(store).human(cfg.taxonomy.classes))
+    unlabeled = sorted(store.column_set(EXAMPLES, "example_id") - set(human))[:6]
+    asked = Request(unlabeled[0], "train", "random", 1.0, "none")
+    write_requests(store, [asked], run_id="run-0", batch_id="batch-0")
+
+    # the slice: six unlabeled examples (one already asked about) and two labeled ones
+    result = sample_slice(
+        store, cfg.data_spec(), cfg.sampling, "run-1", [*unlabeled, *human[:2]], "drift"
+    )
+    picked = [r["example_id"] for r in result.requests]
+    assert len(picked) == len(set(picked)) == 3 and set(picked) <= set(unlabeled[1:])
+    assert {(r["stream"], r["strategy"], r["model_version"]) for r in result.requests} == {
+        ("train", "drift", "none")
+    }
+    assert result.batch_id.endswith("-drift-run-1") and result.candidates == {"train": 5}
+    assert {"metric": "requested: train", "value": "3 of 5"} in result.rows()
+    assert result.backlog.open["train"] == 4  # the earlier request and these three
+
+
+def test_the_drift_task_asks_about_the_drifted_batch(prefect_api, store_cfg):
+    cfg = _cfg(store_cfg, **{"sampling.budget.train": 2})
+    store = Store(cfg.store.root)
+    human = LatestLabels.read(store).human(cfg.taxonomy.classes)
+    newest = sorted(store.column_set(EXAMPLES, "example_id") - set(human))[:4]
+
+    @flow
+    def drifted():
+        return sample_drifted(cfg.data_spec(), cfg.sampling, "run-1", newest)
+
+    result = drifted()
+    assert len(result.requests) == 2 and {r["example_id"] for r in result.requests} < set(newest)
+    asked = RequestLog.read(store).requests
+    assert {(r["stream"], r["strategy"]) for r in asked} == {("train", "drift")}
+    assert sorted(r["example_id"] for r in asked) == sorted(
+        r["example_id"] for r in result.requests
+    )
