@@ -61,11 +61,6 @@ def test_every_error_is_listed_at_once():
     assert "gold.fraction" in str(err.value) and "ingest.workers" in str(err.value)
 
 
-def test_path_required_for_folder_sources():
-    with pytest.raises(ConfigError, match="source.path is required"):
-        load_config(overrides={"source.kind": "image_folder"})
-
-
 def test_bad_set_syntax():
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_set_args(["store.root"])
