@@ -64,7 +64,15 @@ def sharded(tmp_path: Path) -> dict:
     ov = _overrides(tmp_path)
     cfg = load_config(overrides=ov)
     total, records = image_folder_records(cfg.source.path)
-    ingest_records(Store(cfg.store.root), records, cfg, source_name="f", run_id="r", total=total)
+    ingest_records(
+        Store(cfg.store.root),
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name="f",
+        run_id="r",
+        total=total,
+    )
     return ov
 
 
