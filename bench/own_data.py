@@ -173,9 +173,15 @@ def ingest(cfg) -> str:
     from tasks.ingest import ingest_records, open_source
     from tasks.store import Store
 
-    name, total, records = open_source(cfg)
+    name, total, records = open_source(cfg.data_spec(), cfg.source)
     s = ingest_records(
-        Store(cfg.store.root), records, cfg, source_name=name, run_id="bench", total=total
+        Store(cfg.store.root),
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name=name,
+        run_id="bench",
+        total=total,
     )
     return f"{s.ingested} ingested, {s.quarantined_total} quarantined in {s.elapsed_s:.1f} s"
 
@@ -184,7 +190,7 @@ def training_set(cfg):
     from tasks.store import Store
     from tasks.training.data import load_training_data
 
-    return load_training_data(Store(cfg.store.root), cfg)
+    return load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
 
 
 def decoded(blobs: list[bytes], cfg) -> torch.Tensor:
@@ -274,7 +280,8 @@ def source_weights(size: int, steps: int, path: Path) -> dict[str, Any]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from models import AugmentSettings, TrainData, TrainSettings, fit, predict_proba
+    from configs.schema import load_config
+    from models import TrainData, fit, predict_proba
 
     t0 = time.perf_counter()
     digits = load_digits()
@@ -286,14 +293,16 @@ def source_weights(size: int, steps: int, path: Path) -> dict[str, Any]:
         np.arange(len(y)), test_size=0.2, stratify=digits.target, random_state=SOURCE_SEED
     )
     train_t, test_t = torch.from_numpy(train), torch.from_numpy(test)
-    settings = TrainSettings(
+    product = load_config().train_settings()  # the product's, changed for a supervised source
+    settings = dataclasses.replace(
+        product,
         num_classes=10,
         network="resnet18",
         teacher_steps=steps,
         student_steps=0,
         batch_size=32,
         start="labels",
-        augment=AugmentSettings(colour="invariant"),
+        augment=dataclasses.replace(product.augment, colour="invariant"),
         device="cpu",
         checkpoint_every=0,
         eval_every=10**9,

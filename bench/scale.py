@@ -167,7 +167,7 @@ def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
         from tasks.store import Store
         from tasks.training import load_training_data
 
-        training = load_training_data(Store(cfg.store.root), cfg)
+        training = load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
         loaded = time.perf_counter() - t
         pool = training.data.x_ulb
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))

@@ -229,15 +229,20 @@ def base_settings() -> dict[str, Any]:
 def make_settings(
     base: dict[str, Any], plan: dict[str, Any], device: str, seed: int, steps_scale: float
 ):
-    from models import AugmentSettings, TrainSettings
+    """The product's TrainSettings (`Config.train_settings`) with `base` and the mode's
+    `plan`, the steps scaled, and this benchmark's own schedule: no checkpoints, no
+    evaluation during the run (the test set is scored after it), a row every 50 steps."""
+    from configs.schema import load_config
 
+    product = load_config().train_settings()
     kw = {**base, **plan}
     aug = {**base["augment"], **plan.get("augment", {})}
     image_size = kw.pop("image_size")
-    kw["augment"] = AugmentSettings(**aug)
+    kw["augment"] = dataclasses.replace(product.augment, **aug)
     for key in ("teacher_steps", "student_steps"):
         kw[key] = max(1, round(kw[key] * steps_scale)) if kw[key] else 0
-    s = TrainSettings(
+    s = dataclasses.replace(
+        product,
         num_classes=10,
         device=device,
         seed=seed,

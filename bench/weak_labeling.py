@@ -496,6 +496,7 @@ def export_params(reference: tuple[np.ndarray, np.ndarray], path: Path) -> None:
 
 def part_c() -> dict[str, Any]:
     from configs.schema import load_config
+    from flows.train import training_inputs
     from tasks.training import train_and_log
     from tasks.weak_labeling.run import weak_label_store
 
@@ -504,7 +505,7 @@ def part_c() -> dict[str, Any]:
     vendor = root / "vendor.csv"
     write_vendor_csv(vendor, truth, seed=0)
     print("(c) training without weak labels (MNIST-5k, 2 labels/class) ...")
-    without, _ = train_and_log(cfg)
+    without, _ = train_and_log(training_inputs(cfg))
     # 2 reference images per class: the nearest one decides (k=1).
     wl_cfg = load_config(
         overrides={
@@ -529,7 +530,7 @@ def part_c() -> dict[str, Any]:
             "train.human_share": 0.0,  # uniform draws over all labels
         }
     )
-    with_wl, _ = train_and_log(cfg_with)
+    with_wl, _ = train_and_log(training_inputs(cfg_with))
     print(f"(c) training with weak labels, train.human_share={HUMAN_SHARE} ...")
     cfg_share = load_config(
         overrides={
@@ -538,7 +539,7 @@ def part_c() -> dict[str, Any]:
             "train.human_share": HUMAN_SHARE,
         }
     )
-    with_share, _ = train_and_log(cfg_share)
+    with_share, _ = train_and_log(training_inputs(cfg_share))
     shutil.rmtree(root, ignore_errors=True)
     return {
         "without": without,

@@ -13,8 +13,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
-from configs.schema import load_config
-from tasks.training import TrainSummary, publish_train_summary, train_candidate
+from configs.schema import Config, load_config
+from tasks.tracking import logged_config, model_params
+from tasks.training import TrainingInputs, TrainSummary, publish_train_summary, train_candidate
 
 
 @flow(name="train")
@@ -26,9 +27,23 @@ def train(config_path: str | None = None, overrides: dict[str, Any] | None = Non
         overrides: dotted keys overriding the file, e.g. {"train.device": "cpu"}.
     """
     cfg = load_config(config_path, overrides)
-    summary = train_candidate(cfg, owner=str(flow_run.id or "local"))
+    summary = train_candidate(training_inputs(cfg), owner=str(flow_run.id or "local"))
     publish_train_summary(summary)
     return summary
+
+
+def training_inputs(cfg: Config) -> TrainingInputs:
+    """What a training run takes from the config (the retrain flow's too)."""
+    return TrainingInputs(
+        data=cfg.data_spec(),
+        train=cfg.train,
+        labels=cfg.labels,
+        mlflow=cfg.mlflow,
+        settings=cfg.train_settings(),
+        distributed=cfg.distributed_settings(),
+        params=model_params(cfg.model_dump(mode="json")),
+        config=logged_config(cfg.model_dump(mode="json")),
+    )
 
 
 if __name__ == "__main__":

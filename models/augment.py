@@ -52,19 +52,23 @@ def ops_for(channels: int) -> tuple[str, ...]:
     return OPS if channels == 3 else GRAY_OPS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AugmentSettings:
-    pad: int = 2  # weak translation, pixels (FixMatch: 12.5% of the side)
-    flip: bool = False  # horizontal flip: off for digits and text
-    n_ops: int = 2  # RandAugment operations per sample
+    """The views' settings. The product's values come from the config (`train.augment`,
+    configs/train.py `AugmentConfig`): the fields it sets have no default here, so there
+    is one source of defaults; only those it never sets keep one."""
+
+    pad: int  # weak translation, pixels (FixMatch: 12.5% of the side)
+    flip: bool  # horizontal flip: off for digits and text
+    n_ops: int  # RandAugment operations per sample
     max_rotate_deg: float = 30.0
     max_shear: float = 0.3
     max_translate: float = 0.3  # fraction of the side
-    cutout: float = 0.5  # cutout side as a fraction of the image side (upper bound)
+    cutout: float  # cutout side as a fraction of the image side (upper bound)
     # "keep": colours may tell classes apart; "invariant": they do not (digits, shapes or
     # text in any colour), so every view of a colour image gets a random hue and channel
     # order, and the classifier normalizes each image by its own channel statistics
-    colour: Literal["keep", "invariant"] = "keep"
+    colour: Literal["keep", "invariant"]
 
     def __post_init__(self) -> None:
         if self.colour not in COLOUR_MODES:

@@ -53,16 +53,18 @@ RESULT_FILE = "result.pt"
 LOG_FILE = "torchrun.log"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistributedSettings:
-    """Where and how many training processes run. world size = nproc_per_node × nnodes."""
+    """Where and how many training processes run. world size = nproc_per_node × nnodes.
+    The product's values come from the config (`Config.distributed_settings()`,
+    configs/train.py `DistributedConfig`), the one source of their defaults."""
 
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0  # 0: a free port (one node only)
-    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    nproc_per_node: int
+    nnodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int  # 0: a free port (one node only)
+    backend: str  # auto: nccl on CUDA, gloo on CPU
 
     @property
     def world_size(self) -> int:
@@ -200,6 +202,23 @@ def fit_distributed(
             "training processes (each takes an equal share of every batch)"
         )
     job = write_job(data, s, run_dir, keep_checkpoint, checkpoint_meta, pretrain_cache)
+    returncode = run_torchrun(job, d, callbacks, s.total_steps)
+    if returncode != 0 or not (job / RESULT_FILE).exists():
+        tail = (job / LOG_FILE).read_text(errors="replace")[-3000:]
+        raise RuntimeError(
+            f"distributed training ({d.world_size} processes) failed with exit code "
+            f"{returncode}; the log is {job / LOG_FILE}. Its end:\n{tail}"
+        )
+    result = read_result(job)
+    (job / DATA_FILE).unlink(missing_ok=True)
+    return result
+
+
+def run_torchrun(
+    job: Path, d: DistributedSettings, callbacks: Sequence[Callback], total_steps: int
+) -> int:
+    """Run torchrun on the job folder (its output into the job's log), relaying rank 0's
+    rows to `callbacks` while it runs; its exit code. Stopped if the caller is."""
     cmd = torchrun_command(job, d)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     offset = 0
@@ -213,25 +232,23 @@ def fit_distributed(
         )
         try:
             while proc.poll() is None:
-                offset = _relay(job / METRICS_FILE, offset, callbacks, s.total_steps)
+                offset = _relay(job / METRICS_FILE, offset, callbacks, total_steps)
                 time.sleep(0.5)
         except BaseException:
             proc.terminate()
             proc.wait(timeout=60)
             raise
-    _relay(job / METRICS_FILE, offset, callbacks, s.total_steps)
-    if proc.returncode != 0 or not (job / RESULT_FILE).exists():
-        tail = (job / LOG_FILE).read_text(errors="replace")[-3000:]
-        raise RuntimeError(
-            f"distributed training ({d.world_size} processes) failed with exit code "
-            f"{proc.returncode}; the log is {job / LOG_FILE}. Its end:\n{tail}"
-        )
+    _relay(job / METRICS_FILE, offset, callbacks, total_steps)
+    return proc.returncode
+
+
+def read_result(job: Path) -> TrainResult:
+    """What rank 0 wrote at the end (`run_rank`), as `fit` returns it."""
     out = torch.load(job / RESULT_FILE, map_location="cpu", weights_only=True)
     config = ClassifierConfig.from_dict(out["classifier"])
     model, teacher = build_classifier(config), build_classifier(config)
     model.load_state_dict(out["model"])
     teacher.load_state_dict(out["teacher"])
-    (job / DATA_FILE).unlink(missing_ok=True)
     return TrainResult(
         model=model.eval(),
         teacher=teacher.eval(),

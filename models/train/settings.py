@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -13,54 +13,60 @@ from models.classifier import Classifier
 from models.pool import ImagePool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainSettings:
+    """The training loop's settings. The product's values come from the config
+    (`Config.train_settings()`, configs/train.py): every field the config sets has no
+    default here, so there is one source of defaults; a caller outside the product (a
+    test, a benchmark) starts from those and replaces what it means to change. Only the
+    fields the config never sets keep a default of their own."""
+
     num_classes: int
-    network: str = "small_cnn"
+    network: str
     # torchvision networks: "imagenet" or a state-dict file to start from (None: random)
-    pretrained: str | None = None
-    teacher_steps: int = 300
-    student_steps: int = 700
-    batch_size: int = 64  # labeled examples per step
-    uratio: int = 7  # unlabeled examples per labeled example
-    lr: float = 0.03
+    pretrained: str | None
+    teacher_steps: int
+    student_steps: int
+    batch_size: int  # labeled examples per step
+    uratio: int  # unlabeled examples per labeled example
+    lr: float
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    ema_decay: float = 0.99
-    threshold: Literal["fixed", "flexmatch", "freematch", "softmatch"] = "flexmatch"
-    tau: float = 0.95
-    threshold_momentum: float = 0.999  # freematch / softmatch running statistics
-    fairness_weight: float = 0.0  # freematch's self-adaptive fairness term
-    lambda_u: float = 1.0
+    weight_decay: float
+    ema_decay: float
+    threshold: Literal["fixed", "flexmatch", "freematch", "softmatch"]
+    tau: float
+    threshold_momentum: float  # freematch / softmatch running statistics
+    fairness_weight: float  # freematch's self-adaptive fairness term
+    lambda_u: float
     # The feedback-loop guard: when the pseudo-labels the threshold keeps on the
     # evaluation set are right less often than this (judged once at least
     # `guard_min_pseudo_labels` are kept), the unlabeled loss is switched off for the rest
     # of the run. None: no guard.
-    pseudo_label_precision_floor: float | None = None
+    pseudo_label_precision_floor: float | None
     guard_min_pseudo_labels: int = 20
-    distribution_alignment: Literal["off", "prior", "uniform"] = "off"
-    pseudo_label_source: Literal["ema", "teacher", "self"] = "ema"
+    distribution_alignment: Literal["off", "prior", "uniform"]
+    pseudo_label_source: Literal["ema", "teacher", "self"]
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.
     # human_lb), the rest from the weak ones, however many more weak labels there are.
-    human_share: float = 0.0
+    human_share: float
     # A better start than a handful of labels (models.pretrain, models.train.start):
     # "labels" trains the teacher on the labels alone; "seeded" first runs the
     # unlabeled-only pre-phase (`pretrain_steps`, 0: none) and adds `propagate_per_class`
     # label-propagation seeds a class (0: none); "auto" is "seeded" when the class with the
     # fewest human labels has at most `few_labels`, else "labels".
-    start: Literal["labels", "seeded", "auto"] = "labels"
-    few_labels: int = 2
-    pretrain_steps: int = 300
-    pretrain_batch_size: int = 256
-    propagate_per_class: int = 100
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-    device: str = "auto"
-    bf16: bool = True  # autocast to bfloat16 on CUDA; ignored on CPU
-    compile: bool = False  # torch.compile the network (CUDA)
-    checkpoint_every: int = 200
-    eval_every: int = 100
-    log_every: int = 10
-    seed: int = 0
+    start: Literal["labels", "seeded", "auto"]
+    few_labels: int
+    pretrain_steps: int
+    pretrain_batch_size: int
+    propagate_per_class: int
+    augment: AugmentSettings
+    device: str
+    bf16: bool  # autocast to bfloat16 on CUDA; ignored on CPU
+    compile: bool  # torch.compile the network (CUDA)
+    checkpoint_every: int
+    eval_every: int
+    log_every: int
+    seed: int
 
     @property
     def total_steps(self) -> int:

@@ -84,52 +84,82 @@ def better_start(
     choice = choose_start(s, y_lb, data.human_lb)
     log.info("%s", choice.reason)
     first = {"start_seeded": float(choice.seeded), "smallest_class_labels": choice.smallest_class}
-    rows: list[dict[str, float]] = [first]
-    human = data.human_lb
+    start = Start(x_lb, y_lb, w_lb, data.human_lb, [first])
     if choice.seeded and s.pretrain_steps:
-        if model.config is None:
-            raise ValueError("better_start needs a model made by build_classifier")
-        key = pretrain_key(
-            data.pool_fingerprint(),
-            model.config,
-            pretrained=s.pretrained,
-            augment=s.augment,
-            steps=s.pretrain_steps,
-            batch=s.pretrain_batch_size,
-            seed=s.seed,
-        )
-        loss = pretrain(
-            model,
-            x_ulb,
-            steps=s.pretrain_steps,
-            batch=s.pretrain_batch_size,
-            augment=s.augment,
-            seed=s.seed,
-            device=device,
-            cache=Path(pretrain_cache) if pretrain_cache else None,
-            key=key,
-        )
-        rows.append({"pretrain_loss": loss})
+        loss = _pre_phase(model, data, x_ulb, s, device, pretrain_cache)
+        start.rows.append({"pretrain_loss": loss})
     if choice.seeded and s.propagate_per_class and isinstance(x_lb, torch.Tensor) and len(x_ulb):
-        seeds = propagation_seeds(
-            model,
-            x_lb,
-            y_lb,
-            x_ulb,
-            num_classes=s.num_classes,
-            per_class=s.propagate_per_class,
-            seed=s.seed,
-            device=device,
-        )
-        if ranks.distributed:  # every rank trains on rank 0's seeds
-            seeds = ranks.gather_objects(seeds)[0]  # type: ignore[assignment]
-        if human is None:  # the given labels are all human
-            human = torch.ones(len(y_lb), dtype=torch.bool)
-        at = seeds.index.to(x_ulb.device) if isinstance(x_ulb, torch.Tensor) else seeds.index
-        x_lb = torch.cat([x_lb, take_rows(x_ulb, at).to(device)])
-        y_lb = torch.cat([y_lb, seeds.labels.to(device)])
-        w_lb = torch.cat([w_lb, seeds.confidence.to(device).float()])
-        human = torch.cat([human.cpu(), torch.zeros(len(seeds.labels), dtype=torch.bool)])
-        rows.append({"seeded_labels": float(len(seeds.labels))})
-        log.info("label propagation added %d seed labels to the labeled set", len(seeds.labels))
-    return Start(x_lb, y_lb, w_lb, human, rows)
+        start = _with_seeds(model, start, x_ulb, s, device, ranks)
+    return start
+
+
+def _pre_phase(
+    model: Classifier,
+    data: TrainData,
+    x_ulb: torch.Tensor | ImagePool,
+    s: TrainSettings,
+    device: torch.device,
+    pretrain_cache: str | Path | None,
+) -> float:
+    """Pre-train `model` in place on the unlabeled pool, or load the weights a run on
+    the same pool cached; the pre-phase's loss (NaN when loaded)."""
+    if model.config is None:
+        raise ValueError("better_start needs a model made by build_classifier")
+    key = pretrain_key(
+        data.pool_fingerprint(),
+        model.config,
+        pretrained=s.pretrained,
+        augment=s.augment,
+        steps=s.pretrain_steps,
+        batch=s.pretrain_batch_size,
+        seed=s.seed,
+    )
+    return pretrain(
+        model,
+        x_ulb,
+        steps=s.pretrain_steps,
+        batch=s.pretrain_batch_size,
+        augment=s.augment,
+        seed=s.seed,
+        device=device,
+        cache=Path(pretrain_cache) if pretrain_cache else None,
+        key=key,
+    )
+
+
+def _with_seeds(
+    model: Classifier,
+    start: Start,
+    x_ulb: torch.Tensor | ImagePool,
+    s: TrainSettings,
+    device: torch.device,
+    ranks: Ranks,
+) -> Start:
+    """`start` with label-propagation seeds (weak labels, weighted by their confidence)
+    added to its labeled set; under torchrun every rank takes rank 0's seeds."""
+    assert isinstance(start.x_lb, torch.Tensor)
+    seeds = propagation_seeds(
+        model,
+        start.x_lb,
+        start.y_lb,
+        x_ulb,
+        num_classes=s.num_classes,
+        per_class=s.propagate_per_class,
+        seed=s.seed,
+        device=device,
+    )
+    if ranks.distributed:  # every rank trains on rank 0's seeds
+        seeds = ranks.gather_objects(seeds)[0]  # type: ignore[assignment]
+    human = start.human_lb
+    if human is None:  # the given labels are all human
+        human = torch.ones(len(start.y_lb), dtype=torch.bool)
+    at = seeds.index.to(x_ulb.device) if isinstance(x_ulb, torch.Tensor) else seeds.index
+    n = len(seeds.labels)
+    log.info("label propagation added %d seed labels to the labeled set", n)
+    return Start(
+        x_lb=torch.cat([start.x_lb, take_rows(x_ulb, at).to(device)]),
+        y_lb=torch.cat([start.y_lb, seeds.labels.to(device)]),
+        w_lb=torch.cat([start.w_lb, seeds.confidence.to(device).float()]),
+        human_lb=torch.cat([human.cpu(), torch.zeros(n, dtype=torch.bool)]),
+        rows=[*start.rows, {"seeded_labels": float(n)}],
+    )

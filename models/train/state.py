@@ -88,31 +88,12 @@ class TrainState:
         """Check the inputs, seed, move the data to the device, build the model, give it
         its better start, and make what trains it."""
         ranks = Ranks.current()
-        device = resolve_device(s.device)
-        if ranks.distributed and device.type == "cuda":
-            device = torch.device("cuda", ranks.local_rank)
-        if s.batch_size % ranks.world_size:
-            raise ValueError(
-                f"train.batch_size {s.batch_size} must divide evenly over "
-                f"{ranks.world_size} training processes"
-            )
-        if len(data.x_lb) == 0:
-            raise ValueError("no labeled examples to train on: add human labels or weak labels")
-        if s.student_steps and len(data.x_ulb) == 0:
-            raise ValueError("student_steps > 0 but there are no unlabeled examples")
-        torch.manual_seed(s.seed)
-        np.random.seed(s.seed)
-        gen = torch.Generator(device=device).manual_seed(s.seed)
-        aug_gen = gen  # one process: the same generator
-        if ranks.distributed:
-            aug_gen = torch.Generator(device=device).manual_seed(s.seed + 1 + ranks.rank)
-        cuda = device.type == "cuda"
+        device = _device(s, ranks)
+        _check_inputs(data, s, ranks)
+        gen, aug_gen = _seeded_generators(s, ranks, device)
         # channels_last: faster convolutions on CUDA and on the CPU (oneDNN); a training
         # step of small_cnn on a 2-core CPU takes 0.21 s instead of 0.25 s (bench/RESULTS.md)
         fmt = torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if cuda and s.bf16 else nullcontext()
-        )
         # The whole dataset stays on the device as uint8; batches are augmented there. A
         # file-backed pool stays on disk instead: each step reads its batch (models.pool).
         x_lb = on_device(data.x_lb, device, fmt)
@@ -126,33 +107,9 @@ class TrainState:
         # a better start than the labels alone (pre-phase, seeds), before DDP wraps the
         # model: its constructor shares rank 0's weights
         begin = better_start(model, data, x_lb, y_lb, w_lb, x_ulb, s, device, ranks, pretrain_cache)
-        x_lb, y_lb, w_lb = on_device(begin.x_lb, device, fmt), begin.y_lb, begin.w_lb
         data = dataclasses.replace(data, human_lb=begin.human_lb)
-        forward: torch.nn.Module = model
-        if ranks.distributed:
-            forward = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        if s.compile:
-            forward = torch.compile(forward)
-        thr = make_threshold(
-            s.threshold,
-            tau=s.tau,
-            num_classes=s.num_classes,
-            num_unlabeled=len(x_ulb),
-            device=device,
-            momentum=s.threshold_momentum,
-            fairness_weight=s.fairness_weight,
-        )
-        align = None
-        if s.distribution_alignment != "off":  # toward the labeled prior, or uniform
-            target = torch.ones(s.num_classes)
-            if s.distribution_alignment == "prior":
-                target = torch.bincount(y_lb.cpu(), minlength=s.num_classes).float() + 1.0
-            align = DistributionAlignment(target.to(device))
-        if ranks.distributed:
-            thr = ShardedThreshold(thr, ranks)
-            align = ShardedAlignment(align, ranks) if align is not None else None
+        forward = _forward(model, s, ranks, device)
+        thr, align = _pseudo_label_rule(s, begin.y_lb, len(x_ulb), ranks, device)
         b_lb = s.batch_size // ranks.world_size
         return cls(
             s=s,
@@ -161,10 +118,10 @@ class TrainState:
             device=device,
             gen=gen,
             aug_gen=aug_gen,
-            autocast=autocast,
-            x_lb=x_lb,
-            y_lb=y_lb,
-            w_lb=w_lb,
+            autocast=_autocast(s, device),
+            x_lb=on_device(begin.x_lb, device, fmt),
+            y_lb=begin.y_lb,
+            w_lb=begin.w_lb,
             x_ulb=x_ulb,
             model=model,
             config=config,
@@ -365,6 +322,91 @@ class TrainState:
         torch.set_rng_state(state["torch_rng"])
         self.history = state["history"]
         log.info("resumed training from %s at step %d of %d", path, self.step, s.total_steps)
+
+
+# -- the steps of `TrainState.set_up` ----------------------------------------------------
+
+
+def _device(s: TrainSettings, ranks: Ranks) -> torch.device:
+    """`s.device` resolved; under torchrun on CUDA, this rank's own GPU."""
+    device = resolve_device(s.device)
+    if ranks.distributed and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def _check_inputs(data: TrainData, s: TrainSettings, ranks: Ranks) -> None:
+    """Fail before any work when the data or the batch cannot train."""
+    if s.batch_size % ranks.world_size:
+        raise ValueError(
+            f"train.batch_size {s.batch_size} must divide evenly over "
+            f"{ranks.world_size} training processes"
+        )
+    if len(data.x_lb) == 0:
+        raise ValueError("no labeled examples to train on: add human labels or weak labels")
+    if s.student_steps and len(data.x_ulb) == 0:
+        raise ValueError("student_steps > 0 but there are no unlabeled examples")
+
+
+def _seeded_generators(
+    s: TrainSettings, ranks: Ranks, device: torch.device
+) -> tuple[torch.Generator, torch.Generator]:
+    """Seed torch and NumPy; the generator of batch indices (shared by the ranks) and
+    that of augmentations (each rank its own; one process: the same generator)."""
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+    gen = torch.Generator(device=device).manual_seed(s.seed)
+    aug_gen = gen
+    if ranks.distributed:
+        aug_gen = torch.Generator(device=device).manual_seed(s.seed + 1 + ranks.rank)
+    return gen, aug_gen
+
+
+def _autocast(s: TrainSettings, device: torch.device) -> AbstractContextManager[Any]:
+    """bfloat16 autocast on CUDA when asked for; on the CPU, nothing."""
+    if device.type == "cuda" and s.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _forward(
+    model: Classifier, s: TrainSettings, ranks: Ranks, device: torch.device
+) -> torch.nn.Module:
+    """The model as the steps call it: wrapped by DDP under torchrun, compiled if asked."""
+    forward: torch.nn.Module = model
+    if ranks.distributed:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if s.compile:
+        forward = torch.compile(forward)
+    return forward
+
+
+def _pseudo_label_rule(
+    s: TrainSettings, y_lb: torch.Tensor, n_ulb: int, ranks: Ranks, device: torch.device
+) -> tuple[Any, DistributionAlignment | ShardedAlignment | None]:
+    """The pseudo-label threshold, and the distribution alignment (toward the labeled
+    prior, or uniform) when asked for; sharded over the ranks under torchrun."""
+    thr: Any = make_threshold(
+        s.threshold,
+        tau=s.tau,
+        num_classes=s.num_classes,
+        num_unlabeled=n_ulb,
+        device=device,
+        momentum=s.threshold_momentum,
+        fairness_weight=s.fairness_weight,
+    )
+    align: Any = None
+    if s.distribution_alignment != "off":
+        target = torch.ones(s.num_classes)
+        if s.distribution_alignment == "prior":
+            target = torch.bincount(y_lb.cpu(), minlength=s.num_classes).float() + 1.0
+        align = DistributionAlignment(target.to(device))
+    if ranks.distributed:
+        thr = ShardedThreshold(thr, ranks)
+        align = ShardedAlignment(align, ranks) if align is not None else None
+    return thr, align
 
 
 def _build_model(data: TrainData, s: TrainSettings, c: int, h: int) -> Classifier:

@@ -1,6 +1,7 @@
 """The training stage: read resolved labels and the unlabeled pool from the store
 (`data`, which also keeps the gold holdout out), claim a run folder for checkpoints
-(`run_dir`), train teacher then student (models/) and log everything to MLflow (`run`).
+(`run_dir`), train teacher then student (models/) and log everything to MLflow (`run`,
+from the `TrainingInputs` a flow builds from its config).
 """
 
 from tasks.training.data import (
@@ -14,6 +15,7 @@ from tasks.training.data import (
     pixel_digest,
 )
 from tasks.training.run import (
+    TrainingInputs,
     TrainSummary,
     code_version,
     environment_tags,
@@ -28,6 +30,7 @@ __all__ = [
     "DataLeakError",
     "NotEnoughDataError",
     "TrainSummary",
+    "TrainingInputs",
     "TrainingSet",
     "assert_no_gold_in_training",
     "claim_run_dir",

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from configs.schema import Config
+from configs.data import DataSpec
+from configs.train import LabelsConfig, TrainConfig
 from models import TrainData
 from models.pool import ImagePool
 from tasks.store import (
@@ -125,109 +126,178 @@ def _quarantine_gold_copies(
 
 
 def load_training_data(
-    store: Store, cfg: Config, *, seed: int | None = None, run_id: str = "train"
+    store: Store,
+    spec: DataSpec,
+    train: TrainConfig,
+    labels: LabelsConfig,
+    *,
+    run_id: str = "train",
 ) -> TrainingSet:
     """Training tensors from the store: resolved labels (human, then confident label-model
     labels, weighted by confidence), every non-gold example as unlabeled input, and the
-    gold dev part's human labels as the evaluation set for the training curves."""
-    classes = {c: i for i, c in enumerate(cfg.taxonomy.classes)}
-    split = GoldSplit(cfg.gold.fraction, cfg.gold.salt, cfg.gold.test_share)
-    as_of = cfg.train.as_of  # time travel: the store as it was then
-    latest = LatestLabels.read(store, as_of)  # one pass over the label log
-    resolved = training_labels(latest, cfg)  # what `semilabel labels export` writes
-    dev_labels = latest.human(cfg.taxonomy.classes)  # gold truth: latest human label
-    size, channels = cfg.train.image_size, cfg.train.channels
+    gold dev part's human labels as the evaluation set for the training curves. Read as
+    the store was at `train.as_of` when it is set (time travel)."""
+    split = GoldSplit(spec.gold.fraction, spec.gold.salt, spec.gold.test_share)
+    latest = LatestLabels.read(store, train.as_of)  # one pass over the label log
     # every example decoded once into the on-disk cache (reused while the store is unchanged)
-    root = cache_root(cfg.train.cache_dir, cfg.store.root)
-    cache = decoded_cache(store, root, size, channels, as_of)
-    ids, digests = cache.example_ids, cache.digests
-    if not len(ids):
+    root = cache_root(train.cache_dir, spec.root)
+    cache = decoded_cache(store, root, spec.image_size, spec.channels, train.as_of)
+    if not len(cache.example_ids):
         raise NotEnoughDataError(
             f"the store {store.uri!r} has no examples"
-            + (f" ingested by {as_of.isoformat()}" if as_of else "")
+            + (f" ingested by {train.as_of.isoformat()}" if train.as_of else "")
             + ": run `semilabel ingest` first"
         )
-    part = split.parts(ids)
-    is_gold = part != ""
-    dupes = gold_duplicates(digests, is_gold)
-    if dupes:
-        _quarantine_gold_copies(store, cache, dupes, run_id)
-    excluded = is_gold.copy()
-    excluded[list(dupes)] = True
-
-    # each example's resolved label, joined by id in Arrow (no per-example Python objects)
-    where = pc.index_in(ids, value_set=resolved.column("example_id"))
-    where = where.fill_null(-1).to_numpy().astype(np.int64)
-    label_class = pc.index_in(resolved.column("label"), value_set=pa.array(cfg.taxonomy.classes))
-    label_class = label_class.fill_null(-1).to_numpy().astype(np.int64)
-    has = where >= 0
-    has[has] = label_class[where[has]] >= 0
-    lb_rows = np.flatnonzero(has & ~excluded)
-    picked = resolved.take(pa.array(where[lb_rows]))
-    y_lb = label_class[where[lb_rows]]
-    is_human = _numpy(pc.equal(picked.column("source_kind"), "human"))
-    conf = _numpy(picked.column("confidence")).astype(np.float32)
-    w_lb = np.where(is_human, np.float32(1.0), conf)
-    n_human = int(is_human.sum())
-    n_influenced = int(_numpy(picked.column("model_influenced")).sum())
-
-    # the gold dev part's human labels: the training curves' evaluation set
-    dev_rows = np.flatnonzero(part == DEV)
-    gold_rows, y_gold = [], []
-    for i, ex in zip(dev_rows, each_id(ids.take(pa.array(dev_rows))), strict=True):
-        if ex in dev_labels:  # only human labels are gold truth
-            gold_rows.append(int(i))
-            y_gold.append(classes[dev_labels[ex][0]])
-    gold_idx = np.asarray(gold_rows, dtype=np.int64)
-
-    train_idx = np.flatnonzero(~excluded)
-    if not len(lb_rows):
+    holdout = _hold_out_gold(store, cache, split, run_id)
+    resolved = training_labels(latest, spec, labels)  # what `semilabel labels export` writes
+    labeled = _labeled_rows(cache.example_ids, resolved, spec.classes, holdout.excluded)
+    if not len(labeled.rows):
         raise NotEnoughDataError(
             "no labeled examples outside the gold holdout: add human "
             "labels (semilabel ingest with a labeled source) or weak labels (semilabel "
             "weak-label)"
         )
-    # Labeled images stay in memory when they fit in train.pool_memory_mb, the unlabeled
-    # pool when it fits in what is left; otherwise each is read batch by batch from the
-    # cache file, so memory stays flat as the pool grows.
-    row_bytes = int(np.prod(cache.shape))
-    budget = cfg.train.pool_memory_mb * 2**20
-    x_lb = _images(cache, lb_rows, budget, "labeled")
-    if isinstance(x_lb, torch.Tensor):
-        budget -= len(lb_rows) * row_bytes
-    x_ulb = _images(cache, train_idx, budget, "unlabeled")
-    y_lb_t = torch.from_numpy(y_lb)
-    if cfg.train.shuffle_labels:
-        log.warning("train.shuffle_labels is on: training labels are shuffled (testing only)")
-        g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
-        y_lb_t = y_lb_t[torch.randperm(len(y_lb_t), generator=g)]
-    pool = ImagePool(cache.images_path, cache.shape, gold_idx)
-    data = TrainData(
-        x_lb=x_lb,
-        y_lb=y_lb_t,
-        w_lb=torch.from_numpy(w_lb),
-        x_ulb=x_ulb,
-        x_eval=pool.take(np.arange(len(gold_idx))) if len(gold_idx) else None,
-        y_eval=torch.tensor(y_gold, dtype=torch.long) if len(gold_idx) else None,
-        human_lb=torch.from_numpy(is_human),
-    )
-    counts = np.bincount(y_lb, minlength=len(classes))
+    gold_rows, y_gold = _gold_dev(cache.example_ids, holdout.part, latest, spec.classes)
+    train_rows = np.flatnonzero(~holdout.excluded)
     training = TrainingSet(
-        data=data,
-        train_ids=ids.take(pa.array(train_idx)),
-        labeled_ids=ids.take(pa.array(lb_rows)),
-        gold_ids=ids.take(pa.array(gold_idx)),
-        label_event_ids=picked.column("event_id").combine_chunks(),
-        n_human=n_human,
-        n_weak=len(lb_rows) - n_human,
-        n_model_influenced=n_influenced,
-        n_unlabeled=len(train_idx) - len(lb_rows),
-        n_gold_duplicates=len(dupes),
-        class_counts={cfg.taxonomy.classes[c]: int(k) for c, k in enumerate(counts) if k},
-        gold_digests=np.unique(digests[is_gold]),
+        data=_tensors(cache, labeled, train_rows, gold_rows, y_gold, train, spec.seed),
+        train_ids=cache.example_ids.take(pa.array(train_rows)),
+        labeled_ids=cache.example_ids.take(pa.array(labeled.rows)),
+        gold_ids=cache.example_ids.take(pa.array(gold_rows)),
+        label_event_ids=labeled.event_ids,
+        n_human=int(labeled.is_human.sum()),
+        n_weak=len(labeled.rows) - int(labeled.is_human.sum()),
+        n_model_influenced=labeled.n_model_influenced,
+        n_unlabeled=len(train_rows) - len(labeled.rows),
+        n_gold_duplicates=holdout.n_copies,
+        class_counts=labeled.class_counts(spec.classes),
+        gold_digests=np.unique(cache.digests[holdout.is_gold]),
     )
     assert_no_gold_in_training(training, split)
     return training
+
+
+@dataclass(frozen=True)
+class _Holdout:
+    """Each cached example's gold part, and which are kept out of training: gold, and
+    copies of a gold image stored under another id."""
+
+    part: np.ndarray  # per row: "" (not gold), "dev" or "test"
+    excluded: np.ndarray  # per row: bool
+    n_copies: int
+
+    @property
+    def is_gold(self) -> np.ndarray:
+        return self.part != ""
+
+
+def _hold_out_gold(store: Store, cache: DecodedCache, split: GoldSplit, run_id: str) -> _Holdout:
+    """The gold rows, and the copies of gold images (quarantined, see the module)."""
+    part = split.parts(cache.example_ids)
+    is_gold = part != ""
+    dupes = gold_duplicates(cache.digests, is_gold)
+    if dupes:
+        _quarantine_gold_copies(store, cache, dupes, run_id)
+    excluded = is_gold.copy()
+    excluded[list(dupes)] = True
+    return _Holdout(part, excluded, len(dupes))
+
+
+@dataclass(frozen=True)
+class _Labeled:
+    """The labeled examples: their cache rows and, row for row, their class, weight,
+    whether the label is human, and the label event it came from."""
+
+    rows: np.ndarray  # cache rows
+    y: np.ndarray  # class index
+    w: np.ndarray  # float32: 1 for human labels, the confidence for weak ones
+    is_human: np.ndarray
+    model_influenced: np.ndarray
+    event_ids: pa.Array
+
+    @property
+    def n_model_influenced(self) -> int:
+        return int(self.model_influenced.sum())
+
+    def class_counts(self, classes: tuple[str, ...]) -> dict[str, int]:
+        counts = np.bincount(self.y, minlength=len(classes))
+        return {classes[c]: int(k) for c, k in enumerate(counts) if k}
+
+
+def _labeled_rows(
+    ids: pa.StringArray, resolved: pa.Table, classes: tuple[str, ...], excluded: np.ndarray
+) -> _Labeled:
+    """Each example's resolved label, joined by id in Arrow (no per-example Python
+    objects); examples without a label in `classes`, or `excluded`, left out."""
+    where = pc.index_in(ids, value_set=resolved.column("example_id"))
+    where = where.fill_null(-1).to_numpy().astype(np.int64)
+    label_class = pc.index_in(resolved.column("label"), value_set=pa.array(classes))
+    label_class = label_class.fill_null(-1).to_numpy().astype(np.int64)
+    has = where >= 0
+    has[has] = label_class[where[has]] >= 0
+    rows = np.flatnonzero(has & ~excluded)
+    picked = resolved.take(pa.array(where[rows]))
+    is_human = _numpy(pc.equal(picked.column("source_kind"), "human"))
+    conf = _numpy(picked.column("confidence")).astype(np.float32)
+    return _Labeled(
+        rows=rows,
+        y=label_class[where[rows]],
+        w=np.where(is_human, np.float32(1.0), conf),
+        is_human=is_human,
+        model_influenced=_numpy(picked.column("model_influenced")),
+        event_ids=picked.column("event_id").combine_chunks(),
+    )
+
+
+def _gold_dev(
+    ids: pa.StringArray, part: np.ndarray, latest: LatestLabels, classes: tuple[str, ...]
+) -> tuple[np.ndarray, list[int]]:
+    """The gold dev part's examples with a human label (only human labels are gold
+    truth), and their classes: the training curves' evaluation set."""
+    dev_labels = latest.human(classes)  # gold truth: latest human label
+    index = {c: i for i, c in enumerate(classes)}
+    dev_rows = np.flatnonzero(part == DEV)
+    gold_rows, y_gold = [], []
+    for i, ex in zip(dev_rows, each_id(ids.take(pa.array(dev_rows))), strict=True):
+        if ex in dev_labels:
+            gold_rows.append(int(i))
+            y_gold.append(index[dev_labels[ex][0]])
+    return np.asarray(gold_rows, dtype=np.int64), y_gold
+
+
+def _tensors(
+    cache: DecodedCache,
+    labeled: _Labeled,
+    train_rows: np.ndarray,
+    gold_rows: np.ndarray,
+    y_gold: list[int],
+    train: TrainConfig,
+    seed: int,
+) -> TrainData:
+    """What the loop trains on. Labeled images stay in memory when they fit in
+    `train.pool_memory_mb`, the unlabeled pool when it fits in what is left; otherwise
+    each is read batch by batch from the cache file, so memory stays flat as the pool
+    grows."""
+    budget = train.pool_memory_mb * 2**20
+    x_lb = _images(cache, labeled.rows, budget, "labeled")
+    if isinstance(x_lb, torch.Tensor):
+        budget -= len(labeled.rows) * int(np.prod(cache.shape))
+    x_ulb = _images(cache, train_rows, budget, "unlabeled")
+    y_lb = torch.from_numpy(labeled.y)
+    if train.shuffle_labels:
+        log.warning("train.shuffle_labels is on: training labels are shuffled (testing only)")
+        g = torch.Generator().manual_seed(seed)
+        y_lb = y_lb[torch.randperm(len(y_lb), generator=g)]
+    pool = ImagePool(cache.images_path, cache.shape, gold_rows)
+    return TrainData(
+        x_lb=x_lb,
+        y_lb=y_lb,
+        w_lb=torch.from_numpy(labeled.w),
+        x_ulb=x_ulb,
+        x_eval=pool.take(np.arange(len(gold_rows))) if len(gold_rows) else None,
+        y_eval=torch.tensor(y_gold, dtype=torch.long) if len(gold_rows) else None,
+        human_lb=torch.from_numpy(labeled.is_human),
+    )
 
 
 def _numpy(column: pa.ChunkedArray) -> np.ndarray:

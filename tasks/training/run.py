@@ -1,5 +1,11 @@
 """One training run: load the data, claim a run folder, train teacher then student
-(models/), and log everything to MLflow (params, config, curves, the model)."""
+(models/), and log everything to MLflow (params, config, curves, the model).
+
+`train_and_log` reads top to bottom: the data and its snapshot, the MLflow run and what
+goes in (`log_run_inputs`), the training in its run folder (`fit_in_run_dir`), and what
+comes out (`log_run_outcome`). The MLflow logging sits beside the training, never inside
+it: the loop (models/) reports through callbacks (`MlflowMetrics`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import json
 import logging
 import platform
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +25,18 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import Config
+from configs.data import DataSpec
+from configs.tracking import MlflowConfig
+from configs.train import LabelsConfig, TrainConfig
 from models import Callback, TrainResult, TrainSettings, fit
-from models.distributed import fit_distributed
+from models.distributed import DistributedSettings, fit_distributed
 from tasks.progress import stage_progress
 from tasks.registry.model_format import log_classifier
 from tasks.store import Store
 from tasks.tracking import (
     code_version,
     ensure_experiment,
-    logged_config,
     loop_metric_name,
-    model_params,
     snapshot_dataset,
     tidy,
 )
@@ -40,16 +48,202 @@ from tasks.training.run_dir import claim_run_dir
 log = logging.getLogger(__name__)
 
 
-def run_key(cfg: Config, settings: TrainSettings, training: TrainingSet) -> str:
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What one training run takes, built from a config by the flows
+    (`flows.train.training_inputs`)."""
+
+    data: DataSpec
+    train: TrainConfig  # time travel, run and cache folders, the memory budget
+    labels: LabelsConfig  # which labels training reads
+    mlflow: MlflowConfig
+    settings: TrainSettings  # the loop's settings (`Config.train_settings()`)
+    distributed: DistributedSettings  # `Config.distributed_settings()`
+    params: dict[str, str]  # the run's MLflow params: the config keys that change the model
+    config: dict[str, Any]  # the resolved config, logged as the run's config.json
+
+
+def train_and_log(
+    inputs: TrainingInputs, progress: Any | None = None, *, owner: str | None = None
+) -> tuple[TrainSummary, TrainResult]:
+    """Load data, train, and log to MLflow (params, config, curves, model). `owner` (the
+    flow run id) names the run's checkpoint folder, so a restarted flow run resumes its
+    own checkpoint. The MLflow run stays the caller's if one is active; otherwise one is
+    opened and closed here."""
+    store = Store(inputs.data.root)
+    training = load_training_data(
+        store, inputs.data, inputs.train, inputs.labels, run_id=owner or "train"
+    )
+    key = run_key(inputs.settings, training, inputs.data.root)
+    snapshot_id = store.write_snapshot(
+        training.train_ids, training.label_event_ids, purpose="train", run_id=owner or key
+    )
+    with mlflow_run(inputs.mlflow, f"train-{snapshot_id}") as run_id:
+        log_run_inputs(inputs, training, store.uri, snapshot_id)
+        callbacks: list[Callback] = [MlflowMetrics(inputs.data.classes)]
+        if progress is not None:
+            callbacks.append(ProgressCallback(progress))
+        with claim_run_dir(Path(inputs.train.run_dir), key, owner) as run_dir:
+            result = fit_in_run_dir(run_dir, inputs, training, callbacks, snapshot_id)
+        summary = log_run_outcome(inputs, training, result, run_id, snapshot_id, run_dir)
+    return summary, result
+
+
+def run_key(settings: TrainSettings, training: TrainingSet, store_root: str) -> str:
     """What makes a checkpoint resumable: the same settings, data and store."""
     key = json.dumps(
-        {"settings": repr(settings), "data": training.data.fingerprint(), "store": cfg.store.root},
+        {"settings": repr(settings), "data": training.data.fingerprint(), "store": store_root},
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+@contextmanager
+def mlflow_run(tracking: MlflowConfig, name: str) -> Iterator[str]:
+    """The id of the active MLflow run, or of one opened here (and ended on the way out,
+    whatever happens) in the configured experiment."""
+    import mlflow
+
+    ensure_experiment(tracking.tracking_uri, tracking.experiment, tracking.artifact_root)
+    active = mlflow.active_run()
+    run = active or mlflow.start_run(run_name=name)
+    try:
+        yield run.info.run_id
+    finally:
+        if active is None:
+            mlflow.end_run()
+
+
+def log_run_inputs(
+    inputs: TrainingInputs, training: TrainingSet, store_uri: str, snapshot_id: str
+) -> None:
+    """What goes in, to the active MLflow run: the params, the data snapshot as the run's
+    dataset, the data's counts, tags (snapshot, versions) and the config as config.json."""
+    import mlflow
+
+    mlflow.log_params(inputs.params)
+    mlflow.log_input(
+        snapshot_dataset(store_uri, snapshot_id, f"training-{snapshot_id}"), context="training"
+    )
+    mlflow.log_params(
+        {
+            "data.n_human": training.n_human,
+            "data.n_weak": training.n_weak,
+            "data.n_model_influenced": training.n_model_influenced,
+            "data.n_unlabeled": training.n_unlabeled,
+            "data.n_gold_dev": len(training.gold_ids),
+        }
+    )
+    as_of = inputs.train.as_of
+    mlflow.set_tags(
+        {
+            "semilabel.snapshot_id": snapshot_id,
+            "semilabel.student_from_step": str(inputs.settings.teacher_steps),
+            **({"semilabel.as_of": as_of.isoformat()} if as_of else {}),
+            **environment_tags("pending"),
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "config.json"
+        cfg_path.write_text(json.dumps(inputs.config, indent=2))
+        mlflow.log_artifact(str(cfg_path))
+
+
+def fit_in_run_dir(
+    run_dir: Path,
+    inputs: TrainingInputs,
+    training: TrainingSet,
+    callbacks: Sequence[Callback],
+    snapshot_id: str,
+) -> TrainResult:
+    """Teacher then student, checkpointed in `run_dir`: in this process, or under
+    torchrun when `train.distributed` asks for several (rank 0's rows reach the
+    callbacks)."""
+    import mlflow
+
+    mlflow.set_tag("semilabel.run_dir", str(run_dir))
+    meta = {"code_version": code_version(), "snapshot_id": snapshot_id}
+    spread = inputs.distributed
+    # the pre-phase's weights, beside the decoded images: reused while the pool is
+    pretrain_cache = cache_root(inputs.train.cache_dir, inputs.data.root) / "pretrain"
+    if spread.world_size > 1:
+        mlflow.set_tag("semilabel.world_size", str(spread.world_size))
+        return fit_distributed(
+            training.data,
+            inputs.settings,
+            spread,
+            run_dir,
+            callbacks=callbacks,
+            checkpoint_meta=meta,
+            pretrain_cache=pretrain_cache,
+        )
+    return fit(
+        training.data,
+        inputs.settings,
+        run_dir=run_dir,
+        callbacks=callbacks,
+        checkpoint_meta=meta,
+        pretrain_cache=pretrain_cache,
+    )
+
+
+def log_run_outcome(
+    inputs: TrainingInputs,
+    training: TrainingSet,
+    result: TrainResult,
+    run_id: str,
+    snapshot_id: str,
+    run_dir: Path,
+) -> TrainSummary:
+    """What comes out, to the active MLflow run: the device, the model, the pseudo-label
+    collapse verdict, and the summary as the run's description."""
+    import mlflow
+
+    mlflow.set_tag("semilabel.device", result.device)
+    classes = inputs.data.classes
+    model_uri = log_classifier(result.model, classes, training.data.x_lb)
+    last = _last_eval(result)
+    collapse = report_pseudo_label_collapse(result, inputs.settings, classes, training)
+    summary = TrainSummary(
+        mlflow_run_id=run_id,
+        model_uri=model_uri,
+        snapshot_id=snapshot_id,
+        steps=result.steps,
+        resumed_from=result.resumed_from,
+        device=result.device,
+        n_human=training.n_human,
+        n_weak=training.n_weak,
+        n_model_influenced=training.n_model_influenced,
+        n_unlabeled=training.n_unlabeled,
+        n_gold_dev=len(training.gold_ids),
+        n_gold_duplicates=training.n_gold_duplicates,
+        teacher_gold_accuracy=last.get("eval_teacher_accuracy", float("nan")),
+        student_gold_accuracy=last.get(
+            "eval_student_accuracy", last.get("eval_teacher_accuracy", float("nan"))
+        ),
+        pseudo_label_precision=last.get("eval_pseudo_label_precision", float("nan")),
+        elapsed_s=result.elapsed_s,
+        run_dir=str(run_dir),
+        pseudo_label_coverage=last.get("eval_pseudo_label_coverage", float("nan")),
+        pseudo_labeling_off_at=result.pseudo_labeling_off_at,
+        pseudo_label_collapse=collapse,
+    )
+    mlflow.set_tag("mlflow.note.content", summary.markdown())
+    return summary
+
+
+def _last_eval(result: TrainResult) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in result.history:
+        out.update({k: v for k, v in row.items() if k.startswith("eval_")})
+    return out
+
+
+# -- what the loop reports, and the run's record -------------------------------------------
+
+
 def environment_tags(device: str) -> dict[str, str]:
+    """Where a run ran: the code version, the device and the library versions."""
     import mlflow
     import torchvision
 
@@ -155,133 +349,14 @@ class TrainSummary:
         ]
 
 
-def train_and_log(
-    cfg: Config, progress: Any | None = None, *, owner: str | None = None
-) -> tuple[TrainSummary, TrainResult]:
-    """Load data, train, and log to MLflow (params, config, curves, model). `owner` (the
-    flow run id) names the run's checkpoint folder, so a restarted flow run resumes its
-    own checkpoint. The MLflow run stays the caller's if one is active; otherwise one is
-    opened and closed here."""
-    import mlflow
-
-    store = Store(cfg.store.root)
-    training = load_training_data(store, cfg, run_id=owner or "train")
-    settings = cfg.train_settings()
-    key = run_key(cfg, settings, training)
-    snapshot_id = store.write_snapshot(
-        training.train_ids, training.label_event_ids, purpose="train", run_id=owner or key
-    )
-    ensure_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_root)
-    active = mlflow.active_run()
-    run = active or mlflow.start_run(run_name=f"train-{snapshot_id}")
-    try:
-        mlflow.log_params(model_params(cfg))
-        mlflow.log_input(
-            snapshot_dataset(store.uri, snapshot_id, f"training-{snapshot_id}"),
-            context="training",
-        )
-        mlflow.log_params(
-            {
-                "data.n_human": training.n_human,
-                "data.n_weak": training.n_weak,
-                "data.n_model_influenced": training.n_model_influenced,
-                "data.n_unlabeled": training.n_unlabeled,
-                "data.n_gold_dev": len(training.gold_ids),
-            }
-        )
-        mlflow.set_tags(
-            {
-                "semilabel.snapshot_id": snapshot_id,
-                "semilabel.student_from_step": str(settings.teacher_steps),
-                **({"semilabel.as_of": cfg.train.as_of.isoformat()} if cfg.train.as_of else {}),
-                **environment_tags("pending"),
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg_path = Path(tmp) / "config.json"
-            cfg_path.write_text(json.dumps(logged_config(cfg), indent=2))
-            mlflow.log_artifact(str(cfg_path))
-        callbacks: list[Callback] = [MlflowMetrics(tuple(cfg.taxonomy.classes))]
-        if progress is not None:
-            callbacks.append(ProgressCallback(progress))
-        with claim_run_dir(Path(cfg.train.run_dir), key, owner) as run_dir:
-            mlflow.set_tag("semilabel.run_dir", str(run_dir))
-            meta = {"code_version": code_version(), "snapshot_id": snapshot_id}
-            spread = cfg.distributed_settings()
-            # the pre-phase's weights, beside the decoded images: reused while the pool is
-            pretrain_cache = cache_root(cfg.train.cache_dir, cfg.store.root) / "pretrain"
-            if spread.world_size > 1:  # torchrun: rank 0's rows reach these callbacks
-                mlflow.set_tag("semilabel.world_size", str(spread.world_size))
-                result = fit_distributed(
-                    training.data,
-                    settings,
-                    spread,
-                    run_dir,
-                    callbacks=callbacks,
-                    checkpoint_meta=meta,
-                    pretrain_cache=pretrain_cache,
-                )
-            else:
-                result = fit(
-                    training.data,
-                    settings,
-                    run_dir=run_dir,
-                    callbacks=callbacks,
-                    checkpoint_meta=meta,
-                    pretrain_cache=pretrain_cache,
-                )
-        mlflow.set_tag("semilabel.device", result.device)
-        model_uri = log_classifier(result.model, tuple(cfg.taxonomy.classes), training.data.x_lb)
-        last = _last_eval(result)
-        collapse = report_pseudo_label_collapse(
-            result, settings, tuple(cfg.taxonomy.classes), training
-        )
-        summary = TrainSummary(
-            mlflow_run_id=run.info.run_id,
-            model_uri=model_uri,
-            snapshot_id=snapshot_id,
-            steps=result.steps,
-            resumed_from=result.resumed_from,
-            device=result.device,
-            n_human=training.n_human,
-            n_weak=training.n_weak,
-            n_model_influenced=training.n_model_influenced,
-            n_unlabeled=training.n_unlabeled,
-            n_gold_dev=len(training.gold_ids),
-            n_gold_duplicates=training.n_gold_duplicates,
-            teacher_gold_accuracy=last.get("eval_teacher_accuracy", float("nan")),
-            student_gold_accuracy=last.get(
-                "eval_student_accuracy", last.get("eval_teacher_accuracy", float("nan"))
-            ),
-            pseudo_label_precision=last.get("eval_pseudo_label_precision", float("nan")),
-            elapsed_s=result.elapsed_s,
-            run_dir=str(run_dir),
-            pseudo_label_coverage=last.get("eval_pseudo_label_coverage", float("nan")),
-            pseudo_labeling_off_at=result.pseudo_labeling_off_at,
-            pseudo_label_collapse=collapse,
-        )
-        mlflow.set_tag("mlflow.note.content", summary.markdown())
-        return summary, result
-    finally:
-        if active is None:
-            mlflow.end_run()
-
-
-def _last_eval(result: TrainResult) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for row in result.history:
-        out.update({k: v for k, v in row.items() if k.startswith("eval_")})
-    return out
-
-
 # -- Prefect tasks ---------------------------------------------------------------------
 
 
 @task(name="train-candidate", cache_policy=NO_CACHE)
-def train_candidate(cfg: Config, owner: str | None = None) -> TrainSummary:
+def train_candidate(inputs: TrainingInputs, owner: str | None = None) -> TrainSummary:
     """Train teacher and student on the store's data and log the run to MLflow."""
-    bar = stage_progress("train", cfg.train.teacher_steps + cfg.train.student_steps)
-    summary, _ = train_and_log(cfg, progress=bar, owner=owner)
+    bar = stage_progress("train", inputs.settings.total_steps)
+    summary, _ = train_and_log(inputs, progress=bar, owner=owner)
     bar.finish(summary.steps)
     get_run_logger().info(
         "trained %d steps on %s: gold-dev accuracy teacher %.4f, student %.4f (MLflow run %s)",

@@ -1,3 +1,7 @@
+"""The batched augmentations (`models/augment.py`): the weak and strong views, each
+operation, and the colour modes."""
+
+import dataclasses
 import math
 
 import pytest
@@ -6,7 +10,6 @@ import torch
 from models.augment import (
     IDENTITY,
     OPS,
-    AugmentSettings,
     cutout,
     hue_rotate,
     ops_for,
@@ -14,6 +17,7 @@ from models.augment import (
     translate_crop,
     weak,
 )
+from tests.models.conftest import AUGMENT
 
 
 def _batch(b: int = 16, c: int = 1, size: int = 28) -> torch.Tensor:
@@ -25,7 +29,7 @@ def _batch(b: int = 16, c: int = 1, size: int = 28) -> torch.Tensor:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shape_dtype_device_and_range_are_kept(fn, channels):
     x = _batch(c=channels)
-    out = fn(x, AugmentSettings(flip=True), torch.Generator().manual_seed(0))
+    out = fn(x, dataclasses.replace(AUGMENT, flip=True), torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
@@ -35,15 +39,15 @@ def test_each_sample_gets_its_own_randomness(fn, at_least):
     # Sixteen copies of one image must come out different. The weak view has only 25
     # possible shifts (pad 2), so some coincide: ~12 distinct are expected, 8 required.
     x = _batch(1).expand(16, -1, -1, -1).contiguous()
-    out = fn(x, AugmentSettings(), torch.Generator().manual_seed(0))
+    out = fn(x, AUGMENT, torch.Generator().manual_seed(0))
     distinct = {tuple(o.flatten().round(decimals=4).tolist()) for o in out}
     assert len(distinct) >= at_least
 
 
 def test_same_generator_seed_gives_the_same_views():
     x = _batch()
-    a = strong(x, AugmentSettings(), torch.Generator().manual_seed(7))
-    b = strong(x, AugmentSettings(), torch.Generator().manual_seed(7))
+    a = strong(x, AUGMENT, torch.Generator().manual_seed(7))
+    b = strong(x, AUGMENT, torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
 
 
@@ -77,7 +81,7 @@ def test_every_strong_operation_changes_the_images_that_drew_it():
     # replayed here. A dead op (one whose images come out unchanged) fails; so does an
     # identity that changes anything.
     b = 2048
-    s = AugmentSettings(pad=0, n_ops=1, cutout=0.0)
+    s = dataclasses.replace(AUGMENT, pad=0, n_ops=1, cutout=0.0)
     x = 0.2 + 0.5 * _batch(b, c=3)  # away from 0 and 1, so every op has room to act
     out = strong(x, s, torch.Generator().manual_seed(5))
     replay = torch.Generator().manual_seed(5)
@@ -115,7 +119,7 @@ def test_a_one_channel_strong_view_is_as_before_the_hue_op():
     # next draw matches) and come out the same, so grayscale runs do not move.
     x = torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(11))
     g = torch.Generator().manual_seed(5)
-    out = strong(x, AugmentSettings(), g)
+    out = strong(x, AUGMENT, g)
     assert torch.rand(1, generator=g).item() == 0.4525589942932129
     before = [65.63668, 53.19081, 74.8395, 65.30627, 71.16628, 71.9672, 37.72925, 61.44239]
     assert out.flatten(1).sum(1).tolist() == pytest.approx(before, abs=1e-4)
@@ -161,7 +165,7 @@ def test_hue_rotation_turns_the_hue_and_keeps_the_luma():
 
 def test_the_strong_view_turns_the_hue_of_the_colour_images_that_drew_it():
     b = 512
-    s = AugmentSettings(pad=0, n_ops=1, cutout=0.0)
+    s = dataclasses.replace(AUGMENT, pad=0, n_ops=1, cutout=0.0)
     x = 0.3 + 0.4 * _batch(b, c=3, size=8)
     out = strong(x, s, torch.Generator().manual_seed(2))
     replay = torch.Generator().manual_seed(2)
@@ -184,14 +188,17 @@ def test_colour_invariant_views_change_the_colours_but_not_the_shapes():
     mask = torch.zeros(b, 1, 8, 8, dtype=torch.bool)
     mask[:, :, 2:6, 3:7] = True
     x = torch.where(mask, fg, bg)
-    s = AugmentSettings(pad=0, colour="invariant")
+    s = dataclasses.replace(AUGMENT, pad=0, colour="invariant")
     out = weak(x, s, torch.Generator().manual_seed(1))
     # still two colours, on the same pixels: the shape is untouched
     inside, outside = out[:, :, 2, 3], out[:, :, 0, 0]
     assert torch.allclose(out, torch.where(mask, inside[..., None, None], outside[..., None, None]))
     assert float((inside - fg.flatten(1)).abs().amax(1).median()) > 0.05  # colours moved
     # "keep" and grayscale batches: the weak view as before (same draws, same output)
-    kept, invariant = AugmentSettings(pad=2), AugmentSettings(pad=2, colour="invariant")
+    kept, invariant = (
+        dataclasses.replace(AUGMENT, pad=2),
+        dataclasses.replace(AUGMENT, pad=2, colour="invariant"),
+    )
     for batch in (x, _batch(c=1)):
         a = weak(batch, kept, torch.Generator().manual_seed(3))
         b = weak(batch, invariant, torch.Generator().manual_seed(3))
@@ -200,4 +207,4 @@ def test_colour_invariant_views_change_the_colours_but_not_the_shapes():
 
 def test_an_unknown_colour_mode_is_refused():
     with pytest.raises(ValueError, match="keep, invariant"):
-        AugmentSettings(colour="grey")
+        dataclasses.replace(AUGMENT, colour="grey")

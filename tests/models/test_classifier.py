@@ -1,12 +1,14 @@
-"""The classifier's input normalization, and its spec."""
+"""The classifier (`models/classifier.py`): its input normalization, its spec, and the
+device it runs on."""
 
 import dataclasses
 
+import pytest
 import torch
 
-from models import AugmentSettings, fit
+from models import fit, resolve_device
 from models.classifier import ClassifierConfig, build_classifier
-from tests.models.test_train import settings, toy_data
+from tests.models.conftest import AUGMENT, settings, toy_data
 
 
 def test_per_image_normalization_ignores_each_image_colour_cast_and_contrast():
@@ -47,10 +49,17 @@ def test_colour_invariant_training_normalizes_colour_images_per_image():
         gray, x_lb=gray.x_lb.repeat(1, 3, 1, 1), x_ulb=gray.x_ulb.repeat(1, 3, 1, 1)
     )
     invariant = settings(
-        augment=AugmentSettings(colour="invariant"), teacher_steps=2, student_steps=2
+        augment=dataclasses.replace(AUGMENT, colour="invariant"), teacher_steps=2, student_steps=2
     )
     config = fit(colour, invariant).model.config
     assert config.normalize == "per_image"
     assert config.mean == (0.0,) * 3 and config.std == (1.0,) * 3
     # grayscale: nothing to be invariant to; the data's statistics as before
     assert fit(gray, invariant).model.config.normalize == "dataset"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_fails_early():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")

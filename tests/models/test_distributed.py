@@ -1,7 +1,9 @@
-"""Training on several processes: two CPU ranks on gloo train as well as one process at
-the same global batch, keep the pseudo-label state identical across ranks, relay rank
-0's metrics, and resume a killed run from its checkpoint."""
+"""Training on several processes (`models/distributed.py`): two CPU ranks on gloo train
+as well as one process at the same global batch, relay rank 0's metrics, and resume a
+killed run from its checkpoint. (The pseudo-label state the ranks share:
+tests/models/test_ranks.py.)"""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,22 +13,16 @@ import numpy as np
 import psutil
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from configs.schema import load_config
 from models import Callback, TrainData, TrainSettings, fit, predict_proba
-from models.distributed import (
-    DistributedSettings,
-    fit_distributed,
-    torchrun_command,
-    write_job,
-)
-from models.losses import DistributionAlignment
-from models.ranks import Ranks, ShardedAlignment, ShardedThreshold
-from models.thresholds import FlexMatchThreshold, FreeMatchThreshold, SoftMatchWeight
+from models.distributed import fit_distributed, torchrun_command, write_job
+from tests.models.conftest import PRODUCT
+
+PRODUCT_SPREAD = load_config(None).distributed_settings()
 
 pytestmark = pytest.mark.slow
-TWO = DistributedSettings(nproc_per_node=2, backend="gloo")
+TWO = dataclasses.replace(PRODUCT_SPREAD, nproc_per_node=2, backend="gloo")
 
 
 def mnist(labels_per_class: int, n_ulb: int, n_eval: int = 1000) -> TrainData:
@@ -46,6 +42,8 @@ def mnist(labels_per_class: int, n_ulb: int, n_eval: int = 1000) -> TrainData:
 
 
 def settings(**kw) -> TrainSettings:
+    """The product's settings for 10 MNIST classes, 300 steps on a CPU, the labels alone
+    as the start, pseudo-labels from the EMA, no feedback guard."""
     base = dict(
         num_classes=10,
         teacher_steps=150,
@@ -57,8 +55,12 @@ def settings(**kw) -> TrainSettings:
         checkpoint_every=50,
         device="cpu",
         seed=0,
+        start="labels",
+        pseudo_label_source="ema",
+        human_share=0.0,
+        pseudo_label_precision_floor=None,
     )
-    return TrainSettings(**{**base, **kw})
+    return dataclasses.replace(PRODUCT, **{**base, **kw})
 
 
 def accuracy(model: torch.nn.Module, data: TrainData) -> float:
@@ -101,74 +103,6 @@ def test_two_gloo_processes_train_as_well_as_one_at_the_same_global_batch(tmp_pa
     assert max(per_row) <= s.batch_size * s.uratio * s.log_every and max(per_row) > 0
     assert seen.progress[-1] == s.total_steps
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # removed once complete
-
-
-def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        ranks = Ranks.current()
-        g = torch.Generator().manual_seed(rank)
-        probs = torch.softmax(torch.randn(8, 4, generator=g) * 4, 1)
-        idx = torch.arange(8) + 8 * rank  # each rank its own unlabeled examples
-        thr = ShardedThreshold(FlexMatchThreshold(0.9, 4, 16, torch.device("cpu")), ranks)
-        mask, pseudo = thr.select(probs, idx)
-        align = ShardedAlignment(DistributionAlignment(torch.ones(4), momentum=0.5), ranks)
-        align(probs)
-        free = ShardedThreshold(FreeMatchThreshold(4, torch.device("cpu"), momentum=0.5), ranks)
-        free_mask, _ = free.select(probs, idx)
-        soft = ShardedThreshold(SoftMatchWeight(4, torch.device("cpu"), momentum=0.5), ranks)
-        soft_weight, _ = soft.select(probs, idx)
-        torch.save(
-            {
-                "free": free.state_dict(),
-                "free_mask": free_mask,
-                "soft": soft.state_dict(),
-                "soft_weight": soft_weight,
-                "predicted": thr.inner.predicted,
-                "running": align.inner.running,
-                "probs": probs,
-                "idx": idx,
-                "mask": mask,
-            },
-            f"{out}/rank{rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
-
-
-def test_ranks_share_flexmatch_state_and_alignment_as_one_process_would(tmp_path):
-    init = f"file://{tmp_path / 'rendezvous'}"
-    mp.spawn(_rank_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    # one process seeing both ranks' batches as one
-    single = FlexMatchThreshold(0.9, 4, 16, torch.device("cpu"))
-    both = torch.cat([r0["probs"], r1["probs"]])
-    single.select(both, torch.cat([r0["idx"], r1["idx"]]))
-    assert torch.equal(r0["predicted"], r1["predicted"])
-    assert torch.equal(r0["predicted"], single.predicted)
-    assert (single.predicted >= 0).sum() > 0  # some were confident, so this compared something
-    # the mask used the thresholds from before the batch: in warm-up (all 16 unused) every
-    # class's threshold is 0, so all 8 of a rank's examples were kept
-    assert int(r0["mask"].sum()) == 8 and int(r1["mask"].sum()) == 8
-    lone = DistributionAlignment(torch.ones(4), momentum=0.5)
-    lone(both)
-    assert torch.allclose(r0["running"], lone.running) and torch.equal(r0["running"], r1["running"])
-    # FreeMatch and SoftMatch learn from all ranks' batch before masking, as one process
-    free = FreeMatchThreshold(4, torch.device("cpu"), momentum=0.5)
-    soft = SoftMatchWeight(4, torch.device("cpu"), momentum=0.5)
-    free_mask, _ = free.select(both)
-    soft_weight, _ = soft.select(both)
-    for key, value in free.state_dict().items():
-        assert torch.allclose(r0["free"][key], value) and torch.equal(
-            r0["free"][key], r1["free"][key]
-        )
-    for key, value in soft.state_dict().items():
-        assert torch.allclose(r0["soft"][key], value) and torch.equal(
-            r0["soft"][key], r1["soft"][key]
-        )
-    assert torch.equal(torch.cat([r0["free_mask"], r1["free_mask"]]), free_mask)
-    assert torch.allclose(torch.cat([r0["soft_weight"], r1["soft_weight"]]), soft_weight)
-    assert float(free.global_threshold) != 0.25 and float(soft.mu) != 0.25  # they moved
 
 
 def _ranks_of(job) -> list[int]:

@@ -1,5 +1,6 @@
-"""The better start: the contrastive pre-phase, its cache, label propagation and the
-seeds it adds, each against hand-worked numbers, and wired through `fit`."""
+"""The better start's pieces (`models/pretrain.py`): the contrastive pre-phase, its
+cache, label propagation and the seeds it picks, each against hand-worked numbers.
+(Wired through `fit`: tests/models/train/test_start.py.)"""
 
 import dataclasses
 import math
@@ -8,11 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import AugmentSettings, Callback, fit
 from models.classifier import ClassifierConfig, build_classifier
 from models.pretrain import choose_seeds, nt_xent, pretrain, pretrain_key, propagate_labels
-from models.train.start import choose_start
-from tests.models.test_train import settings, toy_data
+from tests.models.conftest import AUGMENT, toy_data
 
 CPU = torch.device("cpu")
 
@@ -61,7 +60,7 @@ def _model():
 
 def test_the_pre_phase_learns_and_its_weights_are_cached_whole(tmp_path: Path):
     data = toy_data()
-    aug = AugmentSettings()
+    aug = AUGMENT
     torch.manual_seed(0)
     model = _model()
     first = pretrain(model, data.x_ulb, steps=1, batch=32, augment=aug, seed=0, device=CPU)
@@ -79,93 +78,9 @@ def test_the_pre_phase_learns_and_its_weights_are_cached_whole(tmp_path: Path):
     assert not math.isnan(pretrain(other, data.x_ulb, steps=2, **{**kw, "key": "k2"}))
 
 
-def test_fit_pretrains_seeds_the_labeled_set_and_resumes_the_same(tmp_path: Path):
-    s = settings(start="seeded", pretrain_steps=5, pretrain_batch_size=32, propagate_per_class=4)
-    rows: list[dict] = []
-
-    class Collect(Callback):
-        def on_metrics(self, step, metrics):
-            rows.append(metrics)
-
-    class Stop(Callback):
-        def on_progress(self, step, total):
-            if step == 17:
-                raise KeyboardInterrupt
-
-    straight = fit(toy_data(), s, callbacks=[Collect()], pretrain_cache=tmp_path / "cache")
-    assert rows[0] == {"start_seeded": 1.0, "smallest_class_labels": 6.0}  # toy: 11/6/13
-    assert rows[1]["pretrain_loss"] > 0 and rows[2]["seeded_labels"] == 12.0  # 4 x 3 classes
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            toy_data(),
-            s,
-            run_dir=tmp_path / "run",
-            callbacks=[Stop()],
-            pretrain_cache=tmp_path / "cache",
-        )
-    resumed = fit(toy_data(), s, run_dir=tmp_path / "run", pretrain_cache=tmp_path / "cache")
-    assert resumed.resumed_from == 15
-    for name, p in straight.model.state_dict().items():
-        assert torch.equal(p, resumed.model.state_dict()[name]), name
-    # without the start, training differs: the settings reached the loop
-    plain = fit(toy_data(), settings())
-    assert any(
-        not torch.equal(p, plain.model.state_dict()[n])
-        for n, p in straight.model.state_dict().items()
-    )
-
-
-def test_auto_start_is_seeded_when_the_fewest_human_labels_are_few():
-    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    auto = settings(start="auto", few_labels=2)
-    assert not choose_start(auto, y, None).seeded  # 3 human labels in every class
-    # two of class 2's labels are weak (label model): one human label left there
-    human = torch.tensor([True] * 7 + [False] * 2)
-    choice = choose_start(auto, y, human)
-    assert choice.seeded and choice.smallest_class == 1
-    assert "fewest human labels has 1" in choice.reason and "seeded start" in choice.reason
-    assert not choose_start(settings(start="auto", few_labels=0), y, human).seeded
-    # a class with no label at all counts as 0
-    four = settings(num_classes=4, start="auto", few_labels=0)
-    assert choose_start(four, y, None).smallest_class == 0 and choose_start(four, y, None).seeded
-    # labels and seeded do not look at the counts
-    assert not choose_start(settings(start="labels"), y, human).seeded
-    assert choose_start(settings(start="seeded"), y, None).seeded
-
-
-def test_fit_starts_seeded_only_when_auto_finds_few_labels():
-    rows: list[dict] = []
-
-    class Collect(Callback):
-        def on_metrics(self, step, metrics):
-            rows.append(metrics)
-
-    small = dict(start="auto", pretrain_steps=3, pretrain_batch_size=32, propagate_per_class=2)
-    fit(toy_data(), settings(few_labels=5, **small), callbacks=[Collect()])  # fewest: 6
-    assert rows[0] == {"start_seeded": 0.0, "smallest_class_labels": 6.0}
-    assert not any("pretrain_loss" in r or "seeded_labels" in r for r in rows)
-    rows.clear()
-    fit(toy_data(), settings(few_labels=6, **small), callbacks=[Collect()])
-    assert rows[0] == {"start_seeded": 1.0, "smallest_class_labels": 6.0}
-    assert rows[1]["pretrain_loss"] > 0 and rows[2]["seeded_labels"] == 6.0  # 2 x 3 classes
-
-
-def test_a_run_that_reads_the_cached_pre_phase_trains_the_same_as_the_one_that_wrote_it(
-    tmp_path: Path,
-):
-    # the pre-phase draws from its own generator and its projection head's init is not
-    # used after it: reading the weights instead of training them changes nothing later
-    s = settings(start="seeded", pretrain_steps=3, pretrain_batch_size=32, propagate_per_class=2)
-    wrote = fit(toy_data(), s, pretrain_cache=tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 1
-    read = fit(toy_data(), s, pretrain_cache=tmp_path)
-    for name, p in wrote.model.state_dict().items():
-        assert torch.equal(p, read.model.state_dict()[name]), name
-
-
 def test_the_cache_key_changes_with_everything_the_weights_depend_on():
     config = ClassifierConfig("small_cnn", 3, 3, 16, (0.1,) * 3, (0.2,) * 3)
-    base = dict(pretrained=None, augment=AugmentSettings(), steps=300, batch=256, seed=0)
+    base = dict(pretrained=None, augment=AUGMENT, steps=300, batch=256, seed=0)
     key = pretrain_key("pool-a", config, **base)
     assert key == pretrain_key("pool-a", config, **base)  # the same run finds its weights
     others = [
@@ -175,8 +90,14 @@ def test_the_cache_key_changes_with_everything_the_weights_depend_on():
         pretrain_key("pool-a", dataclasses.replace(config, stem="torchvision"), **base),
         pretrain_key("pool-a", dataclasses.replace(config, image_size=32), **base),
         pretrain_key("pool-a", config, **{**base, "pretrained": "imagenet"}),
-        pretrain_key("pool-a", config, **{**base, "augment": AugmentSettings(colour="invariant")}),
-        pretrain_key("pool-a", config, **{**base, "augment": AugmentSettings(flip=True)}),
+        pretrain_key(
+            "pool-a",
+            config,
+            **{**base, "augment": dataclasses.replace(AUGMENT, colour="invariant")},
+        ),
+        pretrain_key(
+            "pool-a", config, **{**base, "augment": dataclasses.replace(AUGMENT, flip=True)}
+        ),
         pretrain_key("pool-a", config, **{**base, "steps": 301}),
         pretrain_key("pool-a", config, **{**base, "seed": 1}),
     ]

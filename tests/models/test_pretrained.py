@@ -16,7 +16,7 @@ from models.pretrained import (
     PretrainedWeightsError,
     pretrained_classifier,
 )
-from tests.models.test_train import settings, toy_data
+from tests.models.conftest import settings, toy_data
 
 
 def _resnet18_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from models.thresholds import (
     self_adaptive_fairness,
 )
 from models.train import student_step
-from tests.models.test_train import settings, toy_data
+from tests.models.conftest import settings, toy_data
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from configs.schema import load_config
-from tasks.ingest import image_folder_records, ingest_records
+from flows.train import training_inputs
 from tasks.store import (
     DEV,
     EXAMPLES,
@@ -31,6 +31,7 @@ from tasks.training import (
     train_and_log,
 )
 from tests.conftest import digit_png, label_events, write
+from tests.tasks.training.conftest import ingest_folder
 
 
 def _split(cfg) -> GoldSplit:
@@ -39,7 +40,7 @@ def _split(cfg) -> GoldSplit:
 
 def test_gold_examples_never_reach_training_tensors(store_cfg):
     cfg = store_cfg
-    ts = load_training_data(Store(cfg.store.root), cfg)
+    ts = load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
     gold_ids = set(ts.gold_ids.to_pylist())
     assert gold_ids and not gold_ids & set(ts.train_ids.to_pylist())
     assert not gold_mask(ts.train_ids, cfg.gold.fraction, cfg.gold.salt).any()
@@ -84,23 +85,21 @@ def _store_with_a_copy_of_a_gold_image(store_cfg, tmp_path: Path) -> tuple[str, 
         if not split.is_gold([content_id(copy)])[0]:
             break
     write(tmp_path / "copies" / str(i % 3) / "copy.png", copy)
-    total, records = image_folder_records(tmp_path / "copies")
-    ingest_records(
-        Store(cfg.store.root), records, cfg, source_name="copies", run_id="c", total=total
-    )
+    ingest_folder(cfg, tmp_path / "copies", "copies", "c")
     return content_id(data), content_id(copy)
 
 
 def test_a_copy_of_a_gold_image_is_quarantined_and_left_out_of_training(store_cfg, tmp_path):
     gold_id, copy_id = _store_with_a_copy_of_a_gold_image(store_cfg, tmp_path)
     store = Store(store_cfg.store.root)
-    ts = load_training_data(store, store_cfg)
+    ts = load_training_data(store, store_cfg.data_spec(), store_cfg.train, store_cfg.labels)
     assert ts.n_gold_duplicates == 1
     assert len(ts.train_ids) > 0 and len(ts.labeled_ids) > 0
     assert copy_id not in ts.train_ids.to_pylist() + ts.labeled_ids.to_pylist()
     (q,) = store.read(QUARANTINE).filter(pc.field("reason") == SAME_IMAGE_AS_GOLD).to_pylist()
     assert q["example_id"] == copy_id and gold_id in q["detail"]
-    load_training_data(store, store_cfg)  # again: no second quarantine row
+    # again: no second quarantine row
+    load_training_data(store, store_cfg.data_spec(), store_cfg.train, store_cfg.labels)
     assert store.read(QUARANTINE).filter(pc.field("reason") == SAME_IMAGE_AS_GOLD).num_rows == 1
 
 
@@ -113,17 +112,17 @@ def test_the_leak_guard_stops_the_run_when_a_gold_image_reaches_training(
     _, copy_id = _store_with_a_copy_of_a_gold_image(store_cfg, tmp_path)
     monkeypatch.setattr("tasks.training.data.gold_duplicates", lambda *a: {})
     with pytest.raises(DataLeakError, match="pixels of a gold example.*" + copy_id):
-        train_and_log(store_cfg)
+        train_and_log(training_inputs(store_cfg))
     client = mlflow.MlflowClient(store_cfg.mlflow.tracking_uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 def test_an_example_stored_twice_by_an_older_version_is_read_once(store_cfg):
     store = Store(store_cfg.store.root)
-    before = load_training_data(store, store_cfg)
+    before = load_training_data(store, store_cfg.data_spec(), store_cfg.train, store_cfg.labels)
     first = store.read(EXAMPLES).slice(0, 10)
     store.write(EXAMPLES, first)  # what a racing ingest of an older version could leave
-    after = load_training_data(store, store_cfg)
+    after = load_training_data(store, store_cfg.data_spec(), store_cfg.train, store_cfg.labels)
     assert after.train_ids.to_pylist() == before.train_ids.to_pylist()
     assert len(after.data.x_ulb) == len(before.data.x_ulb)
 
@@ -131,7 +130,7 @@ def test_an_example_stored_twice_by_an_older_version_is_read_once(store_cfg):
 def test_weak_labels_count_by_confidence_and_low_confidence_stays_unlabeled(store_cfg):
     cfg = store_cfg
     store = Store(cfg.store.root)
-    before = load_training_data(store, cfg)
+    before = load_training_data(store, cfg.data_spec(), cfg.train, cfg.labels)
     unlabeled = [content_id(digit_png(i % 3, i)) for i in range(150, 240)]
     non_gold = [
         e
@@ -157,7 +156,7 @@ def test_weak_labels_count_by_confidence_and_low_confidence_stays_unlabeled(stor
             ]
         ),
     )
-    after = load_training_data(store, cfg)
+    after = load_training_data(store, cfg.data_spec(), cfg.train, cfg.labels)
     confident = sum(1 for r in rows if r[3] >= cfg.labels.confidence_floor)
     assert after.n_weak == confident
     assert len(after.data.x_lb) == len(before.data.x_lb) + confident
@@ -173,7 +172,7 @@ def test_weak_labels_count_by_confidence_and_low_confidence_stays_unlabeled(stor
 def test_empty_store_says_what_to_do(tmp_path: Path):
     cfg = load_config(overrides={"store.root": str(tmp_path / "empty")})
     with pytest.raises(NotEnoughDataError, match="semilabel ingest"):
-        load_training_data(Store(cfg.store.root), cfg)
+        load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
 
 
 def test_the_model_sees_pixels_only_never_provenance(tmp_path):
@@ -195,16 +194,8 @@ def test_the_model_sees_pixels_only_never_provenance(tmp_path):
                 "train.student_steps": 5,
             }
         )
-        total, records = image_folder_records(folder)
-        ingest_records(
-            Store(cfg.store.root),
-            records,
-            cfg,
-            source_name=f"source-{name}",
-            run_id=f"run-{name}",
-            total=total,
-        )
-        ts = load_training_data(Store(cfg.store.root), cfg)
+        ingest_folder(cfg, folder, f"source-{name}", f"run-{name}")
+        ts = load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
         results.append((ts, fit(ts.data, cfg.train_settings())))
     (ta, ra), (tb, rb) = results
     for field in ("x_lb", "y_lb", "w_lb", "x_ulb"):

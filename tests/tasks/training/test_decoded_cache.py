@@ -12,10 +12,10 @@ from PIL import Image
 from models import fit
 from models.pool import ImagePool
 from tasks.images.decode import decode_images
-from tasks.ingest import image_folder_records, ingest_records
 from tasks.store import EXAMPLES, Store
 from tasks.training import load_training_data
 from tasks.training.decoded_cache import cache_root, decoded_cache
+from tests.tasks.training.conftest import ingest_folder
 
 
 def _cache_dir(cfg) -> Path:
@@ -51,8 +51,7 @@ def test_the_cache_holds_every_example_decoded_and_is_reused_until_an_ingest(sto
     for i in range(12):
         pixels = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
         Image.fromarray(pixels).save(more / "unlabeled" / f"new{i}.png")
-    total, records = image_folder_records(more)
-    ingest_records(store, records, store_cfg, source_name="more", run_id="r2", total=total)
+    ingest_folder(store_cfg, more, "more", "r2")
     after = decoded_cache(store, root, 28, 1)
     assert after.built and len(after) == 252
     kept = sorted(p.name for p in root.iterdir())
@@ -75,12 +74,14 @@ def test_a_failed_build_leaves_no_cache_behind(store_cfg, tmp_path, monkeypatch)
 
 def test_a_pool_above_the_memory_budget_is_read_from_disk_and_trains_the_same(store_cfg):
     store = Store(store_cfg.store.root)
-    in_memory = load_training_data(store, store_cfg)
+    in_memory = load_training_data(store, store_cfg.data_spec(), store_cfg.train, store_cfg.labels)
     assert isinstance(in_memory.data.x_ulb, torch.Tensor)
     small_budget = store_cfg.model_copy(
         update={"train": store_cfg.train.model_copy(update={"pool_memory_mb": 0})}
     )
-    on_disk = load_training_data(store, small_budget)
+    on_disk = load_training_data(
+        store, small_budget.data_spec(), small_budget.train, small_budget.labels
+    )
     pool = on_disk.data.x_ulb
     assert isinstance(pool, ImagePool) and len(pool) == len(in_memory.data.x_ulb)
     assert torch.equal(torch.cat(list(pool.chunks(50))), in_memory.data.x_ulb)
