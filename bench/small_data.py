@@ -1,5 +1,5 @@
-"""The README's small-data walk-through, reproducible: a 1,000-image folder with 5 labels
-a class, and a stand-in for the person who answers the exported CSV.
+"""The small-data walk-through (docs/small-data.md), reproducible: a 1,000-image folder
+with 5 labels a class, and a stand-in for the person who answers the exported CSV.
 
     python -m bench.small_data make ./digits1000 --truth ./digits1000.truth.csv
     python -m bench.small_data make ./my_images --truth ./my_images.truth.csv --colour

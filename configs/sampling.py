@@ -39,7 +39,7 @@ class SamplingConfig(Section):
         "simulate (the embedded default only: a simulated annotator answers at once).",
     )
     strategy: Strategy = Field(
-        "margin", description="How the `train` stream picks examples (see README)."
+        "margin", description="How the `train` stream picks examples (docs/loop/annotation.md)."
     )
     budget: SamplingBudgetConfig = SamplingBudgetConfig()
     export_dir: str = Field(

@@ -27,7 +27,8 @@ class MlflowConfig(Section):
         False,
         description="Load model versions logged in the old pickled format (semilabel 0.1). "
         "Unpickling runs code stored in the registry: turn on only for a registry no one "
-        "else can write to, e.g. to evaluate an old champion once (README: model format).",
+        "else can write to, e.g. to evaluate an old champion once (docs/loop/registry.md, "
+        "Model format).",
     )
     registry_lock_timeout_s: float = Field(
         6 * 3600.0,

@@ -1,4 +1,5 @@
 """Screenshots of what a reviewer sees in the MLflow UI after two retrains, for the README
+and docs/mlflow-ui.md
 (optional, not run in CI: needs Debian's `chromium`).
 
     .venv/bin/python -m bench.ui.screenshots              # three retrains, then shots

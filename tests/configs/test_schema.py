@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_set_args
+from configs.schema import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, parse_set_args
 
 
 def test_default_config_loads_with_documented_values():
@@ -11,6 +11,12 @@ def test_default_config_loads_with_documented_values():
     assert cfg.gold.fraction == 0.2
     assert cfg.taxonomy.classes == tuple(str(i) for i in range(10))
     assert cfg.store.root == ".semilabel/store"
+
+
+def test_the_default_file_restates_the_schema_defaults_and_nothing_else():
+    """The schema is the one source of defaults (training's included: `train_settings`
+    maps them onto the loop); default.yaml shows them with comments, and may not drift."""
+    assert load_config() == Config()
 
 
 def test_overrides_win_over_file_and_parse_yaml_scalars():
