@@ -152,11 +152,12 @@ def run_stage(stage: str, n: int, home: Path, runner: str) -> dict:
     elif stage == "weak_label":
         from prefect import flow
 
+        from flows.weak_label import weak_label_inputs
         from tasks.weak_labeling.run import weak_label_store
 
         @flow(name="bench-scale-weak-label")
         def wl() -> object:
-            return weak_label_store(cfg, f"wl-{runner}-{n}")
+            return weak_label_store(weak_label_inputs(cfg), f"wl-{runner}-{n}")
 
         summary = wl()
         detail = f"{summary.n_rows:,} rows"  # type: ignore[attr-defined]

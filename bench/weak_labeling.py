@@ -365,6 +365,7 @@ def big_store(rows: int) -> tuple[Any, dict[str, int], Path]:
 
 
 def part_a(py: Path | None) -> dict[str, Any]:
+    from flows.weak_label import weak_label_inputs
     from tasks.store import Store, gold_mask
     from tasks.weak_labeling.applier import apply_in_shards
     from tasks.weak_labeling.functions import build_functions
@@ -391,8 +392,8 @@ def part_a(py: Path | None) -> dict[str, Any]:
         }
     )
     store = Store(cfg.store.root)
-    fns = build_functions(store, cfg)
-    matrix = apply_in_shards(store, cfg, fns, "bench-a")
+    fns = build_functions(store, weak_label_inputs(cfg))
+    matrix = apply_in_shards(store, cfg.data_spec(), cfg.weak_labeling, fns, "bench-a")
     Lm = matrix.votes.astype(np.int64)
     ym = np.array([truth[e] for e in matrix.example_ids])
     gold = gold_mask(matrix.example_ids, cfg.gold.fraction, cfg.gold.salt)
@@ -410,6 +411,7 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
     from prefect import flow
 
     from configs.schema import load_config
+    from flows.weak_label import weak_label_inputs
     from tasks.store import EXAMPLES, Store
     from tasks.weak_labeling.applier import apply_in_shards
     from tasks.weak_labeling.functions import build_functions
@@ -428,9 +430,9 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
     @flow(name="bench-apply-labeling-functions")
     def apply_only() -> tuple[Any, float, float]:
         t0 = time.perf_counter()
-        fns = build_functions(store, cfg)
+        fns = build_functions(store, weak_label_inputs(cfg))
         t1 = time.perf_counter()
-        m = apply_in_shards(store, cfg, fns, f"bench-{rows}")
+        m = apply_in_shards(store, cfg.data_spec(), cfg.weak_labeling, fns, f"bench-{rows}")
         return m, t1 - t0, time.perf_counter() - t1
 
     print(f"ours: applying 5 functions to {rows:,} stored rows ...")
@@ -465,7 +467,7 @@ def part_b(py: Path | None, rows: int) -> dict[str, Any]:
 def fns_reference(store: Any, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     from tasks.weak_labeling.functions import load_reference
 
-    ref = load_reference(store, cfg)
+    ref = load_reference(store, cfg.data_spec(), cfg.weak_labeling.batch_rows)
     return ref.images, ref.labels
 
 
@@ -497,6 +499,7 @@ def export_params(reference: tuple[np.ndarray, np.ndarray], path: Path) -> None:
 def part_c() -> dict[str, Any]:
     from configs.schema import load_config
     from flows.train import training_inputs
+    from flows.weak_label import weak_label_inputs
     from tasks.training import train_and_log
     from tasks.weak_labeling.run import weak_label_store
 
@@ -514,7 +517,7 @@ def part_c() -> dict[str, Any]:
             "weak_labeling.workers": 1,
         }
     )
-    summary = weak_label_store(wl_cfg, "bench-c")
+    summary = weak_label_store(weak_label_inputs(wl_cfg), "bench-c")
     from tasks.store import LABELS, Store
 
     events = Store(cfg.store.root).read(LABELS).to_pylist()

@@ -13,8 +13,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
-from configs.schema import load_config
+from configs.schema import Config, load_config
 from tasks.weak_labeling.analysis import WeakLabelSummary
+from tasks.weak_labeling.inputs import WeakLabelInputs
 from tasks.weak_labeling.run import weak_label_examples
 
 
@@ -29,7 +30,12 @@ def weak_label(
         overrides: dotted keys overriding the file.
     """
     cfg = load_config(config_path, overrides)
-    return weak_label_examples(cfg, run_id=str(flow_run.id or "local"))
+    return weak_label_examples(weak_label_inputs(cfg), run_id=str(flow_run.id or "local"))
+
+
+def weak_label_inputs(cfg: Config) -> WeakLabelInputs:
+    """What weak labeling takes from the config (the retrain flow's too)."""
+    return WeakLabelInputs(data=cfg.data_spec(), weak_labeling=cfg.weak_labeling, mlflow=cfg.mlflow)
 
 
 if __name__ == "__main__":

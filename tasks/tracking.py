@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from configs.redact import redact, without_credentials
-from configs.schema import Config
 
 # the training loop's row keys -> the names runs show them under
 LOOP_METRICS = {
@@ -182,18 +181,21 @@ def tidy(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def logged_config(cfg: Config) -> dict[str, Any]:
-    """The resolved config as runs record it (`config.json`, params): every value as
-    loaded, less credentials (`configs.redact`)."""
-    return redact(cfg.model_dump(mode="json"))
+def logged_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as runs record it (`config.json`, params): every value of
+    `config`, the whole config as loaded (`Config.model_dump(mode="json")`), less
+    credentials (`configs.redact`)."""
+    return redact(config)
 
 
-def model_params(cfg: Config) -> dict[str, str]:
-    """The config keys that change the trained model (`MODEL_PARAMS`, and
-    `weak_labeling` when it runs, less `NOT_MODEL_PARAMS`) as MLflow params, without
-    credentials. The whole config is the run's config.json (`logged_config`)."""
-    data = logged_config(cfg)
-    roots = MODEL_PARAMS + ((WEAK_LABELING_PARAMS,) if cfg.weak_labeling.enabled else ())
+def model_params(config: dict[str, Any]) -> dict[str, str]:
+    """The keys of `config` (the whole config, `Config.model_dump(mode="json")`) that
+    change the trained model (`MODEL_PARAMS`, and `weak_labeling` when it runs, less
+    `NOT_MODEL_PARAMS`) as MLflow params, without credentials. The whole config is the
+    run's config.json (`logged_config`)."""
+    data = logged_config(config)
+    runs_weak_labeling = data[WEAK_LABELING_PARAMS]["enabled"]
+    roots = MODEL_PARAMS + ((WEAK_LABELING_PARAMS,) if runs_weak_labeling else ())
     out: dict[str, str] = {}
     for root in roots:
         node = data

@@ -206,48 +206,16 @@ class LatestLabels:
         latest: dict[str, dict[str, _Event]] = {k: {} for k in cls.KINDS}
         # human: example -> run -> source -> latest event of that source in that run
         rounds: dict[str, dict[str, dict[str, _Event]]] = {}
-        cols = [
-            "example_id",
-            "label",
-            "source_kind",
-            "source_name",
-            "confidence",
-            "created_at",
-            "event_id",
-            "model_influenced",
-            "run_id",
-        ]
-        kinds = pa.array(list(cls.KINDS))
-        flt = pc.field("source_kind").isin(kinds)
-        if as_of is not None:
-            flt = flt & (pc.field("created_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC")))
-        for batch in store.iter_batches(LABELS, cols, filter=flt):
-            rows = batch.to_pydict()
-            for ex, lab, kind, name, conf, ts, ev, infl, run in zip(
-                *(rows[c] for c in cols), strict=True
-            ):
-                event = _Event(
-                    (ts, ev), lab, kind, name, float(conf or 0.0), ev, model_influenced(kind, infl)
+        for example, run, event in _stream_events(store, cls.KINDS, as_of):
+            if event.source_kind == "human":
+                _keep_later(
+                    rounds.setdefault(example, {}).setdefault(run, {}), event.source_name, event
                 )
-                table = (
-                    rounds.setdefault(ex, {}).setdefault(run, {})
-                    if kind == "human"
-                    else latest[kind]
-                )
-                key = name if kind == "human" else ex
-                cur = table.get(key)
-                if cur is None or event.key > cur.key:
-                    table[key] = event
+            else:
+                _keep_later(latest[event.source_kind], example, event)
         for kind in ("label_model", "model"):  # withdrawn: no label
             latest[kind] = {ex: e for ex, e in latest[kind].items() if e.label is not None}
-        unresolved: dict[str, list[str]] = {}
-        for ex, by_run in rounds.items():
-            last = max(by_run.values(), key=lambda votes: max(e.key for e in votes.values()))
-            decided = _majority(list(last.values()))
-            if decided is None:
-                unresolved[ex] = sorted({e.label for e in last.values()})
-            else:
-                latest["human"][ex] = decided
+        latest["human"], unresolved = _decide_rounds(rounds)
         return cls(latest, unresolved)
 
     def human(self, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -269,16 +237,7 @@ class LatestLabels:
         classes: Iterable[str] | None = None,
     ) -> pa.Table:
         """One training label per example (see `resolve_labels`)."""
-        wanted = set(classes) if classes is not None else None
-        latest: dict[str, dict[str, _Event]] = {}
-        for kind, table in self.by_kind.items():
-            keep = {ex: e for ex, e in table.items() if wanted is None or e.label in wanted}
-            if leave_out is not None and keep:
-                ids = list(keep)
-                for ex, gold in zip(ids, leave_out.is_gold(ids), strict=True):
-                    if gold:
-                        del keep[ex]
-            latest[kind] = keep
+        latest = self._usable(leave_out, classes)
         chosen: dict[str, _Event] = dict(latest["human"])
         influenced: dict[str, _Event] = {}
         for ex, e in latest["label_model"].items():
@@ -287,29 +246,110 @@ class LatestLabels:
         for ex, e in latest["model"].items():
             if ex not in chosen and ex not in influenced and e.confidence >= confidence_floor:
                 influenced[ex] = e
-        pool = sorted(
-            ((e.confidence, ex, e) for ex, e in influenced.items()), key=lambda t: (-t[0], t[1])
-        )
-        if max_model_share >= 1.0:
-            cap = len(pool)
+        chosen.update(_most_confident(influenced, max_model_share, len(chosen)))
+        return _resolved_table(chosen)
+
+    def _usable(
+        self, leave_out: GoldSplit | None, classes: Iterable[str] | None
+    ) -> dict[str, dict[str, _Event]]:
+        """`by_kind` less the labels outside `classes` and the examples `leave_out` holds
+        (gold)."""
+        wanted = set(classes) if classes is not None else None
+        usable: dict[str, dict[str, _Event]] = {}
+        for kind, table in self.by_kind.items():
+            keep = {ex: e for ex, e in table.items() if wanted is None or e.label in wanted}
+            if leave_out is not None and keep:
+                ids = list(keep)
+                for ex, gold in zip(ids, leave_out.is_gold(ids), strict=True):
+                    if gold:
+                        del keep[ex]
+            usable[kind] = keep
+        return usable
+
+
+def _stream_events(
+    store: Store, kinds: tuple[str, ...], as_of: datetime | None
+) -> Iterator[tuple[str, str, _Event]]:
+    """(example, run, event) for every event of `kinds` in the log created up to `as_of`
+    (all of them without), read batch by batch."""
+    cols = [
+        "example_id",
+        "label",
+        "source_kind",
+        "source_name",
+        "confidence",
+        "created_at",
+        "event_id",
+        "model_influenced",
+        "run_id",
+    ]
+    flt = pc.field("source_kind").isin(pa.array(list(kinds)))
+    if as_of is not None:
+        flt = flt & (pc.field("created_at") <= pa.scalar(as_of, pa.timestamp("us", tz="UTC")))
+    for batch in store.iter_batches(LABELS, cols, filter=flt):
+        rows = batch.to_pydict()
+        for ex, lab, kind, name, conf, ts, ev, infl, run in zip(
+            *(rows[c] for c in cols), strict=True
+        ):
+            infl = model_influenced(kind, infl)
+            yield ex, run, _Event((ts, ev), lab, kind, name, float(conf or 0.0), ev, infl)
+
+
+def _keep_later(table: dict[str, _Event], key: str, event: _Event) -> None:
+    """`table[key]` becomes `event` unless it holds a later one."""
+    cur = table.get(key)
+    if cur is None or event.key > cur.key:
+        table[key] = event
+
+
+def _decide_rounds(
+    rounds: dict[str, dict[str, dict[str, _Event]]],
+) -> tuple[dict[str, _Event], dict[str, list[str]]]:
+    """Each example's human label from its latest round of votes (example -> run ->
+    source -> latest event), and the examples whose latest round tied, with its labels."""
+    decided: dict[str, _Event] = {}
+    unresolved: dict[str, list[str]] = {}
+    for ex, by_run in rounds.items():
+        last = max(by_run.values(), key=lambda votes: max(e.key for e in votes.values()))
+        winner = _majority(list(last.values()))
+        if winner is None:
+            unresolved[ex] = sorted({e.label for e in last.values()})
         else:
-            cap = int(max_model_share / (1.0 - max_model_share) * len(chosen))
-        for _, ex, e in pool[:cap]:
-            chosen[ex] = e
-        ids = sorted(chosen)
-        evs = [chosen[i] for i in ids]
-        return pa.table(
-            {
-                "example_id": ids,
-                "label": [e.label for e in evs],
-                "source_kind": [e.source_kind for e in evs],
-                "source_name": [e.source_name for e in evs],
-                "confidence": pa.array([e.confidence for e in evs], pa.float32()),
-                "event_id": [e.event_id for e in evs],
-                "model_influenced": [e.model_influenced for e in evs],
-            },
-            schema=RESOLVED_SCHEMA,
-        )
+            decided[ex] = winner
+    return decided, unresolved
+
+
+def _most_confident(
+    influenced: dict[str, _Event], max_model_share: float, n_chosen: int
+) -> dict[str, _Event]:
+    """The model-influenced labels that fit under `max_model_share` beside `n_chosen`
+    other labels, most confident first (ties by example id)."""
+    pool = sorted(
+        ((e.confidence, ex, e) for ex, e in influenced.items()), key=lambda t: (-t[0], t[1])
+    )
+    if max_model_share >= 1.0:
+        cap = len(pool)
+    else:
+        cap = int(max_model_share / (1.0 - max_model_share) * n_chosen)
+    return {ex: e for _, ex, e in pool[:cap]}
+
+
+def _resolved_table(chosen: dict[str, _Event]) -> pa.Table:
+    """The chosen labels as a `RESOLVED_SCHEMA` table, by example id."""
+    ids = sorted(chosen)
+    evs = [chosen[i] for i in ids]
+    return pa.table(
+        {
+            "example_id": ids,
+            "label": [e.label for e in evs],
+            "source_kind": [e.source_kind for e in evs],
+            "source_name": [e.source_name for e in evs],
+            "confidence": pa.array([e.confidence for e in evs], pa.float32()),
+            "event_id": [e.event_id for e in evs],
+            "model_influenced": [e.model_influenced for e in evs],
+        },
+        schema=RESOLVED_SCHEMA,
+    )
 
 
 def resolve_labels(

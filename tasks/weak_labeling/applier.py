@@ -6,6 +6,7 @@ per shard, on a process, thread or Dask task runner). It writes the run's label 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import Config
+from configs.data import DataSpec
 from configs.weak_labeling import WeakLabelingConfig
 from tasks.store import EXAMPLES, Store
 from tasks.weak_labeling.functions import (
@@ -28,7 +29,7 @@ from tasks.weak_labeling.functions import (
     LabelingFunction,
     LabelingFunctionError,
     LFBatch,
-    _lf_batches,
+    lf_batches,
 )
 from tasks.weak_labeling.label_model import ABSTAIN
 
@@ -206,7 +207,7 @@ def apply_to_shard(
                 )
 
     matrix = apply_functions(
-        _lf_batches(record_batches(), image_size, channels), functions, k_classes
+        lf_batches(record_batches(), image_size, channels), functions, k_classes
     )
     path = f"{out_folder}/part-{shard.index:05d}.parquet"
     store.write_file(path, _matrix_table(matrix))
@@ -264,7 +265,8 @@ def shard_task_runner(wl: WeakLabelingConfig, n_shards: int) -> Any:
 
 def apply_in_shards(
     store: Store,
-    cfg: Config,
+    data: DataSpec,
+    wl: WeakLabelingConfig,
     functions: list[LabelingFunction],
     run_id: str,
     progress: Callable[[int], None] | None = None,
@@ -273,69 +275,82 @@ def apply_in_shards(
     configured task runner (in this process when there is a single shard or worker).
     The parts land in `label_matrices/run=<run_id>/` and are read back in store order."""
     start = time.perf_counter()
-    wl = cfg.weak_labeling
     shards = plan_shards(store, wl.shard_rows)
-    folder = f"{store.base}/{MATRIX_FOLDER}/run={_path_safe(run_id)}"
-    # A rerun under the same run id replaces the parts of the one before, all of them.
-    store.fs.delete_dir_contents(folder, missing_dir_ok=True)
-    if store.is_local:
-        store.fs.create_dir(folder, recursive=True)
+    folder = _matrix_folder(store, run_id)
     common = {
-        "store_root": cfg.store.root,
+        "store_root": data.root,
         "functions": functions,
-        "k_classes": len(cfg.taxonomy.classes),
-        "image_size": cfg.train.image_size,
-        "channels": cfg.train.channels,
+        "k_classes": len(data.classes),
+        "image_size": data.image_size,
+        "channels": data.channels,
         "batch_rows": wl.batch_rows,
         "out_folder": folder,
     }
-    results: list[ShardResult] = []
-    done = 0
     workers = min(wl.workers or _cpus(), len(shards))
     if workers <= 1:
-        for shard in shards:
-            results.append(apply_to_shard(shard=shard, **common))
-            done += results[-1].rows
-            if progress:
-                progress(done)
+        finished = (apply_to_shard(shard=shard, **common) for shard in shards)
     else:
-        from prefect import unmapped
-        from prefect.futures import as_completed
+        finished = _apply_on_runner(wl, shards, workers, common)
+    results: list[ShardResult] = []
+    for result in finished:  # as each shard finishes
+        results.append(result)
+        if progress:
+            progress(sum(r.rows for r in results))
+    matrix = read_matrix(store, results, [f.name for f in functions])
+    return dataclasses.replace(matrix, elapsed_s=time.perf_counter() - start, path=folder)
 
-        log.info(
-            "applying %d functions to %d rows in %d shards on %d %s workers",
-            len(functions),
-            sum(s.rows for s in shards),
-            len(shards),
-            workers,
-            wl.runner,
+
+def _matrix_folder(store: Store, run_id: str) -> str:
+    """The run's label-matrix folder, emptied: a rerun under the same run id replaces the
+    parts of the one before, all of them."""
+    folder = f"{store.base}/{MATRIX_FOLDER}/run={_path_safe(run_id)}"
+    store.fs.delete_dir_contents(folder, missing_dir_ok=True)
+    if store.is_local:
+        store.fs.create_dir(folder, recursive=True)
+    return folder
+
+
+def _apply_on_runner(
+    wl: WeakLabelingConfig, shards: list[Shard], workers: int, common: dict[str, Any]
+) -> Iterator[ShardResult]:
+    """One mapped `apply-labeling-functions` task per shard on `weak_labeling.runner`;
+    yields the results as the tasks complete."""
+    from prefect import unmapped
+    from prefect.futures import as_completed
+
+    log.info(
+        "applying %d functions to %d rows in %d shards on %d %s workers",
+        len(common["functions"]),
+        sum(s.rows for s in shards),
+        len(shards),
+        workers,
+        wl.runner,
+    )
+    with _worker_environment(), shard_task_runner(wl, len(shards)) as runner:
+        futures = runner.map(
+            apply_lf_shard,
+            {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
         )
-        with _worker_environment(), shard_task_runner(wl, len(shards)) as runner:
-            futures = runner.map(
-                apply_lf_shard,
-                {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
-            )
-            for future in as_completed(futures):
-                results.append(future.result())
-                done += results[-1].rows
-                if progress:
-                    progress(done)
-    results.sort(key=lambda r: r.index)
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def read_matrix(store: Store, results: list[ShardResult], names: list[str]) -> LabelMatrix:
+    """The label matrix from the shards' parts, in shard (so store) order; the ids stay
+    Arrow (see `ExampleIds`)."""
     ids: list[pa.Array] = []
     parts: list[np.ndarray] = []
-    names = [f.name for f in functions]
-    for r in results:
+    for r in sorted(results, key=lambda r: r.index):
         with store.fs.open_input_file(r.path) as fh:
             table = pq.read_table(fh)
-        ids.extend(table.column("example_id").chunks)  # stay Arrow: see ExampleIds
+        ids.extend(table.column("example_id").chunks)
         parts.append(
             np.stack([table.column(n).to_numpy() for n in names], 1).astype(np.int16)
             if names
             else np.zeros((table.num_rows, 0), np.int16)
         )
     votes = np.concatenate(parts) if parts else np.zeros((0, len(names)), np.int16)
-    example_ids = ExampleIds(pa.chunked_array(ids, pa.string()))
-    return LabelMatrix(example_ids, names, votes, time.perf_counter() - start, folder)
+    return LabelMatrix(ExampleIds(pa.chunked_array(ids, pa.string())), names, votes)
 
 
 def _matrix_table(matrix: LabelMatrix) -> pa.Table:

@@ -33,11 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from configs.schema import Config
+from configs.data import DataSpec
 from configs.weak_labeling import LabelingFunctionConfig
 from tasks.images.decode import decode_images
 from tasks.store import EXAMPLES, Store, gold_mask
 from tasks.store import human_labels as store_human_labels
+from tasks.weak_labeling.inputs import WeakLabelInputs
 from tasks.weak_labeling.label_model import ABSTAIN
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def python_function(spec: LabelingFunctionConfig) -> LabelingFunction:
 # -- reading the store in batches -------------------------------------------------------
 
 
-def _lf_batches(
+def lf_batches(
     record_batches: Iterable[pa.RecordBatch], size: int, channels: int
 ) -> Iterator[LFBatch]:
     """Arrow batches of examples (example_id, image, source, source_uri) -> LFBatches of
@@ -303,25 +304,20 @@ def _lf_batches(
         )
 
 
-def iter_batches(store: Store, cfg: Config) -> Iterator[LFBatch]:
-    """Examples as decoded uint8 batches, streamed from the store."""
-    rbs = store.iter_batches(EXAMPLES, LF_COLUMNS, batch_size=cfg.weak_labeling.batch_rows)
-    yield from _lf_batches(rbs, cfg.train.image_size, cfg.train.channels)
-
-
 def human_labels(store: Store, classes: list[str]) -> dict[str, int]:
     """example_id -> class index of its latest human label (taxonomy classes only)."""
     index = {c: i for i, c in enumerate(classes)}
     return {e: index[lab] for e, (lab, _) in store_human_labels(store, classes).items()}
 
 
-def load_reference(store: Store, cfg: Config) -> Reference:
-    """Human-labeled examples outside gold (gold stays evaluation-only)."""
-    human = human_labels(store, list(cfg.taxonomy.classes))
+def load_reference(store: Store, data: DataSpec, batch_rows: int) -> Reference:
+    """Human-labeled examples outside gold (gold stays evaluation-only), read
+    `batch_rows` at a time."""
+    human = human_labels(store, list(data.classes))
     ids = [
         e
         for e, g in zip(
-            human, gold_mask(list(human), cfg.gold.fraction, cfg.gold.salt), strict=True
+            human, gold_mask(list(human), data.gold.fraction, data.gold.salt), strict=True
         )
         if not g
     ]
@@ -331,9 +327,9 @@ def load_reference(store: Store, cfg: Config) -> Reference:
         EXAMPLES,
         LF_COLUMNS,
         filter=pc.field("example_id").isin(ids),
-        batch_size=cfg.weak_labeling.batch_rows,
+        batch_size=batch_rows,
     )
-    for batch in _lf_batches(rbs, cfg.train.image_size, cfg.train.channels):
+    for batch in lf_batches(rbs, data.image_size, data.channels):
         images.extend(batch.images)
         labels.extend(human[e] for e in batch.example_ids)
     if not images:
@@ -344,27 +340,31 @@ def load_reference(store: Store, cfg: Config) -> Reference:
     return Reference(np.stack(images), np.array(labels))
 
 
-def build_functions(store: Store, cfg: Config, champion: Any = None) -> list[LabelingFunction]:
-    """The configured labeling functions, ready to apply."""
-    specs = cfg.weak_labeling.functions
+def build_functions(
+    store: Store, inputs: WeakLabelInputs, champion: Any = None
+) -> list[LabelingFunction]:
+    """The configured labeling functions (`weak_labeling.functions`), ready to apply.
+    `champion`: the champion model, for `champion` embeddings (PCA without one)."""
+    specs = inputs.weak_labeling.functions
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise LabelingFunctionError(f"weak_labeling.functions: duplicate names {dupes}")
-    classes = {c: i for i, c in enumerate(cfg.taxonomy.classes)}
+    classes = {c: i for i, c in enumerate(inputs.data.classes)}
+    mlflow = inputs.mlflow
     reference = None
     out = []
     for spec in specs:
         if spec.kind in ("knn", "prototype"):
-            reference = reference or load_reference(store, cfg)
+            reference = reference or load_reference(
+                store, inputs.data, inputs.weak_labeling.batch_rows
+            )
             kind = spec.embedding if (spec.embedding != "champion" or champion) else "pca"
             embed = Embedder(kind, reference, spec.dims, champion)
             make = knn_function if spec.kind == "knn" else prototype_function
             out.append(make(spec, reference, embed, len(classes)))
         elif spec.kind == "model":
-            out.append(
-                model_function(spec, cfg.mlflow.tracking_uri, cfg.mlflow.trust_pickled_models)
-            )
+            out.append(model_function(spec, mlflow.tracking_uri, mlflow.trust_pickled_models))
         elif spec.kind == "external":
             out.append(external_function(spec, classes))
         else:

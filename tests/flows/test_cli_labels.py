@@ -22,7 +22,9 @@ def _sets(cfg) -> list[str]:
 
 
 def test_labels_export_writes_what_training_reads(store_cfg, tmp_path, capsys):
-    expected = read_training_labels(Store(store_cfg.store.root), store_cfg)
+    cfg = store_cfg
+    store = Store(cfg.store.root)
+    expected = read_training_labels(store, cfg.data_spec(), cfg.labels, as_of=cfg.train.as_of)
     out = tmp_path / "labels.parquet"
     assert main(["labels", "export", "--out", str(out), *_sets(store_cfg)]) == 0
     got = pq.read_table(out)

@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import (
 )
 
 from configs.schema import load_config
-from flows.weak_label import weak_label
+from flows.weak_label import weak_label, weak_label_inputs
 from tasks.ingest import image_folder_records, ingest_records
 from tasks.store import LABELS, Store
 from tasks.weak_labeling.applier import apply_in_shards, plan_shards
@@ -104,12 +104,10 @@ def test_flow_maps_shards_on_the_runner_and_matches_the_in_process_applier(
         pytest.importorskip("prefect_dask")
     cfg = load_config(overrides=sharded)
     store = Store(cfg.store.root)
-    functions = build_functions(store, cfg)
+    functions = build_functions(store, weak_label_inputs(cfg))
+    one_worker = load_config(overrides={**sharded, "weak_labeling.workers": 1})
     serial = apply_in_shards(
-        store,
-        load_config(overrides={**sharded, "weak_labeling.workers": 1}),
-        functions,
-        "serial",
+        store, one_worker.data_spec(), one_worker.weak_labeling, functions, "serial"
     )
     assert serial.votes.shape == (240, 4)
     assert len(store.fs.get_file_info(_selector(serial.path))) == 3  # one part per shard
@@ -148,7 +146,7 @@ def test_flow_maps_shards_on_the_runner_and_matches_the_in_process_applier(
     # Same data, same functions: a second applier run writes no new label events.
     events = store.read(LABELS).filter(pc.field("source_kind") == "label_model").num_rows
     assert events == summary.events_written > 0
-    again = weak_label_store(load_config(overrides=sharded), "again")
+    again = weak_label_store(weak_label_inputs(load_config(overrides=sharded)), "again")
     assert again.events_written == 0
 
 

@@ -64,6 +64,27 @@ def _m_step(
     return confusion, prior, joint
 
 
+def _fixed_prior(class_prior: Sequence[float] | np.ndarray | None, k: int) -> np.ndarray | None:
+    """A pinned class prior, normalized; None when the prior is estimated."""
+    if class_prior is None:
+        return None
+    fixed = np.asarray(class_prior, dtype=np.float64)
+    if fixed.shape != (k,) or (fixed < 0).any() or not fixed.sum() > 0:
+        raise LabelMatrixError(f"class_prior must be {k} non-negative weights: {fixed}")
+    return fixed / fixed.sum()
+
+
+def _gold_vector(y_gold: Any, n: int, k: int) -> np.ndarray:
+    """`y_gold` checked: n entries in {ABSTAIN, 0..k-1}, in its own integer dtype (no
+    int64 copy)."""
+    gold = np.asarray(y_gold).reshape(-1)
+    if not np.issubdtype(gold.dtype, np.integer):
+        gold = gold.astype(np.int64)
+    if gold.shape != (n,) or ((gold < ABSTAIN) | (gold >= k)).any():
+        raise LabelMatrixError(f"y_gold must be {n} entries in {{{ABSTAIN}, 0..{k - 1}}}")
+    return gold
+
+
 class DawidSkene:
     """Dawid–Skene (1979) label model: one confusion matrix per source and a class prior,
     fitted by EM from majority-vote soft labels.
@@ -110,54 +131,71 @@ class DawidSkene:
             raise ValueError("max_iter, tol and smoothing must be >= 0")
         n, m = L.shape
         self.k_, self.n_sources_, self.seed_ = int(k), m, seed
-        fixed = None
-        if class_prior is not None:
-            fixed = np.asarray(class_prior, dtype=np.float64)
-            if fixed.shape != (k,) or (fixed < 0).any() or not fixed.sum() > 0:
-                raise LabelMatrixError(f"class_prior must be {k} non-negative weights: {fixed}")
-            fixed = fixed / fixed.sum()
-        self._fixed_prior = fixed
-        gold = None
-        if y_gold is not None:
-            gold = np.asarray(y_gold).reshape(-1)  # its own integer dtype: no int64 copy
-            if not np.issubdtype(gold.dtype, np.integer):
-                gold = gold.astype(np.int64)
-            if gold.shape != (n,) or ((gold < ABSTAIN) | (gold >= k)).any():
-                raise LabelMatrixError(f"y_gold must be {n} entries in {{{ABSTAIN}, 0..{k - 1}}}")
+        self._fixed_prior = _fixed_prior(class_prior, k)
+        gold = None if y_gold is None else _gold_vector(y_gold, n, k)
+        Ui, w = self._distinct_patterns(L, duplicate_agreement)
+        confusion, prior, joint = self._estimate(Ui, w, max_iter, tol, smoothing)
+        confusion, prior = self._align(L, gold, confusion, prior, joint)
+        self.prior_ = prior
+        self.confusion_ = self._every_source(confusion)
+        return self
 
+    def _distinct_patterns(self, L: np.ndarray, agreement: float) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct covered vote patterns, index-coded (abstain = k), and their row
+        counts, with duplicated sources merged (recorded in `duplicates_`)."""
+        k, m = self.k_, self.n_sources_
         U, w = _pattern_counts(L, k)
-        self.duplicates_ = _find_duplicates(U, w, duplicate_agreement)
+        self.duplicates_ = _find_duplicates(U, w, agreement)
         dropped = {d for _, d in self.duplicates_}
         self._kept = np.array([j for j in range(m) if j not in dropped], dtype=np.int64)
         if dropped:
             U, w = _pattern_counts(L, k, self._merge)
         cov = (U >= 0).any(1)
         U, w = U[cov], w[cov].astype(np.float64)  # uncovered rows carry no information
-        Ui = np.where(U >= 0, U, k)
+        return np.where(U >= 0, U, k), w
 
-        counts = _class_counts(U, k).astype(np.float64)
+    def _estimate(
+        self, Ui: np.ndarray, w: np.ndarray, max_iter: int, tol: float, smoothing: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """EM from majority-vote soft labels: confusion, prior, expected joint counts
+        (sets `n_iter_` and `converged_`)."""
+        k, fixed = self.k_, self._fixed_prior
+        counts = _class_counts(Ui, k).astype(np.float64)  # abstain (k) is not counted
         T0 = counts / np.maximum(counts.sum(1, keepdims=True), 1.0)  # majority-vote shares
         confusion, prior, joint = _m_step(Ui, w, T0, smoothing, fixed)
         confusion, prior, joint, self.n_iter_, self.converged_ = _em(
             Ui, w, confusion, prior, joint, max_iter, tol, smoothing, fixed
         )
+        return confusion, prior, joint
 
-        # The likelihood is symmetric under relabeling the latent classes, and EM can end
-        # in a relabeled optimum (a worse-than-random source covering most rows, a pinned
-        # prior that contradicts the sources): keep the labeling under which the sources
-        # agree most with the truth; then, given gold, the one that agrees most with gold.
+    def _align(
+        self,
+        L: np.ndarray,
+        gold: np.ndarray | None,
+        confusion: np.ndarray,
+        prior: np.ndarray,
+        joint: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The likelihood is symmetric under relabeling the latent classes, and EM can
+        end in a relabeled optimum (a worse-than-random source covering most rows, a
+        pinned prior that contradicts the sources): keep the labeling under which the
+        sources agree most with the truth; then, given gold, the one that agrees most
+        with gold (sets `realigned_`)."""
         self.realigned_ = False
         confusion, prior = self._relabel(_alignment(joint.sum(0)), "sources", confusion, prior)
         if gold is not None:
             agreement = self._gold_agreement(L, gold, confusion, prior)
             confusion, prior = self._relabel(_alignment(agreement), "gold", confusion, prior)
-        self.prior_ = prior
-        full = np.empty((m, k, k))
+        return confusion, prior
+
+    def _every_source(self, confusion: np.ndarray) -> np.ndarray:
+        """(m, k, k) the kept sources' matrices, a dropped duplicate sharing its kept
+        source's."""
+        full = np.empty((self.n_sources_, self.k_, self.k_))
         full[self._kept] = confusion
         for kept, drop in self.duplicates_:
             full[drop] = full[kept]
-        self.confusion_ = full
-        return self
+        return full
 
     def _gold_agreement(
         self, L: np.ndarray, gold: np.ndarray, confusion: np.ndarray, prior: np.ndarray

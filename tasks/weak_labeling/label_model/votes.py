@@ -9,6 +9,7 @@ Pure numpy; no torch, no Prefect, no pandas.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -154,8 +155,39 @@ def lf_summary(
     """
     L = _as_label_matrix(L, k, widen=False)
     n, m = L.shape
-    g = y = None
-    if y_gold is not None:
+    gold = None if y_gold is None else _Gold.of(y_gold, gold_mask, n, k)
+    counts = _VoteCounts.zeros(m, k)
+    for start, Lc in _chunks(L):  # integer counts: the same numbers as all rows at once
+        counts.add(Lc, k, gold.rows(start, len(Lc)) if gold is not None else None)
+    denom = max(n, 1)
+    per_class = counts.per_class.reshape(m, k)
+    gold_acc = np.full(m, np.nan)
+    if gold is not None:
+        np.divide(counts.gold_right, counts.gold_cov, out=gold_acc, where=counts.gold_cov > 0)
+    return [
+        {
+            "index": j,
+            "coverage": float(counts.cov[j] / denom),
+            "overlap": float(counts.overlap[j] / denom),
+            "conflict": float(counts.conflict[j] / denom),
+            "polarity": np.flatnonzero(per_class[j]).tolist(),
+            "gold_accuracy": float(gold_acc[j]),
+            "gold_covered": int(counts.gold_cov[j]),
+        }
+        for j in range(m)
+    ]
+
+
+@dataclass(frozen=True)
+class _Gold:
+    """Gold labels aligned with the rows of a label matrix, and which rows are gold."""
+
+    y: np.ndarray  # (n,) integer, ABSTAIN outside gold
+    mask: np.ndarray  # (n,) bool
+
+    @classmethod
+    def of(cls, y_gold: Any, gold_mask: Any | None, n: int, k: int) -> _Gold:
+        """`y_gold` and `gold_mask` checked (see `lf_summary`)."""
         y = np.asarray(y_gold).reshape(-1)
         if not np.issubdtype(y.dtype, np.integer):
             y = y.astype(np.int64)
@@ -167,50 +199,46 @@ def lf_summary(
         yg = y[g].astype(np.int64)
         if ((yg < 0) | (yg >= k)).any():
             raise LabelMatrixError("gold_mask selects rows whose y_gold is not a class")
+        return cls(y, g)
 
-    # Integer counts summed chunk by chunk: the same numbers as over all rows at once.
-    n_cov = np.zeros(m, dtype=np.int64)
-    n_overlap = np.zeros(m, dtype=np.int64)
-    n_conflict = np.zeros(m, dtype=np.int64)
-    per_class = np.zeros(m * k, dtype=np.int64)  # how often each function outputs each class
-    gold_cov = np.zeros(m, dtype=np.int64)
-    gold_right = np.zeros(m, dtype=np.int64)
-    for start, Lc in _chunks(L):
+    def rows(self, start: int, n: int) -> _Gold:
+        return _Gold(self.y[start : start + n], self.mask[start : start + n])
+
+
+@dataclass
+class _VoteCounts:
+    """Per-function counts over the rows seen so far, summed a chunk at a time."""
+
+    cov: np.ndarray  # (m,) rows it votes on
+    overlap: np.ndarray  # (m,) ... where another function votes too
+    conflict: np.ndarray  # (m,) ... where another function votes another class
+    per_class: np.ndarray  # (m * k,) how often it outputs each class
+    gold_cov: np.ndarray  # (m,) gold rows it votes on
+    gold_right: np.ndarray  # (m,) ... and gives the gold label
+
+    @classmethod
+    def zeros(cls, m: int, k: int) -> _VoteCounts:
+        z = [np.zeros(m, dtype=np.int64) for _ in range(5)]
+        return cls(z[0], z[1], z[2], np.zeros(m * k, dtype=np.int64), z[3], z[4])
+
+    def add(self, Lc: np.ndarray, k: int, gold: _Gold | None) -> None:
+        """Count the rows `Lc` (int64), whose gold labels are `gold`."""
+        m = Lc.shape[1]
         votes = Lc >= 0
         n_votes = votes.sum(1, keepdims=True)
         counts = _class_counts(Lc, k)  # (rows, k)
         same = np.take_along_axis(counts, np.where(votes, Lc, 0), axis=1)  # incl. itself
-        n_cov += votes.sum(0)
-        n_overlap += (votes & (n_votes >= 2)).sum(0)
-        n_conflict += (votes & (n_votes - same > 0)).sum(0)
+        self.cov += votes.sum(0)
+        self.overlap += (votes & (n_votes >= 2)).sum(0)
+        self.conflict += (votes & (n_votes - same > 0)).sum(0)
         # one bincount over column offsets
-        per_class += np.bincount(
+        self.per_class += np.bincount(
             (np.arange(m) * k + np.where(votes, Lc, 0))[votes], minlength=m * k
         )
-        if g is not None and y is not None:
-            gc = g[start : start + len(Lc)]
-            covered = votes[gc]
-            gold_cov += covered.sum(0)
-            gold_right += (covered & (Lc[gc] == y[start : start + len(Lc)][gc][:, None])).sum(0)
-    denom = max(n, 1)
-    coverage, overlap, conflict = n_cov / denom, n_overlap / denom, n_conflict / denom
-    per_class = per_class.reshape(m, k)
-    gold_acc = np.full(m, np.nan)
-    if g is not None:
-        np.divide(gold_right, gold_cov, out=gold_acc, where=gold_cov > 0)
-
-    return [
-        {
-            "index": j,
-            "coverage": float(coverage[j]),
-            "overlap": float(overlap[j]),
-            "conflict": float(conflict[j]),
-            "polarity": np.flatnonzero(per_class[j]).tolist(),
-            "gold_accuracy": float(gold_acc[j]),
-            "gold_covered": int(gold_cov[j]),
-        }
-        for j in range(m)
-    ]
+        if gold is not None:
+            covered = votes[gold.mask]
+            self.gold_cov += covered.sum(0)
+            self.gold_right += (covered & (Lc[gold.mask] == gold.y[gold.mask][:, None])).sum(0)
 
 
 def synthetic_label_matrix(

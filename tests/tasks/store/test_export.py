@@ -44,8 +44,8 @@ def test_the_export_is_exactly_what_training_reads(store_cfg, tmp_path):
     cfg = store_cfg
     weak = _add_weak_labels(cfg)
     store = Store(cfg.store.root)
-    table = read_training_labels(store, cfg)
-    training = load_training_data(store, cfg)
+    table = read_training_labels(store, cfg.data_spec(), cfg.labels, as_of=cfg.train.as_of)
+    training = load_training_data(store, cfg.data_spec(), cfg.train, cfg.labels)
     assert sorted(table.column("event_id").to_pylist()) == sorted(
         training.label_event_ids.to_pylist()
     )
@@ -57,7 +57,9 @@ def test_the_export_is_exactly_what_training_reads(store_cfg, tmp_path):
     assert kinds.count("human") == training.n_human
 
     for name in ("labels.parquet", "labels.csv"):
-        summary = export_labels(store, cfg, tmp_path / "out" / name)
+        summary = export_labels(
+            store, cfg.data_spec(), cfg.labels, tmp_path / "out" / name, as_of=cfg.train.as_of
+        )
         path = tmp_path / "out" / name
         read = pq.read_table(path) if name.endswith(".parquet") else pcsv.read_csv(path)
         assert read.column_names == list(EXPORT_COLUMNS)
@@ -79,7 +81,13 @@ def test_the_export_as_of_an_instant_is_what_training_then_read(store_cfg, tmp_p
             "train.as_of": before.isoformat(),
         }
     )
-    summary = export_labels(Store(cfg.store.root), cfg, tmp_path / "then.csv")
+    summary = export_labels(
+        Store(cfg.store.root),
+        cfg.data_spec(),
+        cfg.labels,
+        tmp_path / "then.csv",
+        as_of=cfg.train.as_of,
+    )
     assert summary.as_of == before
     kinds = pcsv.read_csv(tmp_path / "then.csv").column("source_kind").to_pylist()
     assert set(kinds) == {"human"} and len(kinds) == summary.rows > 0
@@ -87,5 +95,11 @@ def test_the_export_as_of_an_instant_is_what_training_then_read(store_cfg, tmp_p
 
 def test_an_export_to_an_unknown_format_says_which_it_can_write(store_cfg, tmp_path):
     with pytest.raises(ExportError, match=r"labels\.xlsx.*\.parquet.*\.csv"):
-        export_labels(Store(store_cfg.store.root), store_cfg, tmp_path / "labels.xlsx")
+        export_labels(
+            Store(store_cfg.store.root),
+            store_cfg.data_spec(),
+            store_cfg.labels,
+            tmp_path / "labels.xlsx",
+            as_of=None,
+        )
     assert not (tmp_path / "labels.xlsx").exists()

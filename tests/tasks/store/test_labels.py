@@ -1,27 +1,17 @@
 """The label event log: event ids per act of labeling, resolution, the model-derived cap."""
 
-from datetime import UTC, datetime, timedelta
-
-import pyarrow as pa
 import pytest
 
 from tasks.store import (
-    LabelModelLog,
     LatestLabels,
     SourceEvent,
     SourceLog,
     Store,
-    WeakEvent,
     label_event_id,
     resolve_labels,
 )
 from tests.conftest import label_events
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
+from tests.tasks.store.conftest import at, weak_event
 
 
 def test_latest_human_label_wins_over_everything(store_root: str):
@@ -36,7 +26,7 @@ def test_latest_human_label_wins_over_everything(store_root: str):
                     "example_id": "x",
                     "label": "5",
                     "source_name": "bob",
-                    "created_at": _at(10),
+                    "created_at": at(10),
                     "run_id": "review",
                 },
                 {
@@ -45,7 +35,7 @@ def test_latest_human_label_wins_over_everything(store_root: str):
                     "label": "7",
                     "source_kind": "label_model",
                     "confidence": 0.99,
-                    "created_at": _at(20),
+                    "created_at": at(20),
                 },
                 {
                     "event_id": "e4",
@@ -154,7 +144,7 @@ def test_a_correction_back_and_forth_from_one_source_is_three_events(store_root:
     for minute, label in enumerate(["A", "B", "A"]):
         event_id = log.next_event("x", label)
         assert event_id is not None
-        log.record("x", SourceEvent(event_id, label, 1.0), (_at(minute), event_id))
+        log.record("x", SourceEvent(event_id, label, 1.0), (at(minute), event_id))
         store.write(
             "labels",
             label_events(
@@ -164,7 +154,7 @@ def test_a_correction_back_and_forth_from_one_source_is_three_events(store_root:
                         "example_id": "x",
                         "label": label,
                         "source_name": "manifest:labels.csv",
-                        "created_at": _at(minute),
+                        "created_at": at(minute),
                     }
                 ]
             ),
@@ -186,7 +176,7 @@ def test_a_label_model_rerun_with_a_new_confidence_is_a_new_event(store_root: st
     log = SourceLog("label_model", "dawid_skene:abc")
     first = log.next_event("x", "3", 0.91)
     assert first is not None
-    log.record("x", SourceEvent(first, "3", 0.91), (_at(0), first))
+    log.record("x", SourceEvent(first, "3", 0.91), (at(0), first))
     assert log.next_event("x", "3", 0.91) is None
     assert log.next_event("x", "3", 0.97) not in (None, first)
     assert store.uri  # the log needs no store to decide
@@ -212,7 +202,7 @@ def test_answers_of_one_round_are_settled_by_majority_and_a_tie_waits(store_root
             "example_id": ex,
             "label": label,
             "source_name": who,
-            "created_at": _at(minute),
+            "created_at": at(minute),
             "run_id": run,
         }
 
@@ -241,26 +231,14 @@ def test_a_withdrawn_weak_label_is_no_label_from_then_on(store_root: str):
     # Run 1 (functions A) labels x and y; run 2 (functions B) relabels y and withdraws x.
     store = Store(store_root)
 
-    def weak(ev, ex, label, source, minute, run):
-        return {
-            "event_id": ev,
-            "example_id": ex,
-            "label": label,
-            "source_kind": "label_model",
-            "source_name": source,
-            "confidence": 0.0 if label is None else 0.9,
-            "created_at": _at(minute),
-            "run_id": run,
-        }
-
     store.write(
         "labels",
         label_events(
             [
-                weak("a-x", "x", "3", "ds:A", 0, "run-1"),
-                weak("a-y", "y", "3", "ds:A", 0, "run-1"),
-                weak("b-y", "y", "5", "ds:B", 10, "run-2"),
-                weak("b-x", "x", None, "ds:B", 10, "run-2"),  # withdrawn
+                weak_event("a-x", "x", "3", "ds:A", at(0), run_id="run-1"),
+                weak_event("a-y", "y", "3", "ds:A", at(0), run_id="run-1"),
+                weak_event("b-y", "y", "5", "ds:B", at(10), run_id="run-2"),
+                weak_event("b-x", "x", None, "ds:B", at(10), run_id="run-2"),  # withdrawn
             ]
         ),
     )
@@ -270,29 +248,5 @@ def test_a_withdrawn_weak_label_is_no_label_from_then_on(store_root: str):
         return {r["example_id"]: (r["label"], r["event_id"]) for r in table.to_pylist()}
 
     assert resolved() == {"y": ("5", "b-y")}
-    assert resolved(_at(5)) == {"x": ("3", "a-x"), "y": ("3", "a-y")}  # as run 1 left it
+    assert resolved(at(5)) == {"x": ("3", "a-x"), "y": ("3", "a-y")}  # as run 1 left it
     assert resolve_labels(store, confidence_floor=0.0, max_model_share=1).num_rows == 1
-
-
-def test_a_weak_label_in_force_is_the_latest_run_whatever_its_functions(store_root: str):
-    store = Store(store_root)
-    log = LabelModelLog()
-    first = log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False)
-    log.record("x", WeakEvent(first, "3", 0.91, "ds:A", False), (_at(0), first))
-    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False) is None
-    assert log.next_event("x", "3", 0.91 + 1e-6, source_name="ds:A", influenced=False) is None
-    assert log.next_event("x", "3", 0.92, source_name="ds:A", influenced=False) is not None
-    # the same label from other functions, or now shaped by a model, is a new word
-    assert log.next_event("x", "3", 0.91, source_name="ds:B", influenced=False) is not None
-    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=True) is not None
-    second = log.next_event("x", "5", 0.8, source_name="ds:B", influenced=False)
-    log.record("x", WeakEvent(second, "5", 0.8, "ds:B", False), (_at(1), second))
-    # back to A's word: a new event (A's old one is no longer in force)
-    assert log.next_event("x", "3", 0.91, source_name="ds:A", influenced=False) not in (
-        None,
-        first,
-    )
-    gone, events = log.withdrawals(pa.array(["y"]), source_name="ds:A")
-    assert gone == ["x"] and len(events) == 1 and events[0] not in log.event_ids
-    assert log.withdrawals(pa.array(["x"]), source_name="ds:A") == ([], [])
-    assert store.uri  # the log needs no store to decide

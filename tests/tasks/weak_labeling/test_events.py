@@ -5,7 +5,7 @@ import pyarrow.compute as pc
 
 from configs.schema import load_config
 from tasks.store import LABELS, Store
-from tasks.weak_labeling.events import write_label_model_events
+from tasks.weak_labeling.events import RunLabels, write_label_model_events
 
 
 def _straddling(n: int) -> np.ndarray:
@@ -25,15 +25,17 @@ def test_a_rerun_on_unchanged_data_writes_nothing_whatever_the_float_rounding(st
     ids = [f"ex{i}" for i in range(len(conf))]
     labels = rng.integers(0, 3, len(conf))
     influenced = np.zeros(len(conf), bool)
-    first = write_label_model_events(store, cfg, "ds:abc", "r1", ids, labels, conf, influenced)
+    said = RunLabels(ids, labels, conf, influenced)
+    first = write_label_model_events(store, cfg.taxonomy, "ds:abc", "r1", said)
     assert first.written == len(ids)
-    again = write_label_model_events(store, cfg, "ds:abc", "r2", ids, labels, conf, influenced)
+    again = write_label_model_events(store, cfg.taxonomy, "ds:abc", "r2", said)
     assert (again.written, again.unchanged) == (0, len(ids))
     assert store.read(LABELS, filter=pc.field("run_id") == "r2").num_rows == 0
     # a real change of confidence is still a new event
     moved = conf.copy()
     moved[:3] += 0.01
-    third = write_label_model_events(store, cfg, "ds:abc", "r3", ids, labels, moved, influenced)
+    moved_said = RunLabels(ids, labels, moved, influenced)
+    third = write_label_model_events(store, cfg.taxonomy, "ds:abc", "r3", moved_said)
     assert (third.written, third.unchanged) == (3, len(ids) - 3)
 
 
@@ -42,11 +44,12 @@ def test_a_run_withdraws_the_weak_labels_it_does_not_give(store_root):
     store = Store(store_root)
     ids = ["x", "y", "z"]
     labels, conf, infl = np.array([0, 1, 2]), np.array([0.9, 0.9, 0.9]), np.zeros(3, bool)
-    write_label_model_events(store, cfg, "ds:old", "r1", ids, labels, conf, infl)
-    # Another set of functions labels x alike and y otherwise, and abstains on z.
-    got = write_label_model_events(
-        store, cfg, "ds:new", "r2", ids[:2], np.array([0, 2]), conf[:2], infl[:2]
+    write_label_model_events(
+        store, cfg.taxonomy, "ds:old", "r1", RunLabels(ids, labels, conf, infl)
     )
+    # Another set of functions labels x alike and y otherwise, and abstains on z.
+    new = RunLabels(ids[:2], np.array([0, 2]), conf[:2], infl[:2])
+    got = write_label_model_events(store, cfg.taxonomy, "ds:new", "r2", new)
     assert (got.written, got.unchanged, got.withdrawn) == (3, 0, 1)
     rows = store.read(LABELS, filter=pc.field("run_id") == "r2").to_pylist()
     by_id = {r["example_id"]: (r["label"], r["source_name"], r["confidence"] > 0) for r in rows}
@@ -56,7 +59,5 @@ def test_a_run_withdraws_the_weak_labels_it_does_not_give(store_root):
         "y": ("c", "ds:new", True),
         "z": (None, "ds:new", False),  # withdrawn: no label, confidence 0
     }
-    again = write_label_model_events(
-        store, cfg, "ds:new", "r3", ids[:2], np.array([0, 2]), conf[:2], infl[:2]
-    )
+    again = write_label_model_events(store, cfg.taxonomy, "ds:new", "r3", new)
     assert (again.written, again.unchanged, again.withdrawn) == (0, 2, 0)

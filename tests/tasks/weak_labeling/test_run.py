@@ -8,11 +8,13 @@ import pyarrow.compute as pc
 import pytest
 
 from configs.schema import load_config
+from flows.weak_label import weak_label_inputs
 from tasks.store import LABELS, Store
 from tasks.weak_labeling import LabelingFunctionError, LFBatch, labeling_function
 from tasks.weak_labeling.applier import apply_functions
 from tasks.weak_labeling.label_model import ABSTAIN
 from tasks.weak_labeling.run import weak_label_store
+from tests.tasks.weak_labeling.conftest import store_overrides
 
 
 def bar_position(batch: LFBatch) -> np.ndarray:
@@ -49,12 +51,12 @@ FUNCS = [
 def test_bad_function_is_quarantined_and_labels_carry_provenance(store_cfg):  # noqa: F811
     cfg = load_config(
         overrides={
-            **_ov(store_cfg),
+            **store_overrides(store_cfg),
             "weak_labeling.functions": FUNCS,
             "weak_labeling.min_gold_covered": 10,
         }
     )
-    summary = weak_label_store(cfg, "run-A")
+    summary = weak_label_store(weak_label_inputs(cfg), "run-A")
     by_name = {f.name: f for f in summary.functions}
     assert by_name["coin"].quarantined and "below its floor 0.6" in by_name["coin"].reason
     assert by_name["coin"].gold_accuracy < 0.5
@@ -73,7 +75,7 @@ def test_bad_function_is_quarantined_and_labels_carry_provenance(store_cfg):  # 
     assert ((conf > 0) & (conf <= 1)).all()
 
     # The same flow on the same data writes nothing twice.
-    again = weak_label_store(cfg, "run-B")
+    again = weak_label_store(weak_label_inputs(cfg), "run-B")
     assert (again.events_written, again.events_already_present) == (0, summary.events_written)
     assert (
         Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model").num_rows
@@ -98,15 +100,6 @@ def test_a_function_returning_garbage_is_named_with_the_record():
         apply_functions(iter([batch]), [short], 3)
 
 
-def _ov(cfg) -> dict:
-    return {
-        "store.root": cfg.store.root,
-        "taxonomy.classes": list(cfg.taxonomy.classes),
-        "gold.fraction": cfg.gold.fraction,
-        "mlflow.tracking_uri": cfg.mlflow.tracking_uri,
-    }
-
-
 def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(store_cfg):
     # A labeling function backed by a model feeds the label model; the label model's
     # labels then carry the model's influence and share `labels.max_model_share` with
@@ -119,7 +112,7 @@ def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(sto
     version = register(ref)
     cfg = load_config(
         overrides={
-            **_ov(store_cfg),
+            **store_overrides(store_cfg),
             "labels.max_model_share": 0.2,
             "weak_labeling.functions": [
                 {
@@ -132,11 +125,11 @@ def test_a_model_kind_function_cannot_push_model_derived_labels_over_the_cap(sto
             ],
         }
     )
-    summary = weak_label_store(cfg, "run-M")
+    summary = weak_label_store(weak_label_inputs(cfg), "run-M")
     events = Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model")
     assert events.num_rows == summary.events_written > 0
     assert all(events.column("model_influenced").to_pylist())
-    training = load_training_data(Store(cfg.store.root), cfg)
+    training = load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
     n_labels = training.n_human + training.n_weak
     assert training.n_weak == training.n_model_influenced > 0  # some, within the cap
     assert training.n_model_influenced / n_labels <= 0.2
@@ -162,17 +155,23 @@ def _trainable(cfg, examples) -> int:
     return sum(1 for e, g in zip(ids, gold, strict=True) if not g and e not in human)
 
 
+def _n_weak(store: Store, cfg) -> int:
+    """How many weak labels training reads under `cfg`."""
+    from tasks.training import load_training_data
+
+    return load_training_data(store, cfg.data_spec(), cfg.train, cfg.labels).n_weak
+
+
 def test_the_latest_label_model_run_is_the_whole_truth_of_weak_labels(store_cfg):
     # Run 1 labels every row with `bar`. Run 2 drops `bar` and keeps only `sparse`, which
     # abstains on two rows of three: the labels `bar` alone gave must go, in resolution,
     # in training and in time travel; a run 3 with `bar` back gives them back.
     from tasks.store import utcnow
-    from tasks.training import load_training_data
 
     def cfg_with(functions, **extra):
         return load_config(
             overrides={
-                **_ov(store_cfg),
+                **store_overrides(store_cfg),
                 "weak_labeling.functions": functions,
                 "labels.confidence_floor": 0.0,
                 "labels.max_model_share": 1.0,
@@ -181,12 +180,12 @@ def test_the_latest_label_model_run_is_the_whole_truth_of_weak_labels(store_cfg)
         )
 
     store = Store(store_cfg.store.root)
-    weak_label_store(cfg_with([FUNCS[0]]), "run-1")
+    weak_label_store(weak_label_inputs(cfg_with([FUNCS[0]])), "run-1")
     first = _weak_labels(store)
     assert len(first) > 30 and len(set(first.values())) == 1
     between = utcnow()
 
-    second = weak_label_store(cfg_with([FUNCS[2]]), "run-2")
+    second = weak_label_store(weak_label_inputs(cfg_with([FUNCS[2]])), "run-2")
     events = store.read(LABELS).filter(pc.field("run_id") == "run-2").to_pylist()
     voted = {e["example_id"] for e in events if e["label"] is not None}
     now = _weak_labels(store)
@@ -199,13 +198,37 @@ def test_the_latest_label_model_run_is_the_whole_truth_of_weak_labels(store_cfg)
     assert _weak_labels(store, utcnow()) == now
     # training reads the same: now, and as of before run 2
     cfg = cfg_with([FUNCS[2]])
-    assert 0 < load_training_data(store, cfg).n_weak == _trainable(cfg, now)
+    assert 0 < _n_weak(store, cfg) == _trainable(cfg, now)
     past = cfg_with([FUNCS[2]], **{"train.as_of": between.isoformat()})
-    assert load_training_data(store, past).n_weak == _trainable(cfg, first) > _trainable(cfg, now)
+    assert _n_weak(store, past) == _trainable(cfg, first) > _trainable(cfg, now)
 
     # the same run again changes nothing and writes nothing
-    again = weak_label_store(cfg_with([FUNCS[2]]), "run-2b")
+    again = weak_label_store(weak_label_inputs(cfg_with([FUNCS[2]])), "run-2b")
     assert again.events_written == 0 and _weak_labels(store) == now
     # `bar` back: its labels are back, all of them from run 3's source
-    weak_label_store(cfg_with([FUNCS[0]]), "run-3")
+    weak_label_store(weak_label_inputs(cfg_with([FUNCS[0]])), "run-3")
     assert _weak_labels(store) == first
+
+
+def test_the_analysis_is_logged_as_an_mlflow_run(store_cfg):
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    cfg = load_config(
+        overrides={**store_overrides(store_cfg), "weak_labeling.functions": [FUNCS[0]]}
+    )
+    summary = weak_label_store(weak_label_inputs(cfg), "run-logged")
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id],
+        "tags.`semilabel.stage` = 'weak_label'",
+    )
+    assert run.info.run_name == "weak-label-run-logg"
+    metrics = run.data.metrics
+    assert metrics["lf.bar.coverage"] == 1.0 and metrics["lf.bar.quarantined"] == 0.0
+    assert metrics["label_model.events_written"] == summary.events_written > 0
+    assert metrics["label_model.gold_accuracy"] == summary.gold_accuracy
+    local = client.download_artifacts(run.info.run_id, "lf_analysis.json")
+    assert json.loads(Path(local).read_text()) == {"functions": summary.table()}

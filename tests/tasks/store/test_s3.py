@@ -135,7 +135,9 @@ def test_ingest_into_s3_store_and_read_back(store_uri: str, s3_client, image_fol
 
     total, records = image_folder_records(cfg.source.path)
     assert total == n_unique + 2  # + the duplicate copy + the bad file
-    summary = ingest_records(store, records, cfg, source_name="s3-test", run_id="run-1")
+    summary = ingest_records(
+        store, records, cfg.data_spec(), cfg.ingest, source_name="s3-test", run_id="run-1"
+    )
     assert summary.seen == 10
     assert summary.ingested == 8
     assert summary.duplicates == 1
@@ -214,7 +216,9 @@ def test_ingest_into_s3_store_and_read_back(store_uri: str, s3_client, image_fol
 
     # -- a second ingest adds nothing
     _, records = image_folder_records(cfg.source.path)
-    again = ingest_records(store, records, cfg, source_name="s3-test", run_id="run-2")
+    again = ingest_records(
+        store, records, cfg.data_spec(), cfg.ingest, source_name="s3-test", run_id="run-2"
+    )
     assert again.seen == 10
     assert again.ingested == 0
     assert again.duplicates == 9
@@ -244,7 +248,15 @@ def test_two_ingests_at_once_on_s3_store_each_example_once(s3_endpoint: str, s3_
         total, records = image_folder_records(folder)
         barrier.wait()
         results.append(
-            ingest_records(Store(uri), records, cfg, source_name="f", run_id=f"r{k}", total=total)
+            ingest_records(
+                Store(uri),
+                records,
+                cfg.data_spec(),
+                cfg.ingest,
+                source_name="f",
+                run_id=f"r{k}",
+                total=total,
+            )
         )
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
