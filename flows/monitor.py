@@ -21,12 +21,17 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
-from configs.schema import load_config
-from tasks.gold import GoldSpec
+from configs.schema import Config, load_config
 from tasks.registry import RegistryRef, registry_lock
 from tasks.registry.monitoring import ChampionNotVerified, Evidence, check_champion
-from tasks.slis import LabelHealthAlert, monitor_facts, report_label_health
+from tasks.slis import (
+    LabelHealthAlert,
+    LabelHealthInputs,
+    monitor_facts,
+    report_label_health,
+)
 from tasks.validation import MonitorReport
+from tasks.validation.gold import GoldSpec
 
 
 @flow(name="monitor")
@@ -56,7 +61,7 @@ def monitor(
     with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s) as lease:
         report = check_champion(
             cfg.store.root,
-            GoldSpec.from_config(cfg),
+            GoldSpec.from_data(cfg.data_spec()),
             ref,
             cfg.monitor,
             cfg.mlflow.trust_pickled_models,
@@ -64,10 +69,11 @@ def monitor(
             lease,
         )
     run_id = str(flow_run.id or "local")
+    health_inputs = label_health_inputs(cfg)
     facts = dataclasses.replace(
-        monitor_facts(cfg, run_id), gold_shifted=report.action == "gold_shifted"
+        monitor_facts(health_inputs, run_id), gold_shifted=report.action == "gold_shifted"
     )
-    health = report_label_health(cfg, facts, run_id)
+    health = report_label_health(health_inputs, facts, run_id)
     report = dataclasses.replace(report, label_health=health.markdown())
     if strict and not report.settled:
         return _failed(ChampionNotVerified(report))
@@ -76,6 +82,19 @@ def monitor(
     if report.action == "rolled_back":  # completed, under a name of its own
         return Completed(name="RolledBack", message=report.state_message(), data=report)
     return Completed(message=report.state_message(), data=report)
+
+
+def label_health_inputs(cfg: Config) -> LabelHealthInputs:
+    """What the label-health tasks take from the config (the retrain flow's too)."""
+    return LabelHealthInputs(
+        data=cfg.data_spec(),
+        health=cfg.health,
+        labels=cfg.labels,
+        weak_labeling=cfg.weak_labeling,
+        metrics=cfg.metrics,
+        mlflow=cfg.mlflow,
+        tau=cfg.train.tau,
+    )
 
 
 def _failed(exc: Exception) -> State:

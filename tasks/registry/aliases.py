@@ -311,19 +311,7 @@ def rollback(
     champion is still that version (the one a monitor measured). Fails clearly when
     there is nothing to roll back to; nothing changes then. Every alias write first
     checks `lease`, as `promote` does."""
-    current = champion_version(ref)
-    if current is None:
-        raise RollbackError(
-            f"model {ref.model_name!r} has no champion: nothing to roll back. "
-            "Run `semilabel retrain` to register and promote a model."
-        )
-    if expected_champion is not None and current != expected_champion:
-        raise ChampionMoved(
-            ref.model_name,
-            expected_champion,
-            current,
-            f"v{expected_champion} was measured, so v{current} is not rolled back.",
-        )
+    current = _champion_to_roll_back(ref, expected_champion)
     candidates = _restorable(ref, current)
     if not candidates:
         raise RollbackError(
@@ -337,10 +325,45 @@ def rollback(
         raise ChampionMoved(
             ref.model_name, current, before.get(CHAMPION), "nothing was rolled back."
         )
+    _move_back(ref, current, target, earlier[-1] if earlier else None, before, reason, lease)
+    log.warning("rolled back %s: champion v%s -> v%s (%s)", ref.model_name, current, target, reason)
+    return RollbackResult(ref.model_name, current, target, reason)
+
+
+def _champion_to_roll_back(ref: RegistryRef, expected_champion: str | None) -> str:
+    """The champion now, which must exist and, when given, be `expected_champion`."""
+    current = champion_version(ref)
+    if current is None:
+        raise RollbackError(
+            f"model {ref.model_name!r} has no champion: nothing to roll back. "
+            "Run `semilabel retrain` to register and promote a model."
+        )
+    if expected_champion is not None and current != expected_champion:
+        raise ChampionMoved(
+            ref.model_name,
+            expected_champion,
+            current,
+            f"v{expected_champion} was measured, so v{current} is not rolled back.",
+        )
+    return current
+
+
+def _move_back(
+    ref: RegistryRef,
+    current: str,
+    target: str,
+    previous: str | None,
+    before: dict[str, str],
+    reason: str,
+    lease: Lease | None,
+) -> None:
+    """`champion` to `target` and `previous_champion` to `previous`, `current` tagged as
+    rolled back with `reason`. All or nothing: on a failure both aliases are put back as
+    they were (`before`), unless the lease was lost."""
     client = ref.client()
     try:
         _set_alias(ref, CHAMPION, target, lease)
-        _set_alias(ref, PREVIOUS_CHAMPION, earlier[-1] if earlier else None, lease)
+        _set_alias(ref, PREVIOUS_CHAMPION, previous, lease)
         client.set_model_version_tag(ref.model_name, current, TAG_ROLLED_BACK, "true")
         client.set_model_version_tag(ref.model_name, current, TAG_ROLLBACK_REASON, reason[:4000])
         client.set_model_version_tag(ref.model_name, target, TAG_RESTORED_AT, _now())
@@ -353,5 +376,3 @@ def rollback(
             _set_alias(ref, CHAMPION, current, lease)
             _set_alias(ref, PREVIOUS_CHAMPION, before.get(PREVIOUS_CHAMPION), lease)
         raise _unavailable(ref, f"rolling back v{current} (aliases restored)", exc) from exc
-    log.warning("rolled back %s: champion v%s -> v%s (%s)", ref.model_name, current, target, reason)
-    return RollbackResult(ref.model_name, current, target, reason)

@@ -147,79 +147,95 @@ def registry_lock(ref: RegistryRef, store_root: str, timeout_s: float) -> Iterat
     lease, which alias writes check. Raises `RegistryLockTimeout` after `timeout_s`
     without it. A run that does not get it within FIRST_TRY_S says, once, who holds it
     and since when, then waits."""
-    model_name = ref.model_name
     deadline = time.monotonic() + timeout_s
     name = lock_name(ref)
     lease = f"registry-{name}"
     store_lock = Store(store_root).lock(lease, note=holder_note())
-    said: list[bool] = []
+    wait = _Wait(ref.model_name, timeout_s, deadline, store_lock)
+    with ExitStack() as held:
+        where = []
+        if prefect_server_configured():
+            _take_prefect_slot(held, name, wait)
+            where.append(f"prefect:{name}")
+        _take_store_lease(held, store_lock, lease, wait)
+        where.append(f"store:{lease}")
+        _log_wait(ref.model_name, " + ".join(where), deadline - timeout_s)
+        yield RegistryLease(" + ".join(where), store_lock)
 
-    def say_waiting(what: str) -> None:
-        if said:
+
+@dataclass
+class _Wait:
+    """A run waiting for the registry lock: until when, and whether it has said, once,
+    who holds the lock."""
+
+    model_name: str
+    timeout_s: float
+    deadline: float  # time.monotonic() when it gives up
+    store_lock: StoreLock  # whose notes say who holds the lock
+    said: bool = False
+
+    def left(self) -> float:
+        return max(0.5, self.deadline - time.monotonic())
+
+    def say_waiting(self, what: str) -> None:
+        if self.said:
             return
-        said.append(True)
+        self.said = True
         log.warning(
             "waiting for the registry lock of %r (%s), held by %s; it is released when "
             "that run ends (this run gives up after %.0f s: mlflow.registry_lock_timeout_s)",
-            model_name,
+            self.model_name,
             what,
-            describe_holders(store_lock.holder_notes())
+            describe_holders(self.store_lock.holder_notes())
             or (
                 "a run with no lease in this store (a run on another store, or one that "
                 f"died: its Prefect slot frees itself within {LEASE_S:.0f} s; Prefect UI: "
                 "Concurrency)"
             ),
-            timeout_s,
+            self.timeout_s,
         )
 
-    def left() -> float:
-        return max(0.5, deadline - time.monotonic())
 
-    with ExitStack() as held:
-        where = []
-        if prefect_server_configured():
-            from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
-            from prefect.concurrency.sync import concurrency
+def _take_prefect_slot(held: ExitStack, name: str, wait: _Wait) -> None:
+    """The one slot of the Prefect concurrency limit `name`, held until `held` closes:
+    first a short try, then, having said who holds it, until the deadline."""
+    from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
+    from prefect.concurrency.sync import concurrency
 
-            _ensure_limit(name)
+    _ensure_limit(name)
 
-            def take_slot(wait_s: float) -> None:
-                held.enter_context(
-                    concurrency(
-                        name,
-                        occupy=1,
-                        timeout_seconds=wait_s,
-                        strict=True,
-                        lease_duration=LEASE_S,
-                    )
-                )
+    def take_slot(wait_s: float) -> None:
+        held.enter_context(
+            concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, lease_duration=LEASE_S)
+        )
 
-            try:
-                take_slot(min(FIRST_TRY_S, timeout_s))
-            except AcquireConcurrencySlotTimeoutError:
-                say_waiting(f"Prefect concurrency limit {name}")
-                try:
-                    take_slot(left())
-                except AcquireConcurrencySlotTimeoutError as exc:
-                    raise RegistryLockTimeout(
-                        _timeout_message(model_name, name, timeout_s)
-                    ) from exc
-            where.append(f"prefect:{name}")
+    try:
+        take_slot(min(FIRST_TRY_S, wait.timeout_s))
+    except AcquireConcurrencySlotTimeoutError:
+        wait.say_waiting(f"Prefect concurrency limit {name}")
         try:
-            store_lock.timeout_s = min(FIRST_TRY_S, left())
+            take_slot(wait.left())
+        except AcquireConcurrencySlotTimeoutError as exc:
+            raise RegistryLockTimeout(
+                _timeout_message(wait.model_name, name, wait.timeout_s)
+            ) from exc
+
+
+def _take_store_lease(held: ExitStack, store_lock: StoreLock, lease: str, wait: _Wait) -> None:
+    """The store lease `lease`, held until `held` closes: first a short try, then,
+    having said who holds it, until the deadline."""
+    try:
+        store_lock.timeout_s = min(FIRST_TRY_S, wait.left())
+        held.enter_context(store_lock)
+    except StoreLockTimeout:
+        wait.say_waiting(f"store lease {lease}")
+        store_lock.timeout_s = wait.left()
+        try:
             held.enter_context(store_lock)
-        except StoreLockTimeout:
-            say_waiting(f"store lease {lease}")
-            store_lock.timeout_s = left()
-            try:
-                held.enter_context(store_lock)
-            except StoreLockTimeout as exc:
-                raise RegistryLockTimeout(
-                    f"{_timeout_message(model_name, lease, timeout_s)} ({exc})"
-                ) from exc
-        where.append(f"store:{lease}")
-        _log_wait(model_name, " + ".join(where), deadline - timeout_s)
-        yield RegistryLease(" + ".join(where), store_lock)
+        except StoreLockTimeout as exc:
+            raise RegistryLockTimeout(
+                f"{_timeout_message(wait.model_name, lease, wait.timeout_s)} ({exc})"
+            ) from exc
 
 
 def _digest(text: str) -> str:

@@ -23,7 +23,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.gate import MonitorConfig
-from tasks.gold import GoldSpec, load_gold_set
 from tasks.registry.aliases import (
     ChampionMoved,
     Lease,
@@ -40,7 +39,6 @@ from tasks.registry.aliases import (
 )
 from tasks.registry.model_format import load_classifier
 from tasks.registry.promotion import gold_probabilities
-from tasks.reports import monitor_markdown
 from tasks.store import TEST, Store
 from tasks.validation import (
     METRICS,
@@ -54,6 +52,8 @@ from tasks.validation import (
     regressions_since_gate,
 )
 from tasks.validation.evidence import Predictions, bootstrap_metrics, percentile_bounds
+from tasks.validation.gold import GoldSet, GoldSpec, load_gold_set
+from tasks.validation.reports import monitor_markdown
 
 log = logging.getLogger(__name__)
 
@@ -116,55 +116,110 @@ def monitor_champion(
     baseline = gate_baseline(get_version(ref, version))
     gold = load_gold_set(store, spec, TEST)
     if len(gold) < policy.min_gold_labels:
-        return MonitorReport(
-            name,
-            version,
-            "insufficient_gold",
-            len(gold),
-            {},
-            baseline,
-            [],
-            detail=f"{len(gold)} gold test labels, fewer than monitor.min_gold_labels "
-            f"({policy.min_gold_labels}): nothing was judged",
-        )
-
-    def probabilities(v: str) -> np.ndarray:
-        model = load_classifier(ref.version_uri(v), ref.tracking_uri, trust_pickle=trust_pickle)
-        return gold_probabilities(model, gold, spec)
-
-    y = gold.y.numpy()
-    probs = probabilities(version)
-    now = gold_metrics(probs, y, spec.classes)
-    bounds = metric_bounds(probs, y, now, evidence)
-    metrics = now.scalars()
-    tag_version(ref, version, "monitor.last_accuracy", f"{now.accuracy:.6f}")
+        return _too_little_gold(name, version, len(gold), baseline, policy.min_gold_labels)
+    measured = _measure(ref, version, gold, spec, baseline, evidence, trust_pickle)
+    tag_version(ref, version, "monitor.last_accuracy", f"{measured.now.accuracy:.6f}")
     enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
     missing = [m for m in enabled if m not in baseline]
-    common = dict(absent_classes=now.absent_classes, bounds=bounds, confidence=evidence.confidence)
     if missing:
-        return MonitorReport(
-            name,
-            version,
-            "no_baseline",
-            now.n,
-            metrics,
-            baseline,
-            [],
-            detail=f"v{version} has no gate-time {', '.join(missing)} (tags gate.<metric>): "
-            "it was not registered through semilabel's gate (e.g. by hand), so whether it "
-            "regressed cannot be told. Run `semilabel retrain` to gate a champion.",
-            **common,
-        )
-    regressions = regressions_since_gate(bounds, baseline, policy)
+        return measured.report("no_baseline", _no_baseline_detail(version, missing))
+    regressions = regressions_since_gate(measured.bounds, baseline, policy)
+    if not regressions:
+        return measured.report("ok")
+    return _act_on_regression(ref, measured, regressions, trust_pickle, lease)
 
-    def judged(action: str, detail: str = "", to: str | None = None) -> MonitorReport:
+
+@dataclass(frozen=True)
+class _Measured:
+    """The champion measured on today's gold, beside its gate-time baseline."""
+
+    model_name: str
+    version: str
+    gold: GoldSet
+    spec: GoldSpec
+    probs: np.ndarray  # (N, K) on the gold test examples
+    now: GoldMetrics
+    bounds: dict[str, Bounds]
+    baseline: dict[str, float]
+    evidence: Evidence
+
+    def report(
+        self,
+        action: str,
+        detail: str = "",
+        regressions: list[str] | None = None,
+        rolled_back_to: str | None = None,
+    ) -> MonitorReport:
         return MonitorReport(
-            name, version, action, now.n, metrics, baseline, regressions,
-            rolled_back_to=to, detail=detail, **common,
+            self.model_name, self.version, action, self.now.n, self.now.scalars(),
+            self.baseline, list(regressions or []), rolled_back_to=rolled_back_to,
+            detail=detail, absent_classes=self.now.absent_classes, bounds=self.bounds,
+            confidence=self.evidence.confidence,
         )  # fmt: skip
 
-    if not regressions:
-        return judged("ok")
+
+def _too_little_gold(
+    name: str, version: str, n: int, baseline: dict[str, float], minimum: int
+) -> MonitorReport:
+    return MonitorReport(
+        name,
+        version,
+        "insufficient_gold",
+        n,
+        {},
+        baseline,
+        [],
+        detail=f"{n} gold test labels, fewer than monitor.min_gold_labels "
+        f"({minimum}): nothing was judged",
+    )
+
+
+def _no_baseline_detail(version: str, missing: list[str]) -> str:
+    return (
+        f"v{version} has no gate-time {', '.join(missing)} (tags gate.<metric>): "
+        "it was not registered through semilabel's gate (e.g. by hand), so whether it "
+        "regressed cannot be told. Run `semilabel retrain` to gate a champion."
+    )
+
+
+def _probabilities(
+    ref: RegistryRef, version: str, gold: GoldSet, spec: GoldSpec, trust_pickle: bool
+) -> np.ndarray:
+    """Class probabilities (N, K) of the pinned `version` on `gold`."""
+    model = load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
+    return gold_probabilities(model, gold, spec)
+
+
+def _measure(
+    ref: RegistryRef,
+    version: str,
+    gold: GoldSet,
+    spec: GoldSpec,
+    baseline: dict[str, float],
+    evidence: Evidence,
+    trust_pickle: bool,
+) -> _Measured:
+    probs = _probabilities(ref, version, gold, spec, trust_pickle)
+    y = gold.y.numpy()
+    now = gold_metrics(probs, y, spec.classes)
+    bounds = metric_bounds(probs, y, now, evidence)
+    return _Measured(ref.model_name, version, gold, spec, probs, now, bounds, baseline, evidence)
+
+
+def _act_on_regression(
+    ref: RegistryRef,
+    measured: _Measured,
+    regressions: list[str],
+    trust_pickle: bool,
+    lease: Lease | None,
+) -> MonitorReport:
+    """Roll the regressed champion back, unless it is no longer the champion or the
+    version a rollback would restore is no better on the same gold."""
+    name, version = ref.model_name, measured.version
+
+    def judged(action: str, detail: str = "", to: str | None = None) -> MonitorReport:
+        return measured.report(action, detail, regressions, to)
+
     moved = champion_version(ref)
     if moved != version:  # nothing to do for a version that is no longer the champion
         return judged(
@@ -176,20 +231,9 @@ def monitor_champion(
     if target is not None:
         # Before walking the champion back, the version it would restore on the same gold:
         # if it is no better, the gold or the data moved, not the model.
-        target_ok = probabilities(target).argmax(1) == y
-        gain = paired_accuracy_bounds(
-            PairedCounts.of(target_ok, probs.argmax(1) == y), evidence.confidence
-        )
+        gain = _gain_of(ref, target, measured, trust_pickle)
         if gain.low <= 0:
-            return judged(
-                "gold_shifted",
-                f"v{version} regressed on the current gold, but v{target}, the version a "
-                f"rollback would restore, is no better on the same {now.n} examples (accuracy "
-                f"v{target} - v{version}: {gain}). The gold labels or the data moved, not the "
-                "model, so nothing was rolled back. Look at recent gold corrections and "
-                "newly ingested data (`semilabel lineage`, the label-health report), then "
-                "`semilabel retrain` on the current labels.",
-            )
+            return judged("gold_shifted", _gold_shifted_detail(version, target, measured, gain))
     try:
         result = rollback(
             ref, "monitor: " + "; ".join(regressions), expected_champion=version, lease=lease
@@ -201,6 +245,27 @@ def monitor_champion(
     except RollbackError as exc:
         return judged("regressed_no_rollback", str(exc))
     return judged("rolled_back", to=result.to_version)
+
+
+def _gain_of(ref: RegistryRef, target: str, measured: _Measured, trust_pickle: bool) -> Bounds:
+    """Accuracy of `target` minus the measured champion's, paired on the same gold."""
+    y = measured.gold.y.numpy()
+    target_probs = _probabilities(ref, target, measured.gold, measured.spec, trust_pickle)
+    return paired_accuracy_bounds(
+        PairedCounts.of(target_probs.argmax(1) == y, measured.probs.argmax(1) == y),
+        measured.evidence.confidence,
+    )
+
+
+def _gold_shifted_detail(version: str, target: str, measured: _Measured, gain: Bounds) -> str:
+    return (
+        f"v{version} regressed on the current gold, but v{target}, the version a "
+        f"rollback would restore, is no better on the same {measured.now.n} examples (accuracy "
+        f"v{target} - v{version}: {gain}). The gold labels or the data moved, not the "
+        "model, so nothing was rolled back. Look at recent gold corrections and "
+        "newly ingested data (`semilabel lineage`, the label-health report), then "
+        "`semilabel retrain` on the current labels."
+    )
 
 
 # -- Prefect tasks ---------------------------------------------------------------------

@@ -196,37 +196,95 @@ def decide(
 ) -> GateReport:
     """Apply the gate policy to the evidence (see the module). `extra`: checks decided
     elsewhere that must pass too (e.g. drift, when it blocks)."""
-    ev, classes, conf = evidence, evidence.classes, policy.confidence
-    k, n = len(classes), len(evidence)
+    scored = _score(evidence, policy)
+    bounds = _candidate_bounds(scored, policy.confidence)
+    checks = [
+        _gold_labels_check(scored.n, policy.min_gold_labels),
+        class_counts_check(
+            scored.y, evidence.classes, policy.min_labels_per_class, policy.confidence
+        ),
+        *_floor_checks(bounds, policy, scored.n),
+        *_class_recall_checks(scored, evidence.classes, policy),
+    ]
+    comparison = _compare_with_champion(scored, policy)
+    slices, slice_checks = slice_results(
+        evidence.slices,
+        policy.slices,
+        scored.cand_ok,
+        scored.champ_ok,
+        policy.confidence,
+        policy.max_regression.accuracy,
+    )
+    checks += [*comparison.checks, *slice_checks, *extra]
+    return GateReport(
+        _verdict(checks), scored.candidate, scored.champion, champion_version, checks,
+        gold_sizes or {}, policy.confidence, bounds, comparison.gain, comparison.mcnemar_p,
+        slices,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Both models' predictions on gold test, scored: the metrics, which examples each
+    got right, and the bootstrap replicates (one dict per model, paired)."""
+
+    y: np.ndarray  # (N,) int64
+    candidate: GoldMetrics
+    champion: GoldMetrics | None
+    cand_ok: np.ndarray  # (N,) bool
+    champ_ok: np.ndarray | None  # (N,) bool
+    boot: list[dict[str, np.ndarray]]
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def _score(evidence: GoldEvidence, policy: GatePolicy) -> _Scored:
+    ev, classes = evidence, evidence.classes
     y = np.asarray(ev.y, dtype=np.int64)
     cand = gold_metrics(ev.candidate, y, classes)
     champ = gold_metrics(ev.champion, y, classes) if ev.champion is not None else None
     models = [Predictions.of(ev.candidate)] + (
         [Predictions.of(ev.champion)] if ev.champion is not None else []
     )
-    boot = bootstrap_metrics(y, models, k, samples=policy.bootstrap_samples, seed=policy.seed)
-    cand_ok = models[0].pred == y
-    bounds = {
-        "accuracy": proportion_bounds(int(cand_ok.sum()), n, conf),
-        "macro_f1": percentile_bounds(cand.macro_f1, boot[0]["macro_f1"], conf),
-        "ece": percentile_bounds(cand.ece, boot[0]["ece"], conf),
+    boot = bootstrap_metrics(
+        y, models, len(classes), samples=policy.bootstrap_samples, seed=policy.seed
+    )
+    champ_ok = models[1].pred == y if champ is not None else None
+    return _Scored(y, cand, champ, models[0].pred == y, champ_ok, boot)
+
+
+def _candidate_bounds(scored: _Scored, conf: float) -> dict[str, Bounds]:
+    """The candidate's gate metrics with their bounds: exact for accuracy, bootstrap for
+    the rest."""
+    cand, boot = scored.candidate, scored.boot[0]
+    return {
+        "accuracy": proportion_bounds(int(scored.cand_ok.sum()), scored.n, conf),
+        "macro_f1": percentile_bounds(cand.macro_f1, boot["macro_f1"], conf),
+        "ece": percentile_bounds(cand.ece, boot["ece"], conf),
         "worst_class_recall": percentile_bounds(
-            cand.worst_class_recall, boot[0]["worst_class_recall"], conf
+            cand.worst_class_recall, boot["worst_class_recall"], conf
         ),
     }
-    checks = [
-        Check(
-            "gold_labels",
-            float(n),
-            float(policy.min_gold_labels),
-            n >= policy.min_gold_labels,
-            f"{'needs ' if n < policy.min_gold_labels else ''}>= {policy.min_gold_labels} "
-            "gold test labels",
-            undecided=n < policy.min_gold_labels,
-            labels_needed=policy.min_gold_labels,
-        ),
-        class_counts_check(y, classes, policy.min_labels_per_class, conf),
-    ]
+
+
+def _gold_labels_check(n: int, minimum: int) -> Check:
+    """Enough gold test labels to judge at all (too few: undecided, never failed)."""
+    return Check(
+        "gold_labels",
+        float(n),
+        float(minimum),
+        n >= minimum,
+        f"{'needs ' if n < minimum else ''}>= {minimum} gold test labels",
+        undecided=n < minimum,
+        labels_needed=minimum,
+    )
+
+
+def _floor_checks(bounds: dict[str, Bounds], policy: GatePolicy, n: int) -> list[Check]:
+    """Each metric's floor (for ECE: ceiling) on the candidate's bounds."""
+    checks = []
     for metric, floor in policy.floors.items():
         hib = HIGHER_IS_BETTER[metric]
         name = f"{metric}_{'floor' if hib else 'ceiling'}"
@@ -234,9 +292,19 @@ def decide(
             checks.append(Check(name, bounds[metric].value, None, True, "disabled by config"))
         else:
             checks.append(floor_check(name, bounds[metric], floor, hib, n))
+    return checks
+
+
+def _class_recall_checks(
+    scored: _Scored, classes: tuple[str, ...], policy: GatePolicy
+) -> list[Check]:
+    """Each class's recall against `min_class_recall`, on the class's own labels; a class
+    gold test lacks cannot be vouched for: undecided."""
+    k, n, y, conf = len(classes), scored.n, scored.y, policy.confidence
     counts = np.bincount(y, minlength=k)
-    hits = np.bincount(y[cand_ok], minlength=k)
+    hits = np.bincount(y[scored.cand_ok], minlength=k)
     floor = policy.min_class_recall
+    checks = []
     for i, cls in enumerate(classes):
         name = f"recall[{cls}]"
         if floor is None:
@@ -257,47 +325,50 @@ def decide(
         else:
             b = proportion_bounds(int(hits[i]), int(counts[i]), conf)
             checks.append(floor_check(name, b, floor, True, n, per=int(counts[i])))
-    gain = p_value = None
-    champ_ok = None
-    if champ is not None:
-        champ_ok = models[1].pred == y
-        paired = PairedCounts.of(cand_ok, champ_ok)
-        gain = paired_accuracy_bounds(paired, conf)
-        p_value = mcnemar_p(paired.gained, paired.lost)
-        diffs = {
-            "accuracy": gain,
-            **{
-                m: percentile_bounds(
-                    cand.scalars()[m] - champ.scalars()[m], boot[0][m] - boot[1][m], conf
-                )
-                for m in ("macro_f1", "ece")
-            },
-        }
-        for metric, tol in policy.max_regression.items():
-            if tol is None:
-                checks.append(
-                    Check(
-                        f"{metric}_vs_champion",
-                        diffs[metric].value,
-                        None,
-                        True,
-                        "disabled by config",
-                    )
-                )
-            else:
-                checks.append(champion_check(metric, diffs[metric], tol, n))
-    slices, slice_checks = slice_results(
-        ev.slices, policy.slices, cand_ok, champ_ok, conf, policy.max_regression.accuracy
-    )
-    checks += slice_checks + list(extra)
+    return checks
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """The candidate against the champion on the same examples (empty without one)."""
+
+    checks: list[Check] = field(default_factory=list)
+    gain: Bounds | None = None  # accuracy(candidate) - accuracy(champion), paired
+    mcnemar_p: float | None = None
+
+
+def _compare_with_champion(scored: _Scored, policy: GatePolicy) -> _Comparison:
+    """Each metric's paired difference with the champion against its allowed regression."""
+    cand, champ, conf = scored.candidate, scored.champion, policy.confidence
+    if champ is None or scored.champ_ok is None:
+        return _Comparison()
+    paired = PairedCounts.of(scored.cand_ok, scored.champ_ok)
+    gain = paired_accuracy_bounds(paired, conf)
+    diffs = {
+        "accuracy": gain,
+        **{
+            m: percentile_bounds(
+                cand.scalars()[m] - champ.scalars()[m],
+                scored.boot[0][m] - scored.boot[1][m],
+                conf,
+            )
+            for m in ("macro_f1", "ece")
+        },
+    }
+    checks = []
+    for metric, tol in policy.max_regression.items():
+        if tol is None:
+            name = f"{metric}_vs_champion"
+            checks.append(Check(name, diffs[metric].value, None, True, "disabled by config"))
+        else:
+            checks.append(champion_check(metric, diffs[metric], tol, scored.n))
+    return _Comparison(checks, gain, mcnemar_p(paired.gained, paired.lost))
+
+
+def _verdict(checks: list[Check]) -> str:
     # A NaN value (no evidence) is undecided, never passed: the gate stays closed.
     if any(c.status == "FAIL" for c in checks):
-        verdict = REJECTED
-    elif any(c.status == "undecided" for c in checks):
-        verdict = UNDECIDED
-    else:
-        verdict = PASSED
-    return GateReport(
-        verdict, cand, champ, champion_version, checks, gold_sizes or {}, conf, bounds,
-        gain, p_value, slices,
-    )  # fmt: skip
+        return REJECTED
+    if any(c.status == "undecided" for c in checks):
+        return UNDECIDED
+    return PASSED

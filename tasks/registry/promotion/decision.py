@@ -11,9 +11,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.registry.promotion.evaluation import Evaluation
-from tasks.reports import (
-    gate_markdown,
-)
 from tasks.validation import (
     REJECTED,
     UNDECIDED,
@@ -23,6 +20,7 @@ from tasks.validation import (
     decide,
 )
 from tasks.validation.next_step import GoldPool, next_step
+from tasks.validation.reports import gate_markdown
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +130,7 @@ def _names(checks: list[Check]) -> str:
 
 def decision_headline(decision: RetrainDecision, report: GateReport) -> str:
     """The verdict in one short plain-text line (the first line of every description;
-    the evidence is on the next line, see `reports.decision_markdown`)."""
+    the evidence is on the next line, see `tasks.validation.reports.decision_markdown`)."""
     v = f"v{decision.version}"
     if decision.promoted:
         was = f" (was v{decision.previous_champion})" if decision.previous_champion else ""

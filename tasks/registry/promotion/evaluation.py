@@ -11,7 +11,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models import predict_proba
-from tasks.gold import GoldSet, GoldSpec, load_gold_set
 from tasks.registry.aliases import (
     RegistryRef,
     champion_version,
@@ -23,6 +22,7 @@ from tasks.validation import (
     GoldMetrics,
     gold_metrics,
 )
+from tasks.validation.gold import GoldSet, GoldSpec, load_gold_set
 from tasks.validation.next_step import GoldPool
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -35,20 +35,18 @@ from tasks.registry.aliases import (
 from tasks.registry.lineage import LineageError, lineage
 from tasks.registry.promotion.decision import RetrainDecision, check_lines, decision_headline
 from tasks.registry.promotion.evaluation import Evaluation
-from tasks.reports import (
+from tasks.store import Store
+from tasks.tracking import run_url, snapshot_dataset, tidy
+from tasks.training import TrainSummary, code_version
+from tasks.validation import GateReport
+from tasks.validation.next_step import GoldPool, gold_to_request, next_step
+from tasks.validation.reports import (
     decision_markdown,
     gate_markdown,
     plot_confusion,
     plot_gate,
     plot_reliability,
 )
-from tasks.store import Store
-from tasks.tracking import run_url, snapshot_dataset, tidy
-from tasks.training import TrainSummary, code_version
-from tasks.validation import (
-    GateReport,
-)
-from tasks.validation.next_step import GoldPool, gold_to_request, next_step
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,69 +88,88 @@ def log_gate_to_run(
     and the decision, confusion-matrix and reliability images."""
     import mlflow
 
-    cand, champ = evaluation.candidate, evaluation.champion
-    pool = evaluation.pool or GoldPool(0.0, 1.0, 0, 0)
     gold_ds = snapshot_dataset(
         dest.store_uri, evaluation.gold.snapshot_id, f"gold-test-{evaluation.gold.snapshot_id}"
     )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_input(gold_ds, context="eval")
-        values = {**cand.scalars(), "worst_class_recall": cand.worst_class_recall}
-        for k, v in values.items():
-            if v == v:
-                mlflow.log_metric(f"gate/{k}", tidy(v), dataset=gold_ds)
-        for k, b in report.bounds.items():  # the bounds the gate decided on
-            for side, v in (("low", b.low), ("high", b.high)):
-                if math.isfinite(v):
-                    mlflow.log_metric(f"gate/{k}_{side}", tidy(v), dataset=gold_ds)
-        if report.gain is not None:
-            mlflow.log_metrics(
-                {
-                    "gate/accuracy_gain_low": report.gain.low,
-                    "gate/accuracy_gain_high": report.gain.high,
-                }
-            )
-        if champ is not None:
-            theirs = {**champ.scalars(), "worst_class_recall": champ.worst_class_recall}
-            for k, v in values.items():
-                if v == v and theirs[k] == theirs[k]:
-                    mlflow.log_metric(f"gate/{k}_vs_champion", tidy(v - theirs[k]), dataset=gold_ds)
-        mlflow.log_metrics({f"gate/n_gold_{p}": n for p, n in report.gold_sizes.items()})
-        mlflow.log_metric("gate/passed", float(report.passed))
-        mlflow.log_metric("gate/labels_needed", float(report.labels_needed))
-        classes = dest.classes
-        mlflow.log_table(
-            {
-                "class": list(classes),
-                "recall": [cand.per_class_recall.get(c) for c in classes],
-                "precision": [cand.per_class_precision.get(c) for c in classes],
-                "support": [int(sum(row)) for row in cand.confusion],
-                "champion_recall": [
-                    champ.per_class_recall.get(c) if champ else None for c in classes
-                ],
-            },
-            "gate/per_class.json",
-        )
+        _log_gate_metrics(evaluation, report, gold_ds)
+        _log_per_class_table(dest.classes, evaluation)
         mlflow.set_tags(
             {TAG_GATE: report.decision, "semilabel.gold_snapshot_id": evaluation.gold.snapshot_id}
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Path(tmp)
-            (d / "gate_report.md").write_text(
-                gate_markdown(report, next_step(report, pool, dest.cli_args))
+        _log_gate_artifacts(dest, evaluation, report)
+
+
+def _log_gate_metrics(evaluation: Evaluation, report: GateReport, gold_ds: Any) -> None:
+    """`gate/` metrics on the active run: the candidate's, the bounds the gate decided
+    on, the paired gain, the differences with the champion, gold sizes and the outcome."""
+    import mlflow
+
+    cand, champ = evaluation.candidate, evaluation.champion
+    values = {**cand.scalars(), "worst_class_recall": cand.worst_class_recall}
+    for k, v in values.items():
+        if v == v:
+            mlflow.log_metric(f"gate/{k}", tidy(v), dataset=gold_ds)
+    for k, b in report.bounds.items():  # the bounds the gate decided on
+        for side, v in (("low", b.low), ("high", b.high)):
+            if math.isfinite(v):
+                mlflow.log_metric(f"gate/{k}_{side}", tidy(v), dataset=gold_ds)
+    if report.gain is not None:
+        mlflow.log_metrics(
+            {"gate/accuracy_gain_low": report.gain.low, "gate/accuracy_gain_high": report.gain.high}
+        )
+    if champ is not None:
+        theirs = {**champ.scalars(), "worst_class_recall": champ.worst_class_recall}
+        for k, v in values.items():
+            if v == v and theirs[k] == theirs[k]:
+                mlflow.log_metric(f"gate/{k}_vs_champion", tidy(v - theirs[k]), dataset=gold_ds)
+    mlflow.log_metrics({f"gate/n_gold_{p}": n for p, n in report.gold_sizes.items()})
+    mlflow.log_metric("gate/passed", float(report.passed))
+    mlflow.log_metric("gate/labels_needed", float(report.labels_needed))
+
+
+def _log_per_class_table(classes: tuple[str, ...], evaluation: Evaluation) -> None:
+    """`gate/per_class.json` on the active run: each class's recall, precision and support,
+    and the champion's recall."""
+    import mlflow
+
+    cand, champ = evaluation.candidate, evaluation.champion
+    mlflow.log_table(
+        {
+            "class": list(classes),
+            "recall": [cand.per_class_recall.get(c) for c in classes],
+            "precision": [cand.per_class_precision.get(c) for c in classes],
+            "support": [int(sum(row)) for row in cand.confusion],
+            "champion_recall": [champ.per_class_recall.get(c) if champ else None for c in classes],
+        },
+        "gate/per_class.json",
+    )
+
+
+def _log_gate_artifacts(dest: Destination, evaluation: Evaluation, report: GateReport) -> None:
+    """`gate/` artifacts on the active run: the report (Markdown and JSON) and the gate,
+    confusion-matrix and reliability images."""
+    import mlflow
+
+    pool = evaluation.pool or GoldPool(0.0, 1.0, 0, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "gate_report.md").write_text(
+            gate_markdown(report, next_step(report, pool, dest.cli_args))
+        )
+        (d / "gate_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        (d / "gate_checks.png").write_bytes(plot_gate(report, "gate on gold (test)"))
+        (d / "confusion_matrix.png").write_bytes(
+            plot_confusion(evaluation.candidate, dest.classes, "candidate on gold (test)")
+        )
+        (d / "reliability_diagram.png").write_bytes(
+            plot_reliability(
+                evaluation.candidate_probs, evaluation.gold.y.numpy(), "candidate on gold"
             )
-            (d / "gate_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-            (d / "gate_checks.png").write_bytes(plot_gate(report, "gate on gold (test)"))
-            (d / "confusion_matrix.png").write_bytes(
-                plot_confusion(cand, classes, "candidate on gold (test)")
-            )
-            (d / "reliability_diagram.png").write_bytes(
-                plot_reliability(
-                    evaluation.candidate_probs, evaluation.gold.y.numpy(), "candidate on gold"
-                )
-            )
-            for f in d.iterdir():
-                mlflow.log_artifact(str(f), artifact_path="gate")
+        )
+        for f in d.iterdir():
+            mlflow.log_artifact(str(f), artifact_path="gate")
 
 
 def describe_decision(
@@ -216,8 +233,23 @@ def record_decision(
     ref = dest.ref
     mlflow.set_tracking_uri(ref.tracking_uri)
     log_gate_to_run(dest, trained.mlflow_run_id, evaluation, report)
+    tags = _version_tags(trained, evaluation, report)
+    version = register_candidate(ref, trained.model_uri, trained.mlflow_run_id, tags)
+    outcome = _promote_on_pass(dest, version, evaluation, report)
+    if not outcome.promoted:
+        tag_version(ref, version, TAG_PROMOTION, fit_tag(f"not promoted: {outcome.reason}"))
+    decision = _decision(dest, trained, evaluation, report, version, outcome)
+    return _described(dest, decision, report, trained, evaluation)
+
+
+def _version_tags(
+    trained: TrainSummary, evaluation: Evaluation, report: GateReport
+) -> dict[str, str]:
+    """The candidate version's tags: the gate's verdict and evidence, the data, the code,
+    the champion it was compared with, and its gate-time gold metrics (`gate.<metric>`,
+    the baseline monitoring compares against)."""
     cand = evaluation.candidate
-    tags = {
+    return {
         TAG_GATE: report.decision,
         "semilabel.gate_summary": fit_tag(report.summary()),
         "semilabel.snapshot_id": trained.snapshot_id,
@@ -227,44 +259,67 @@ def record_decision(
         **{f"gate.{k}": f"{v:.6f}" for k, v in cand.scalars().items()},
         "gate.n_gold": str(cand.n),
     }
-    version = register_candidate(ref, trained.model_uri, trained.mlflow_run_id, tags)
-    previous = None
-    promoted = False
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Whether the registered version was promoted, the champion it replaced, and why."""
+
+    promoted: bool
+    previous: str | None
+    reason: str
+
+
+def _promote_on_pass(
+    dest: Destination, version: str, evaluation: Evaluation, report: GateReport
+) -> _Outcome:
+    """Promote `version` when the gate passed and the champion is still the one it was
+    compared against; otherwise say why not."""
+    ref = dest.ref
     if not report.passed:
         reason = report.summary()
         log.warning(
             "candidate %s v%s %s by the gate: %s", ref.model_name, version, report.verdict, reason
         )
-    else:
-        try:
-            previous = promote(
-                ref, version, expected_champion=evaluation.champion_version, lease=dest.lease
-            ).previous
-            promoted = True
-            reason = "gate passed; promoted" + (
-                f" (accuracy vs v{report.champion_version}: {report.gain}, "
-                + ("a significant gain)" if report.significant_gain else "no significant gain)")
-                if report.gain is not None
-                else ""
-            )
-        except ChampionMoved as exc:
-            reason = str(exc)
-            log.warning("%s", reason)
-        except RegistryLeaseLost as exc:
-            reason = str(exc)
-            log.error("%s", reason)
-    if not promoted:
-        tag_version(ref, version, TAG_PROMOTION, fit_tag(f"not promoted: {reason}"))
+        return _Outcome(False, None, reason)
+    try:
+        previous = promote(
+            ref, version, expected_champion=evaluation.champion_version, lease=dest.lease
+        ).previous
+    except ChampionMoved as exc:
+        log.warning("%s", exc)
+        return _Outcome(False, None, str(exc))
+    except RegistryLeaseLost as exc:
+        log.error("%s", exc)
+        return _Outcome(False, None, str(exc))
+    reason = "gate passed; promoted" + (
+        f" (accuracy vs v{report.champion_version}: {report.gain}, "
+        + ("a significant gain)" if report.significant_gain else "no significant gain)")
+        if report.gain is not None
+        else ""
+    )
+    return _Outcome(True, previous, reason)
+
+
+def _decision(
+    dest: Destination,
+    trained: TrainSummary,
+    evaluation: Evaluation,
+    report: GateReport,
+    version: str,
+    outcome: _Outcome,
+) -> RetrainDecision:
+    ref, cand = dest.ref, evaluation.candidate
     experiment_id = ref.client().get_run(trained.mlflow_run_id).info.experiment_id
     pool = evaluation.pool or GoldPool(0.0, 1.0, 0, 0)
-    decision = RetrainDecision(
+    return RetrainDecision(
         model_name=ref.model_name,
         version=version,
         gate=report.decision,
-        promoted=promoted,
-        reason=reason,
-        champion_version=version if promoted else champion_version(ref),
-        previous_champion=previous,
+        promoted=outcome.promoted,
+        reason=outcome.reason,
+        champion_version=version if outcome.promoted else champion_version(ref),
+        previous_champion=outcome.previous,
         gate_summary=report.summary(),
         mlflow_run_id=trained.mlflow_run_id,
         gold_accuracy=cand.accuracy,
@@ -275,6 +330,17 @@ def record_decision(
         checks=check_lines(report),
         gold_labels_requested=gold_to_request(report, pool),
     )
+
+
+def _described(
+    dest: Destination,
+    decision: RetrainDecision,
+    report: GateReport,
+    trained: TrainSummary,
+    evaluation: Evaluation,
+) -> RetrainDecision:
+    """`decision`, described on its run and version (`describe_decision`, retried); a
+    description that still fails is a warning on the decision, which stands."""
     try:
         after_decision(
             lambda: describe_decision(
@@ -287,7 +353,7 @@ def record_decision(
             f"({AFTER_DECISION_TRIES} tries): {type(exc).__name__}: {exc}"
         )
         log.warning("%s", warning)
-        decision = dataclasses.replace(decision, warnings=(*decision.warnings, warning))
+        return dataclasses.replace(decision, warnings=(*decision.warnings, warning))
     return decision
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from configs.schema import Config, load_config
 from flows.cli import main
+from flows.train import training_inputs
 from tasks.annotation.delivery import import_file
 from tasks.ingest import ingest_records, open_source
 from tasks.registry.aliases import TAG_GATE, RegistryRef, promote, register_candidate
@@ -47,7 +48,7 @@ def answer(store: Store, cfg: Config, folder: Path, who: str, examples: list[str
     """`who` answers about `examples` in a CSV, imported as `semilabel annotate import`."""
     path = folder / f"answers-{who}.csv"
     path.write_text("example_id,label,annotator\n" + "".join(f"{e},1,{who}\n" for e in examples))
-    done = import_file(store, cfg, path, run_id=f"import-{who}")
+    done = import_file(store, cfg.taxonomy, path, run_id=f"import-{who}")
     assert done.events_written == len(examples)
 
 
@@ -56,15 +57,19 @@ def annotated(overrides: dict, tmp_path: Path) -> tuple[Config, Store]:
     """A store whose labels came with an image folder, and from alice's CSV answers."""
     cfg = load_config(overrides=overrides)
     store = Store(cfg.store.root)
-    name, total, records = open_source(cfg)  # the name `semilabel ingest` records
-    ingest_records(store, records, cfg, source_name=name, run_id="ingest", total=total)
+    name, total, records = open_source(
+        cfg.data_spec(), cfg.source
+    )  # the name `semilabel ingest` records
+    ingest_records(
+        store, records, cfg.data_spec(), cfg.ingest, source_name=name, run_id="ingest", total=total
+    )
     answer(store, cfg, tmp_path, ALICE, unlabeled_training_examples(store, cfg, 8))
     return cfg, store
 
 
 def snapshot_of(store: Store, cfg: Config) -> str:
     """The training snapshot `semilabel train` would record for `cfg` now."""
-    data = load_training_data(store, cfg)
+    data = load_training_data(store, cfg.data_spec(), cfg.train, cfg.labels)
     return store.write_snapshot(
         data.train_ids, data.label_event_ids, purpose="train", run_id="test"
     )
@@ -119,15 +124,19 @@ def test_a_version_names_the_settings_that_differ_from_the_champions(annotated, 
     cfg, store = annotated
     uri = cfg.mlflow.tracking_uri
     ref = RegistryRef(uri, "traced")
-    first, _ = train_and_log(cfg)
+    first, _ = train_and_log(training_inputs(cfg))
     v1 = register(ref, first, "passed", "none")
     promote(ref, v1, expected_champion=None)
     alone = lineage(f"models:/traced/{v1}", uri, store).settings
     assert alone.other_version is None and "the champion and replaced none" in alone.note
-    faster, _ = train_and_log(load_config(overrides={**overrides, "train.lr": 0.01}))
+    faster, _ = train_and_log(
+        training_inputs(load_config(overrides={**overrides, "train.lr": 0.01}))
+    )
     v2 = register(ref, faster, "passed", v1)
     promote(ref, v2, expected_champion=v1)
-    shuffled, _ = train_and_log(load_config(overrides={**overrides, "train.shuffle_labels": True}))
+    shuffled, _ = train_and_log(
+        training_inputs(load_config(overrides={**overrides, "train.shuffle_labels": True}))
+    )
     v3 = register(ref, shuffled, "rejected", v2)
     lr = str(cfg.train.lr)
 

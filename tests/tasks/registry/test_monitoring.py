@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 
 import tasks.registry.monitoring as monitoring
-from tasks.gold import GoldSpec
 from tasks.registry.aliases import TAG_GATE, RegistryRef, champion_version, promote
 from tasks.registry.monitoring import monitor_champion
 from tasks.store import Store
+from tasks.validation.gold import GoldSpec
 from tests.tasks.registry.test_aliases import move_alias_in_another_process, register
 
 GATED = {TAG_GATE: "passed", "gate.accuracy": "0.99", "gate.macro_f1": "0.99", "gate.ece": "0.01"}
@@ -21,7 +21,7 @@ def setup(store_cfg):
     cfg = store_cfg.model_copy(
         update={"monitor": store_cfg.monitor.model_copy(update={"min_gold_labels": 5})}
     )
-    return cfg, ref, Store(cfg.store.root), GoldSpec.from_config(cfg)
+    return cfg, ref, Store(cfg.store.root), GoldSpec.from_data(cfg.data_spec())
 
 
 def test_a_champion_registered_by_hand_has_no_baseline_and_is_never_ok(setup):
@@ -76,7 +76,7 @@ def _trained_model_uri(cfg, tracking_uri: str) -> str:
     from tasks.tracking import ensure_experiment
     from tasks.training import load_training_data
 
-    training = load_training_data(Store(cfg.store.root), cfg)
+    training = load_training_data(Store(cfg.store.root), cfg.data_spec(), cfg.train, cfg.labels)
     settings = dataclasses.replace(
         cfg.train_settings(), teacher_steps=60, student_steps=0, checkpoint_every=0
     )

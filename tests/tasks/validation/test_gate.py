@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs.schema import ConfigError, load_config
-from tasks.reports import decision_markdown, gate_markdown
 from tasks.validation import (
     GatePolicy,
     GateReport,
@@ -17,6 +16,7 @@ from tasks.validation import (
     decide,
     proportion_bounds,
 )
+from tasks.validation.reports import gate_markdown
 
 TEN = tuple(str(i) for i in range(10))
 DEFAULT = GatePolicy.from_config(load_config().gate)
@@ -215,27 +215,6 @@ def test_too_few_gold_labels_is_undecided_and_says_how_many():
     assert report.verdict == "undecided"
     gold = next(c for c in report.checks if c.name == "gold_labels")
     assert gold.status == "undecided" and gold.labels_needed == 30
-
-
-def test_the_description_starts_with_the_verdict_and_keeps_to_the_checks_that_matter():
-    y = balanced(110, 10)
-    report = decide(evidence(y, with_errors(y, 10, [0]), TEN), DEFAULT)
-    text = decision_markdown(
-        headline="PROMOTED: v1 is the champion",
-        report=report,
-        snapshot_id="s",
-        gold_snapshot_id="g",
-        champion_after="1",
-        previous_after=None,
-    )
-    assert text.splitlines()[0] == "PROMOTED: v1 is the champion"
-    # the evidence in one short paragraph right under it (what a collapsed description shows)
-    line = text.splitlines()[2]
-    assert line.startswith("accuracy_floor 0.991 [0.958, 1.000] vs 0.9: pass; ")
-    assert line.endswith("recall of 10 classes vs 0.4: 10 pass.") and len(line) < 200
-    assert "| recall, 10 classes | lowest bound: recall[" in text
-    assert "accuracy_floor | 0.9909 [0.9576, 0.9995]" in text
-    assert len(text.splitlines()) < 20  # one screen
 
 
 @settings(max_examples=150, deadline=None)

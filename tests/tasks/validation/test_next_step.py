@@ -17,8 +17,8 @@ def _undecided(n: int, needed: int):
 
 
 def test_an_undecided_gate_gives_the_exact_command_for_the_gold_it_needs():
-    from tasks.reports import gate_markdown
     from tasks.validation.next_step import GoldPool, gold_to_request, next_step
+    from tasks.validation.reports import gate_markdown
 
     report = _undecided(8, 200)  # 192 more gold test labels
     assert report.verdict == "undecided" and report.labels_needed == 192

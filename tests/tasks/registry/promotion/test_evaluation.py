@@ -3,13 +3,13 @@ reached stops the run, never "no champion"."""
 
 import pytest
 
-from tasks.gold import GoldSpec
 from tasks.registry.aliases import (
     RegistryRef,
     RegistryUnavailable,
 )
 from tasks.registry.promotion import evaluate_candidate_and_champion
 from tasks.store import Store
+from tasks.validation.gold import GoldSpec
 from tests.tasks.registry.test_aliases import (
     _closed_port,
     logged_model,
@@ -31,7 +31,7 @@ def test_an_unreachable_registry_fails_the_evaluation(store_cfg, monkeypatch):
     with pytest.raises(RegistryUnavailable):
         evaluate_candidate_and_champion(
             Store(store_cfg.store.root),
-            GoldSpec.from_config(store_cfg),
+            GoldSpec.from_data(store_cfg.data_spec()),
             down,
             candidate,
             trust_pickle=False,

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from tasks.validation import (
+from tasks.validation.checks import Check, SliceResult
+from tasks.validation.gate import GateReport
+from tasks.validation.metrics import (
     ECE_BINS,
-    Check,
-    GateReport,
     GoldMetrics,
-    MonitorReport,
     calibration_bins,
     expected_calibration_error,
 )
+from tasks.validation.monitor import MonitorReport
 
 
 def _f(x: float | None) -> str:
@@ -39,71 +39,87 @@ def gate_markdown(report: GateReport, next_step: str = "") -> str:
     """The gate report: the verdict and the next step first, then every check (failed,
     undecided, passed, disabled) with its bounds, the metrics beside the champion's, the
     slices and the classes."""
-    champ = f"v{report.champion_version}" if report.champion_version else None
-    conf = f"{report.confidence:g}"
-    lines = [
-        f"# Gate: **{report.decision.upper()}**",
-        "",
-        report.summary(),
-        "",
-    ]
+    lines = [f"# Gate: **{report.decision.upper()}**", "", report.summary(), ""]
     if next_step:
         lines += [f"**Next step:** {next_step}", ""]
-    lines += [
-        f"Gold test labels: {report.candidate.n}"
-        + (
-            f" (gold dev: {report.gold_sizes.get('dev', 0)}, used only for choosing)"
-            if report.gold_sizes
-            else ""
-        )
-        + ". Champion: "
+    lines += [_gate_basis(report), "", *_check_rows(report.checks), ""]
+    lines += _metric_rows(report)
+    lines += _gain_lines(report)
+    lines += _slice_rows(report.slices)
+    lines += _class_rows(report.candidate)
+    return "\n".join(lines) + "\n"
+
+
+def _gate_basis(report: GateReport) -> str:
+    """What the gate was decided on: the gold labels, the champion, the bounds' rule."""
+    champ = f"v{report.champion_version}" if report.champion_version else None
+    dev = (
+        f" (gold dev: {report.gold_sizes.get('dev', 0)}, used only for choosing)"
+        if report.gold_sizes
+        else ""
+    )
+    return (
+        f"Gold test labels: {report.candidate.n}{dev}. Champion: "
         + (champ or "none (first run: floors only)")
-        + f". Bounds are one-sided at {conf}: a floor passes when its lower bound clears it, "
-        "fails when its upper bound is below it, and is otherwise undecided.",
-        "",
-        *_check_rows(report.checks),
-        "",
-        "| metric | candidate [low, high] | champion |",
-        "|---|---:|---:|",
-    ]
+        + f". Bounds are one-sided at {report.confidence:g}: a floor passes when its lower "
+        "bound clears it, fails when its upper bound is below it, and is otherwise undecided."
+    )
+
+
+def _metric_rows(report: GateReport) -> list[str]:
+    """The candidate's metrics with their bounds, beside the champion's."""
     theirs = report.champion.scalars() if report.champion else {}
     if report.champion:
         theirs["worst_class_recall"] = report.champion.worst_class_recall
+    rows = ["| metric | candidate [low, high] | champion |", "|---|---:|---:|"]
     for name, b in report.bounds.items():
-        lines.append(f"| {name} | {b} | {_f(theirs.get(name))} |")
-    if report.gain is not None:
-        lines += [
-            "",
-            f"Accuracy, candidate minus champion on the same examples: {report.gain} "
-            f"(exact McNemar p = {report.mcnemar_p:.3g}); "
-            + ("a significant gain." if report.significant_gain else "no significant gain."),
-        ]
-    if report.slices:
-        lines += [
-            "",
-            "| slice | labels | accuracy [low, high] | vs champion [low, high] | blocks |",
-            "|---|---:|---:|---:|---|",
-        ]
-        for sl in report.slices:
-            vs = (
-                "—"
-                if sl.vs_champion is None
-                else f"{sl.vs_champion.value:+.4f} "
-                + (f"[{sl.vs_champion.low:+.4f}, {sl.vs_champion.high:+.4f}]")
-            )
-            lines.append(
-                f"| {sl.key}={sl.group} | {sl.n} | {sl.accuracy} | {vs} | "
-                f"{'**yes**' if sl.blocked else 'no'} |"
-            )
-    lines += ["", "| class | recall | precision |", "|---|---:|---:|"]
-    for cls, r in report.candidate.per_class_recall.items():
-        lines.append(f"| {cls} | {r:.4f} | {report.candidate.per_class_precision[cls]:.4f} |")
-    if report.candidate.absent_classes:
-        lines += [
-            "",
-            "Classes with no gold test example: " + ", ".join(report.candidate.absent_classes),
-        ]
-    return "\n".join(lines) + "\n"
+        rows.append(f"| {name} | {b} | {_f(theirs.get(name))} |")
+    return rows
+
+
+def _gain_lines(report: GateReport) -> list[str]:
+    """The paired accuracy difference with the champion, when there is one."""
+    if report.gain is None:
+        return []
+    return [
+        "",
+        f"Accuracy, candidate minus champion on the same examples: {report.gain} "
+        f"(exact McNemar p = {report.mcnemar_p:.3g}); "
+        + ("a significant gain." if report.significant_gain else "no significant gain."),
+    ]
+
+
+def _slice_rows(slices: list[SliceResult]) -> list[str]:
+    """Each slice's accuracy and its difference with the champion, and whether it blocks."""
+    if not slices:
+        return []
+    rows = [
+        "",
+        "| slice | labels | accuracy [low, high] | vs champion [low, high] | blocks |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for sl in slices:
+        vs = (
+            "—"
+            if sl.vs_champion is None
+            else f"{sl.vs_champion.value:+.4f} "
+            + (f"[{sl.vs_champion.low:+.4f}, {sl.vs_champion.high:+.4f}]")
+        )
+        rows.append(
+            f"| {sl.key}={sl.group} | {sl.n} | {sl.accuracy} | {vs} | "
+            f"{'**yes**' if sl.blocked else 'no'} |"
+        )
+    return rows
+
+
+def _class_rows(candidate: GoldMetrics) -> list[str]:
+    """The candidate's recall and precision per class, and the classes gold test lacks."""
+    rows = ["", "| class | recall | precision |", "|---|---:|---:|"]
+    for cls, r in candidate.per_class_recall.items():
+        rows.append(f"| {cls} | {r:.4f} | {candidate.per_class_precision[cls]:.4f} |")
+    if candidate.absent_classes:
+        rows += ["", "Classes with no gold test example: " + ", ".join(candidate.absent_classes)]
+    return rows
 
 
 def monitor_markdown(report: MonitorReport) -> str:
@@ -211,10 +227,6 @@ def _png(fig: Any) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def _check(report: GateReport, name: str) -> Check | None:
-    return next((c for c in report.checks if c.name == name), None)
 
 
 def evidence_line(report: GateReport) -> str:

@@ -5,16 +5,16 @@ from pathlib import Path
 import numpy as np
 
 from configs.schema import load_config
-from tasks.gold import GoldSpec, load_gold_set
 from tasks.images.decode import decode_images
 from tasks.ingest import ingest_records, open_source
 from tasks.store import DEV, EXAMPLES, TEST, Store, content_id, human_labels
+from tasks.validation.gold import GoldSpec, load_gold_set
 from tests.conftest import digit_png, write
 
 
 def test_the_gold_part_holds_its_human_labeled_examples_decoded_once_each(store_cfg):
     store = Store(store_cfg.store.root)
-    spec = GoldSpec.from_config(store_cfg)
+    spec = GoldSpec.from_data(store_cfg.data_spec())
     human = human_labels(store, spec.classes)
     parts = spec.split.parts(list(human))
     expected = {e for e, p in zip(human, parts, strict=True) if p == TEST}
@@ -46,7 +46,7 @@ def test_gold_slices_carry_each_metadata_key_with_unknown_where_it_is_missing(
             "gate.slices": ["source", "region"],
         }
     )
-    spec = GoldSpec.from_config(cfg)
+    spec = GoldSpec.from_data(cfg.data_spec())
     images = [digit_png(i % 3, i) for i in range(60)]
     ids = [content_id(data) for data in images]
     # a region by row, every fifth left empty; a camera on one gold test example only
@@ -57,8 +57,16 @@ def test_gold_slices_carry_each_metadata_key_with_unknown_where_it_is_missing(
         write(tmp_path / f"img/{i}.png", data)
         lines.append(f"img/{i}.png,{i % 3},{regions[e]},{'cam-1' if e == on_camera else ''}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    name, total, records = open_source(cfg)
-    ingest_records(Store(store_root), records, cfg, source_name=name, run_id="r", total=total)
+    name, total, records = open_source(cfg.data_spec(), cfg.source)
+    ingest_records(
+        Store(store_root),
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name=name,
+        run_id="r",
+        total=total,
+    )
 
     gold = load_gold_set(Store(store_root), spec, TEST)
 
