@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flows.monitor import label_health_inputs
 from tasks.slis import LabelHealth, RunFacts, label_health, record_slis
 from tasks.slis.catalog import METRICS
 from tasks.slis.compute import Sli
@@ -87,7 +88,7 @@ def test_promtool_accepts_the_exposition_of_a_real_store(store_cfg):
     checks, on every metric of the catalog with the values a run leaves."""
     promtool = _promtool()
     store = Store(store_cfg.store.root)
-    health = label_health(store, store_cfg, RunFacts(flow="monitor"), "run-1")
+    health = label_health(store, label_health_inputs(store_cfg), RunFacts(flow="monitor"), "run-1")
     age = next(s for s in health.slis if s.metric.startswith("label_age_median"))
     assert age.metric == "label_age_median_seconds"
     assert 0 < age.value < 3600  # the labels were made seconds ago, in seconds
@@ -230,7 +231,10 @@ def test_a_real_prometheus_scrapes_semilabel_metrics_serve(store_cfg, tmp_path):
     # real SLIs of a real store, plus one row of every other metric, as a run would leave
     store = Store(store_cfg.store.root)
     health = label_health(
-        store, store_cfg, RunFacts(flow="monitor", pseudo_label_precision=0.9), "run-1"
+        store,
+        label_health_inputs(store_cfg),
+        RunFacts(flow="monitor", pseudo_label_precision=0.9),
+        "run-1",
     )
     measured = {(s.metric, s.labels) for s in [*health.slis, *run_rows(health)]}
     record_slis(
@@ -297,36 +301,18 @@ def test_a_real_prometheus_scrapes_semilabel_metrics_serve(store_cfg, tmp_path):
             p.wait(timeout=30)
 
 
-def test_a_pushgateway_url_with_user_info_pushes_with_basic_auth(caplog):
+def test_a_pushgateway_url_with_user_info_pushes_with_basic_auth(caplog, pushgateway):
     """`metrics.pushgateway_url: http://user:password@host:port`: the credentials go in
     an Authorization header (not in the URL, where urllib would take them for the host),
     and a failed push's warning does not show the password."""
     import base64
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from tasks.slis.prometheus import push_slis
 
-    seen: list[tuple[str, str, str | None]] = []
-
-    class Gateway(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            seen.append((self.path, body, self.headers.get("Authorization")))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:  # noqa: ANN002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port, seen = pushgateway
     health = LabelHealth("retrain", "run-1", [Sli("label_coverage_ratio", 0.5)])
-    try:
-        url = f"http://pusher:PUSH-PW@127.0.0.1:{server.server_port}"
-        assert push_slis(url, "semilabel", health) is None  # pushed
-    finally:
-        server.shutdown()
+    url = f"http://pusher:PUSH-PW@127.0.0.1:{port}"
+    assert push_slis(url, "semilabel", health) is None  # pushed
     ((path, body, auth),) = seen
     assert path == "/metrics/job/semilabel/flow/retrain"
     assert "semilabel_label_coverage_ratio 0.5" in body
