@@ -193,7 +193,8 @@ def run_labels(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     try:
-        done = export_labels(Store(cfg.store.root), cfg, args.out)
+        store = Store(cfg.store.root)
+        done = export_labels(store, cfg.data_spec(), cfg.labels, args.out, as_of=cfg.train.as_of)
     except ExportError as exc:
         console.print(f"[red]semilabel labels export: {escape(str(exc))}[/red]", highlight=False)
         return EXIT_CONFIG

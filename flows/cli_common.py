@@ -111,8 +111,8 @@ def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 
 def present(command: str, result: Any) -> None:
     """Print a flow's result for a person."""
-    from tasks.reports import monitor_markdown
     from tasks.validation import MonitorReport
+    from tasks.validation.reports import monitor_markdown
 
     if isinstance(result, MonitorReport):
         out.print(monitor_markdown(result), soft_wrap=True)

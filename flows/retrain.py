@@ -24,8 +24,12 @@ from prefect.states import Completed, State
 
 import flows  # noqa: F401  (settings, run logs: a worker loads this file by path)
 from configs.schema import Config, load_config
+from flows.annotate import annotation_inputs
+from flows.monitor import label_health_inputs
+from flows.sample import sampling_inputs
+from flows.train import training_inputs
+from flows.weak_label import weak_label_inputs
 from tasks.annotation.delivery import deliver_requests
-from tasks.gold import GoldSpec
 from tasks.ingest import ingest_source, publish_ingest_summary
 from tasks.registry import RegistryRef, registry_lock
 from tasks.registry.promotion import (
@@ -39,6 +43,7 @@ from tasks.registry.promotion import (
 )
 from tasks.sampling import sample_drifted, sample_examples
 from tasks.slis import (
+    DriftCheck,
     RunFacts,
     drift_gate_checks,
     drift_task,
@@ -46,8 +51,9 @@ from tasks.slis import (
     retrain_outcomes,
 )
 from tasks.tracking import ui_base
-from tasks.training import publish_train_summary, train_candidate
-from tasks.validation import GatePolicy
+from tasks.training import TrainSummary, publish_train_summary, train_candidate
+from tasks.validation import GatePolicy, GateReport
+from tasks.validation.gold import GoldSpec
 from tasks.validation.next_step import cli_args
 from tasks.weak_labeling.run import weak_label_examples
 
@@ -81,35 +87,30 @@ def retrain(
     run_id = str(flow_run.id or "local")
     ref = RegistryRef(cfg.mlflow.tracking_uri, cfg.mlflow.model_name)
     with registry_lock(ref, cfg.store.root, cfg.mlflow.registry_lock_timeout_s) as lease:
-        ingested = ingest_source(cfg, run_id=run_id)
+        ingested = ingest_source(cfg.data_spec(), cfg.source, cfg.ingest, run_id=run_id)
         publish_ingest_summary(ingested, cfg.store.root)
-        weak = weak_label_examples(cfg, run_id=run_id) if cfg.weak_labeling.enabled else None
-        trained = train_candidate(cfg, owner=run_id)
+        weak = (
+            weak_label_examples(weak_label_inputs(cfg), run_id=run_id)
+            if cfg.weak_labeling.enabled
+            else None
+        )
+        trained = train_candidate(training_inputs(cfg), owner=run_id)
         publish_train_summary(trained)
-        drift, newest_batch = drift_task(cfg, trained.model_uri)
-        evaluation = evaluate_on_gold(
-            cfg.store.root,
-            GoldSpec.from_config(cfg),
-            ref,
-            trained.model_uri,
-            cfg.mlflow.trust_pickled_models,
-        )
+        drift, newest_batch = drift_task(label_health_inputs(cfg), trained.model_uri)
         args = cli_args(config_path, overrides)
-        report = gate_candidate(
-            evaluation,
-            GatePolicy.from_config(cfg.gate, cfg.seed),
-            drift_gate_checks(drift, cfg.health.drift.on_breach),
-            args,
+        decision, report = _gate_and_register(
+            cfg,
+            Destination(
+                ref,
+                tuple(cfg.taxonomy.classes),
+                str(cfg.store.root),
+                ui_base(cfg.mlflow.tracking_uri, cfg.mlflow.ui_url),
+                args,
+                lease,
+            ),
+            trained,
+            drift,
         )
-        destination = Destination(
-            ref,
-            tuple(cfg.taxonomy.classes),
-            str(cfg.store.root),
-            ui_base(cfg.mlflow.tracking_uri, cfg.mlflow.ui_url),
-            args,
-            lease,
-        )
-        decision = register_and_decide(destination, trained, evaluation, report)
         facts = RunFacts(
             flow="retrain",
             pseudo_label_precision=trained.pseudo_label_precision,
@@ -120,29 +121,65 @@ def retrain(
             retrain_outcomes=retrain_outcomes(cfg.health.retrain_window, exclude=run_id),
             drift=tuple(drift),
         )
-        # After the decision (the champion may have moved): each step is retried, and one
-        # that still fails is a warning on a completed run, never a failed retrain.
-        warnings = list(decision.warnings)
-        with _warn_on_failure("the label-health report", warnings):
-            health = retried(report_label_health)(cfg, facts, run_id, trained.mlflow_run_id)
-            if health.push_error:
-                warnings.append(f"the label-health push failed: {health.push_error}")
-        drifted = any(c.breached and c.name == "newest_batch" for c in drift)
-        if drifted and cfg.health.drift.on_breach == "sample":
-            with _warn_on_failure("asking for labels on the drifted batch", warnings):
-                drifted_sample = retried(sample_drifted)(cfg, run_id, newest_batch)
-                retried(deliver_requests)(cfg, drifted_sample, run_id)
-        if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
-            # An undecided gate asks for the gold it needs in the gold stream itself.
-            asking = with_gold_budget(cfg, decision.gold_labels_requested)
-            with _warn_on_failure("sampling and delivering the next labels", warnings):
-                sampled = retried(sample_examples)(asking, run_id)
-                delivery = retried(deliver_requests)(asking, sampled, run_id)
-                decision = dataclasses.replace(decision, next_labels=delivery.summary())
-        decision = dataclasses.replace(decision, warnings=tuple(warnings))
+        decision = _after_decision(cfg, run_id, decision, facts, trained, newest_batch)
         if decision.warnings:  # completed, and the run's state says what failed
             return Completed(message=decision.state_message(), data=decision)
         return decision
+
+
+def _gate_and_register(
+    cfg: Config, destination: Destination, trained: TrainSummary, drift: list[DriftCheck]
+) -> tuple[RetrainDecision, GateReport]:
+    """Candidate and champion on the same gold test snapshot, the gate, and the
+    registration (and promotion, on a pass) of the candidate."""
+    evaluation = evaluate_on_gold(
+        cfg.store.root,
+        GoldSpec.from_data(cfg.data_spec()),
+        destination.ref,
+        trained.model_uri,
+        cfg.mlflow.trust_pickled_models,
+    )
+    report = gate_candidate(
+        evaluation,
+        GatePolicy.from_config(cfg.gate, cfg.seed),
+        drift_gate_checks(drift, cfg.health.drift.on_breach),
+        destination.cli_args,
+    )
+    return register_and_decide(destination, trained, evaluation, report), report
+
+
+def _after_decision(
+    cfg: Config,
+    run_id: str,
+    decision: RetrainDecision,
+    facts: RunFacts,
+    trained: TrainSummary,
+    newest_batch: list[str],
+) -> RetrainDecision:
+    """The steps after the decision (the champion may have moved): each is retried, and
+    one that still fails is a warning on a completed run, never a failed retrain."""
+    warnings = list(decision.warnings)
+    with _warn_on_failure("the label-health report", warnings):
+        health = retried(report_label_health)(
+            label_health_inputs(cfg), facts, run_id, trained.mlflow_run_id
+        )
+        if health.push_error:
+            warnings.append(f"the label-health push failed: {health.push_error}")
+    drifted = any(c.breached and c.name == "newest_batch" for c in facts.drift)
+    if drifted and cfg.health.drift.on_breach == "sample":
+        with _warn_on_failure("asking for labels on the drifted batch", warnings):
+            drifted_sample = retried(sample_drifted)(
+                cfg.data_spec(), cfg.sampling, run_id, newest_batch
+            )
+            retried(deliver_requests)(annotation_inputs(cfg), drifted_sample, run_id)
+    if cfg.sampling.mode != "off":  # ask people for the labels the next run needs
+        # An undecided gate asks for the gold it needs in the gold stream itself.
+        asking = with_gold_budget(cfg, decision.gold_labels_requested)
+        with _warn_on_failure("sampling and delivering the next labels", warnings):
+            sampled = retried(sample_examples)(sampling_inputs(asking), run_id)
+            delivery = retried(deliver_requests)(annotation_inputs(asking), sampled, run_id)
+            decision = dataclasses.replace(decision, next_labels=delivery.summary())
+    return dataclasses.replace(decision, warnings=tuple(warnings))
 
 
 def retried(step: Task[P, R]) -> Task[P, R]:

@@ -1,5 +1,5 @@
 """The applier: example ids held as Arrow strings, and the functions applied over a real
-store shard by shard (the same over a Prefect task runner: tests/flows/test_weak_label_flow.py)."""
+store shard by shard (the same over a Prefect task runner: tests/flows/test_weak_label.py)."""
 
 from datetime import UTC, datetime
 from pathlib import Path
