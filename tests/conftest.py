@@ -128,24 +128,48 @@ def store_cfg(tmp_path: Path):
     """A real store ingested from a 3-class image folder: 150 labeled (some gold), 90
     unlabeled, and a config that trains on it in seconds on a CPU."""
     from configs.schema import load_config
-    from tasks.ingest import image_folder_records, ingest_records
-    from tasks.store import Store
 
     folder = digit_folder(tmp_path / "images", n=240, n_labeled=150)
     cfg = load_config(
         overrides=tiny_run_overrides(tmp_path, folder, f"sqlite:///{tmp_path / 'mlflow.db'}")
     )
+    ingest_folder(cfg, folder, "folder")
+    return cfg
+
+
+def ingest_folder(cfg, folder: Path, source_name: str, run_id: str = "r") -> None:
+    """Ingest an image folder into `cfg`'s store, as `semilabel ingest` would."""
+    from tasks.ingest import image_folder_records, ingest_records
+    from tasks.store import Store
+
     total, records = image_folder_records(folder)
     ingest_records(
         Store(cfg.store.root),
         records,
         cfg.data_spec(),
         cfg.ingest,
-        source_name="folder",
-        run_id="r",
+        source_name=source_name,
+        run_id=run_id,
         total=total,
     )
-    return cfg
+
+
+def ingest_configured_source(cfg, run_id: str = "r") -> None:
+    """Ingest `cfg`'s own source (folder or manifest) under the name `semilabel ingest`
+    records for it."""
+    from tasks.ingest import ingest_records, open_source
+    from tasks.store import Store
+
+    name, total, records = open_source(cfg.data_spec(), cfg.source)
+    ingest_records(
+        Store(cfg.store.root),
+        records,
+        cfg.data_spec(),
+        cfg.ingest,
+        source_name=name,
+        run_id=run_id,
+        total=total,
+    )
 
 
 @pytest.fixture(scope="session")

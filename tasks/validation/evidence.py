@@ -172,7 +172,8 @@ def bootstrap_metrics(
     Returns one dict per model: metric -> (samples,) replicate values."""
     n = len(y)
     out = [
-        {m: np.empty(samples) for m in ("macro_f1", "ece", "worst_class_recall")} for _ in models
+        {m: np.full(samples, np.nan) for m in ("macro_f1", "ece", "worst_class_recall")}
+        for _ in models
     ]
     if n == 0 or samples == 0:
         return out

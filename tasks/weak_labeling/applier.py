@@ -184,32 +184,39 @@ def plan_shards(store: Store, shard_rows: int) -> list[Shard]:
     return shards
 
 
-def apply_to_shard(
-    store_root: str,
-    shard: Shard,
-    functions: list[LabelingFunction],
-    k_classes: int,
-    image_size: int,
-    channels: int,
-    batch_rows: int,
-    out_folder: str,
-) -> ShardResult:
+@dataclass(frozen=True)
+class ShardJob:
+    """What every shard of one application shares: the store, the functions, the image
+    shape they see, how many rows a batch decodes, and where the parts go."""
+
+    store_root: str
+    functions: tuple[LabelingFunction, ...]
+    k_classes: int
+    image_size: int
+    channels: int
+    batch_rows: int
+    out_folder: str
+
+
+def apply_to_shard(job: ShardJob, shard: Shard) -> ShardResult:
     """Stream one shard's row groups in Arrow batches, decode, apply every function
     (vectorized per batch) and write the shard's label matrix part, atomically."""
     start = time.perf_counter()
-    store = Store(store_root)
+    store = Store(job.store_root)
 
     def record_batches() -> Iterator[pa.RecordBatch]:
         for path, groups in shard.parts:
             with store.fs.open_input_file(path) as fh:
                 yield from pq.ParquetFile(fh).iter_batches(
-                    batch_size=batch_rows, row_groups=list(groups), columns=LF_COLUMNS
+                    batch_size=job.batch_rows, row_groups=list(groups), columns=LF_COLUMNS
                 )
 
     matrix = apply_functions(
-        lf_batches(record_batches(), image_size, channels), functions, k_classes
+        lf_batches(record_batches(), job.image_size, job.channels),
+        list(job.functions),
+        job.k_classes,
     )
-    path = f"{out_folder}/part-{shard.index:05d}.parquet"
+    path = f"{job.out_folder}/part-{shard.index:05d}.parquet"
     store.write_file(path, _matrix_table(matrix))
     return ShardResult(shard.index, len(matrix.example_ids), path, time.perf_counter() - start)
 
@@ -219,20 +226,9 @@ def apply_to_shard(
     task_run_name="apply-labeling-functions-shard-{shard.index}",
     cache_policy=NO_CACHE,
 )
-def apply_lf_shard(
-    store_root: str,
-    shard: Shard,
-    functions: list[LabelingFunction],
-    k_classes: int,
-    image_size: int,
-    channels: int,
-    batch_rows: int,
-    out_folder: str,
-) -> ShardResult:
+def apply_lf_shard(job: ShardJob, shard: Shard) -> ShardResult:
     """One shard of the applier, as a Prefect task (mapped over the shards)."""
-    return apply_to_shard(
-        store_root, shard, functions, k_classes, image_size, channels, batch_rows, out_folder
-    )
+    return apply_to_shard(job, shard)
 
 
 def shard_task_runner(wl: WeakLabelingConfig, n_shards: int) -> Any:
@@ -277,20 +273,20 @@ def apply_in_shards(
     start = time.perf_counter()
     shards = plan_shards(store, wl.shard_rows)
     folder = _matrix_folder(store, run_id)
-    common = {
-        "store_root": data.root,
-        "functions": functions,
-        "k_classes": len(data.classes),
-        "image_size": data.image_size,
-        "channels": data.channels,
-        "batch_rows": wl.batch_rows,
-        "out_folder": folder,
-    }
+    job = ShardJob(
+        data.root,
+        tuple(functions),
+        len(data.classes),
+        data.image_size,
+        data.channels,
+        wl.batch_rows,
+        folder,
+    )
     workers = min(wl.workers or _cpus(), len(shards))
     if workers <= 1:
-        finished = (apply_to_shard(shard=shard, **common) for shard in shards)
+        finished = (apply_to_shard(job, shard) for shard in shards)
     else:
-        finished = _apply_on_runner(wl, shards, workers, common)
+        finished = _apply_on_runner(wl, shards, workers, job)
     results: list[ShardResult] = []
     for result in finished:  # as each shard finishes
         results.append(result)
@@ -311,7 +307,7 @@ def _matrix_folder(store: Store, run_id: str) -> str:
 
 
 def _apply_on_runner(
-    wl: WeakLabelingConfig, shards: list[Shard], workers: int, common: dict[str, Any]
+    wl: WeakLabelingConfig, shards: list[Shard], workers: int, job: ShardJob
 ) -> Iterator[ShardResult]:
     """One mapped `apply-labeling-functions` task per shard on `weak_labeling.runner`;
     yields the results as the tasks complete."""
@@ -320,7 +316,7 @@ def _apply_on_runner(
 
     log.info(
         "applying %d functions to %d rows in %d shards on %d %s workers",
-        len(common["functions"]),
+        len(job.functions),
         sum(s.rows for s in shards),
         len(shards),
         workers,
@@ -329,7 +325,7 @@ def _apply_on_runner(
     with _worker_environment(), shard_task_runner(wl, len(shards)) as runner:
         futures = runner.map(
             apply_lf_shard,
-            {"shard": shards, **{k: unmapped(v) for k, v in common.items()}},
+            {"shard": shards, "job": unmapped(job)},
         )
         for future in as_completed(futures):
             yield future.result()

@@ -65,18 +65,23 @@ def test_flow_modules_run_alone_without_the_cli(tmp_path: Path):
         assert "flows.cli" not in imported, path.name
 
 
+def _stale_labels(store_cfg) -> dict:
+    """Overrides on `store_cfg` under which every label is "stale": a forced breach."""
+    return {
+        "store.root": store_cfg.store.root,
+        "taxonomy.classes": ["0", "1", "2"],
+        "gold.fraction": 0.3,
+        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
+        "health.max_label_age_h": 0.000001,
+    }
+
+
 def test_fail_on_alert_exits_4_and_lists_each_breach_with_its_runbook(
     prefect_api, store_cfg, capsys
 ):
     from tasks.store import SLIS, Store
 
-    ov = {
-        "store.root": store_cfg.store.root,
-        "taxonomy.classes": ["0", "1", "2"],
-        "gold.fraction": 0.3,
-        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
-        "health.max_label_age_h": 0.000001,  # every label is "stale": a forced breach
-    }
+    ov = _stale_labels(store_cfg)
     assert main(["monitor", "--fail-on-alert", *_sets(ov)]) == 4
     out = capsys.readouterr()
     assert "Label health: 1 BREACH(ES)" in out.out and "label_age_median_seconds" in out.out
@@ -97,13 +102,7 @@ def test_fail_on_alert_prints_the_summary_without_a_traceback(prefect_api, store
 
     from prefect.settings import PREFECT_API_URL
 
-    ov = {
-        "store.root": store_cfg.store.root,
-        "taxonomy.classes": ["0", "1", "2"],
-        "gold.fraction": 0.3,
-        "mlflow.tracking_uri": store_cfg.mlflow.tracking_uri,
-        "health.max_label_age_h": 0.000001,  # every label is "stale": a forced breach
-    }
+    ov = _stale_labels(store_cfg)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the test's server
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "monitor", "--fail-on-alert", *_sets(ov)],

@@ -21,12 +21,11 @@ from prefect.client.schemas.filters import (
 
 from configs.schema import load_config
 from flows.weak_label import weak_label, weak_label_inputs
-from tasks.ingest import image_folder_records, ingest_records
 from tasks.store import LABELS, Store
 from tasks.weak_labeling.applier import apply_in_shards, plan_shards
 from tasks.weak_labeling.functions import build_functions
 from tasks.weak_labeling.run import weak_label_store
-from tests.conftest import digit_png, write
+from tests.conftest import digit_png, ingest_folder, write
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCS = [
@@ -63,16 +62,7 @@ def sharded(tmp_path: Path) -> dict:
         write(tmp_path / "images" / sub / f"{i}.png", digit_png(cls, i))
     ov = _overrides(tmp_path)
     cfg = load_config(overrides=ov)
-    total, records = image_folder_records(cfg.source.path)
-    ingest_records(
-        Store(cfg.store.root),
-        records,
-        cfg.data_spec(),
-        cfg.ingest,
-        source_name="f",
-        run_id="r",
-        total=total,
-    )
+    ingest_folder(cfg, cfg.source.path, "f")
     return ov
 
 
@@ -116,9 +106,10 @@ def test_flow_maps_shards_on_the_runner_and_matches_the_in_process_applier(
     state = weak_label(overrides={**sharded, "weak_labeling.runner": runner}, return_state=True)
     assert state.is_completed(), state.message
     # Nothing leaks into this process's environment (Dask's nanny sets OMP_NUM_THREADS=1
-    # and more), apart from MLflow's own MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID.
-    after = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    assert after == {k: v for k, v in env_before.items() if not k.startswith("MLFLOW_")}
+    # and more), apart from MLflow's own MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID and
+    # the telemetry session id MLflow sets and unsets itself (_MLFLOW_TELEMETRY_SESSION_ID).
+    ours = lambda env: {k: v for k, v in env.items() if not k.lstrip("_").startswith("MLFLOW_")}  # noqa: E731
+    assert ours(os.environ) == ours(env_before)
     summary = state.result()
     ids, votes = _matrix(summary.matrix_path)
     assert ids == serial.example_ids  # store order, whatever order the shards finished in

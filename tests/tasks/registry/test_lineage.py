@@ -11,13 +11,12 @@ from configs.schema import Config, load_config
 from flows.cli import main
 from flows.train import training_inputs
 from tasks.annotation.delivery import import_file
-from tasks.ingest import ingest_records, open_source
 from tasks.registry.aliases import TAG_GATE, RegistryRef, promote, register_candidate
 from tasks.registry.lineage import Lineage, TrainingSplit, lineage, snapshot_lineage
 from tasks.store import EXAMPLES, LABELS, GoldSplit, Store
 from tasks.training import train_and_log
 from tasks.training.data import load_training_data
-from tests.conftest import digit_folder, tiny_run_overrides
+from tests.conftest import digit_folder, ingest_configured_source, tiny_run_overrides
 
 ALICE = "alice@example.com"
 
@@ -57,12 +56,7 @@ def annotated(overrides: dict, tmp_path: Path) -> tuple[Config, Store]:
     """A store whose labels came with an image folder, and from alice's CSV answers."""
     cfg = load_config(overrides=overrides)
     store = Store(cfg.store.root)
-    name, total, records = open_source(
-        cfg.data_spec(), cfg.source
-    )  # the name `semilabel ingest` records
-    ingest_records(
-        store, records, cfg.data_spec(), cfg.ingest, source_name=name, run_id="ingest", total=total
-    )
+    ingest_configured_source(cfg, run_id="ingest")
     answer(store, cfg, tmp_path, ALICE, unlabeled_training_examples(store, cfg, 8))
     return cfg, store
 

@@ -17,7 +17,7 @@ from tasks.store import content_id, gold_mask
 from tasks.tracking import ensure_experiment
 from tasks.training import train_and_log
 from tasks.training.collapse import report_pseudo_label_collapse
-from tests.tasks.training.conftest import ingest_folder
+from tests.conftest import ingest_folder
 
 
 def _shifted_label_store(tmp_path: Path, **overrides: object) -> Config:

@@ -30,8 +30,7 @@ from tasks.training import (
     load_training_data,
     train_and_log,
 )
-from tests.conftest import digit_png, label_events, write
-from tests.tasks.training.conftest import ingest_folder
+from tests.conftest import digit_png, ingest_folder, label_events, write
 
 
 def _split(cfg) -> GoldSplit:

@@ -15,7 +15,7 @@ from tasks.images.decode import decode_images
 from tasks.store import EXAMPLES, Store
 from tasks.training import load_training_data
 from tasks.training.decoded_cache import cache_root, decoded_cache
-from tests.tasks.training.conftest import ingest_folder
+from tests.conftest import ingest_folder
 
 
 def _cache_dir(cfg) -> Path:

@@ -1,6 +1,5 @@
 """A training run (`tasks/training/run.py`) against a real store and a real MLflow
-(SQLite) store: what it logs, the model it logs, one run from two training processes,
-and the inputs the flows build for it."""
+(SQLite) store: what it logs, the model it logs, one run from two training processes."""
 
 import dataclasses
 import json
@@ -16,9 +15,9 @@ from configs.train import DistributedConfig
 from flows.train import training_inputs
 from tasks.registry.model_format import load_classifier
 from tasks.store import Store
-from tasks.training import TrainingInputs, train_and_log
+from tasks.training import train_and_log
 from tasks.training.run import MlflowMetrics, mlflow_run, run_key
-from tests.tasks.training.conftest import ingest_folder
+from tests.conftest import ingest_folder
 
 
 @pytest.mark.slow
@@ -212,17 +211,6 @@ def test_only_the_settings_that_change_the_model_are_params(store_cfg):
         Path(client.download_artifacts(summary.mlflow_run_id, "config.json")).read_text()
     )
     assert saved["train"]["run_dir"] == cfg.train.run_dir and "gate" in saved
-
-
-def test_the_flows_give_a_run_the_config_it_was_loaded_with():
-    cfg = load_config(overrides={"train.student_steps": 7, "weak_labeling.enabled": True})
-    inputs = training_inputs(cfg)
-    assert isinstance(inputs, TrainingInputs)
-    assert inputs.data == cfg.data_spec() and inputs.train is cfg.train
-    assert inputs.settings == cfg.train_settings() and inputs.settings.student_steps == 7
-    assert inputs.distributed == cfg.distributed_settings()
-    assert inputs.params["train.student_steps"] == "7" and "weak_labeling.enabled" in inputs.params
-    assert inputs.config["train"]["student_steps"] == 7 and "gate" in inputs.config
 
 
 def test_a_checkpoint_is_resumed_only_with_the_same_settings_data_and_store():

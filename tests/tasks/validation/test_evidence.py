@@ -132,3 +132,14 @@ def test_labels_to_decide_scales_the_bound_width_as_one_over_sqrt_n():
     assert labels_to_decide(50, b, 0.9) == math.ceil(50 * (0.09 / 0.02) ** 2)
     assert labels_to_decide(50, Bounds(0.9, 0.8, 0.95), 0.9) == 1_000_000  # on the line
     assert labels_to_decide(0, Bounds(math.nan, 0.0, 1.0), 0.9) == 0  # no estimate yet
+
+
+def test_no_gold_gives_no_replicate_values_rather_than_whatever_was_in_memory():
+    empty = Predictions(np.array([], dtype=np.int64), np.array([], dtype=np.float64))
+    (reps,) = bootstrap_metrics(np.array([], dtype=np.int64), [empty], 3, samples=64, seed=0)
+    assert {m: v.shape for m, v in reps.items()} == {
+        "macro_f1": (64,),
+        "ece": (64,),
+        "worst_class_recall": (64,),
+    }
+    assert all(np.isnan(v).all() for v in reps.values())

@@ -6,10 +6,9 @@ import numpy as np
 
 from configs.schema import load_config
 from tasks.images.decode import decode_images
-from tasks.ingest import ingest_records, open_source
 from tasks.store import DEV, EXAMPLES, TEST, Store, content_id, human_labels
 from tasks.validation.gold import GoldSpec, load_gold_set
-from tests.conftest import digit_png, write
+from tests.conftest import digit_png, ingest_configured_source, write
 
 
 def test_the_gold_part_holds_its_human_labeled_examples_decoded_once_each(store_cfg):
@@ -57,16 +56,7 @@ def test_gold_slices_carry_each_metadata_key_with_unknown_where_it_is_missing(
         write(tmp_path / f"img/{i}.png", data)
         lines.append(f"img/{i}.png,{i % 3},{regions[e]},{'cam-1' if e == on_camera else ''}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    name, total, records = open_source(cfg.data_spec(), cfg.source)
-    ingest_records(
-        Store(store_root),
-        records,
-        cfg.data_spec(),
-        cfg.ingest,
-        source_name=name,
-        run_id="r",
-        total=total,
-    )
+    ingest_configured_source(cfg)
 
     gold = load_gold_set(Store(store_root), spec, TEST)
 
