@@ -139,34 +139,29 @@ def store_cfg(tmp_path: Path):
 
 def ingest_folder(cfg, folder: Path, source_name: str, run_id: str = "r") -> None:
     """Ingest an image folder into `cfg`'s store, as `semilabel ingest` would."""
-    from tasks.ingest import image_folder_records, ingest_records
+    from tasks.ingest import image_folder_records
+
+    _ingest(cfg, source_name, *image_folder_records(folder), run_id)
+
+
+def ingest_configured_source(cfg, run_id: str = "r") -> None:
+    """Ingest `cfg`'s own source (folder or manifest) under the name `semilabel ingest`
+    records for it."""
+    from tasks.ingest import open_source
+
+    _ingest(cfg, *open_source(cfg.data_spec(), cfg.source), run_id)
+
+
+def _ingest(cfg, source_name: str, total: int | None, records, run_id: str) -> None:
+    from tasks.ingest import ingest_records
     from tasks.store import Store
 
-    total, records = image_folder_records(folder)
     ingest_records(
         Store(cfg.store.root),
         records,
         cfg.data_spec(),
         cfg.ingest,
         source_name=source_name,
-        run_id=run_id,
-        total=total,
-    )
-
-
-def ingest_configured_source(cfg, run_id: str = "r") -> None:
-    """Ingest `cfg`'s own source (folder or manifest) under the name `semilabel ingest`
-    records for it."""
-    from tasks.ingest import ingest_records, open_source
-    from tasks.store import Store
-
-    name, total, records = open_source(cfg.data_spec(), cfg.source)
-    ingest_records(
-        Store(cfg.store.root),
-        records,
-        cfg.data_spec(),
-        cfg.ingest,
-        source_name=name,
         run_id=run_id,
         total=total,
     )
