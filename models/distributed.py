@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -51,6 +52,8 @@ SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.pt"
 LOG_FILE = "torchrun.log"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,15 +206,50 @@ def fit_distributed(
         )
     job = write_job(data, s, run_dir, keep_checkpoint, checkpoint_meta, pretrain_cache)
     returncode = run_torchrun(job, d, callbacks, s.total_steps)
-    if returncode != 0 or not (job / RESULT_FILE).exists():
-        tail = (job / LOG_FILE).read_text(errors="replace")[-3000:]
-        raise RuntimeError(
-            f"distributed training ({d.world_size} processes) failed with exit code "
-            f"{returncode}; the log is {job / LOG_FILE}. Its end:\n{tail}"
-        )
-    result = read_result(job)
+    result = finished_result(job, returncode, d.world_size)
     (job / DATA_FILE).unlink(missing_ok=True)
     return result
+
+
+def finished_result(job: Path, returncode: int, world_size: int) -> TrainResult:
+    """What the torchrun run in `job` trained. Rank 0 writes the result only after the
+    last step, which every rank takes part in, so a result on disk is a finished run even
+    when a rank then failed while shutting down (gloo can abort a process as it tears
+    its connections down): that is a warning, not a lost run. No result is an error
+    with the ranks' own traceback."""
+    text = (job / LOG_FILE).read_text(errors="replace") if (job / LOG_FILE).exists() else ""
+    if not (job / RESULT_FILE).exists():
+        raise RuntimeError(
+            f"distributed training ({world_size} processes) failed with exit code "
+            f"{returncode}; the whole log is {job / LOG_FILE}. Run it again to resume from "
+            f"its last checkpoint. From the log:\n{log_excerpt(text)}"
+        )
+    if returncode != 0:
+        log.warning(
+            "distributed training (%d processes) finished and wrote its result, but a "
+            "training process failed while shutting down (exit code %d); the result is "
+            "used. The log is %s; its end:\n%s",
+            world_size,
+            returncode,
+            job / LOG_FILE,
+            text[-1500:],
+        )
+    return read_result(job)
+
+
+def log_excerpt(text: str, first: int = 2500, last: int = 1500) -> str:
+    """The part of a torchrun log that says what went wrong: the first traceback a rank
+    printed (torchrun's own traceback, at the end, only names the failed rank), then
+    the end of the log."""
+    marker = "Traceback (most recent call last)"
+    start = text.find(marker)
+    while start != -1 and "torch/distributed/run.py" in text[start : start + 800]:
+        start = text.find(marker, start + len(marker))  # torchrun's own: not the cause
+    if start == -1 or start >= len(text) - last:
+        return text[-last:]  # nothing a rank printed, or all of it is in the end
+    if start + first >= len(text) - last:
+        return text[start:]
+    return f"{text[start : start + first]}\n[...]\n{text[-last:]}"
 
 
 def run_torchrun(
@@ -259,6 +297,27 @@ def read_result(job: Path) -> TrainResult:
         history=list(out["history"]),
         pseudo_labeling_off_at=out["pseudo_labeling_off_at"],
     )
+
+
+def write_result(job: Path, result: TrainResult, device: str) -> None:
+    """Rank 0, after the last step: what `read_result` gives the caller (atomically)."""
+    assert result.model.config is not None
+    tmp = job / f".{RESULT_FILE}.tmp"
+    torch.save(
+        {
+            "classifier": result.model.config.to_dict(),
+            "model": result.model.state_dict(),
+            "teacher": result.teacher.state_dict(),
+            "steps": result.steps,
+            "resumed_from": result.resumed_from,
+            "device": device,
+            "elapsed_s": result.elapsed_s,
+            "history": result.history,
+            "pseudo_labeling_off_at": result.pseudo_labeling_off_at,
+        },
+        tmp,
+    )
+    os.replace(tmp, job / RESULT_FILE)
 
 
 # -- a rank (a torchrun worker) ----------------------------------------------------------
@@ -311,23 +370,7 @@ def run_rank(job: Path, backend: str = "auto") -> None:
             pretrain_cache=spec["pretrain_cache"],
         )
         if ranks.is_main:
-            assert result.model.config is not None
-            tmp = job / f".{RESULT_FILE}.tmp"
-            torch.save(
-                {
-                    "classifier": result.model.config.to_dict(),
-                    "model": result.model.state_dict(),
-                    "teacher": result.teacher.state_dict(),
-                    "steps": result.steps,
-                    "resumed_from": result.resumed_from,
-                    "device": f"{result.device} x{ranks.world_size} ({backend})",
-                    "elapsed_s": result.elapsed_s,
-                    "history": result.history,
-                    "pseudo_labeling_off_at": result.pseudo_labeling_off_at,
-                },
-                tmp,
-            )
-            os.replace(tmp, job / RESULT_FILE)
+            write_result(job, result, f"{result.device} x{ranks.world_size} ({backend})")
         dist.barrier()
     finally:
         dist.destroy_process_group()

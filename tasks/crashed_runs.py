@@ -111,10 +111,12 @@ def crash_automation(heartbeat_s: int = HEARTBEAT_S, tag: str = TAG) -> Automati
 
 
 def _same(existing: AutomationCore, wanted: AutomationCore) -> bool:
+    """Whether the automation read back from the API already has these settings.
+    Compared as Python values: the trigger's `expect` and `after` are sets, and a set
+    read back from the server may list its names in another order than ours (a JSON
+    dump would then differ with nothing changed)."""
     fields = {"description", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
-    return existing.model_dump(mode="json", include=fields) == wanted.model_dump(
-        mode="json", include=fields
-    )
+    return existing.model_dump(include=fields) == wanted.model_dump(include=fields)
 
 
 def ensure_crash_automation(heartbeat_s: int | str = HEARTBEAT_S, tag: str = TAG) -> dict:

@@ -16,7 +16,16 @@ import torch
 
 from configs.schema import load_config
 from models import Callback, TrainData, TrainSettings, fit, predict_proba
-from models.distributed import fit_distributed, torchrun_command, write_job
+from models.distributed import (
+    LOG_FILE,
+    RESULT_FILE,
+    finished_result,
+    fit_distributed,
+    run_torchrun,
+    torchrun_command,
+    write_job,
+    write_result,
+)
 from tests.models.conftest import PRODUCT
 
 PRODUCT_SPREAD = load_config(None).distributed_settings()
@@ -153,6 +162,46 @@ def test_a_killed_two_process_run_resumes_and_ends_with_the_uninterrupted_weight
     ):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
     assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history]
+
+
+def test_a_rank_failing_as_it_shuts_down_after_the_result_is_written_loses_nothing(
+    tmp_path, caplog
+):
+    """Once rank 0 wrote the result every rank took every step: a rank that then aborts
+    while tearing gloo down (CI saw 'terminate called without an active exception') leaves
+    a finished run, used with a warning."""
+    data = mnist(labels_per_class=2, n_ulb=60, n_eval=40)
+    s = settings(teacher_steps=4, student_steps=4, eval_every=4, checkpoint_every=0)
+    trained = fit(data, s)
+    job = write_job(data, s, tmp_path)
+    write_result(job, trained, "cpu x2 (gloo)")
+    (job / LOG_FILE).write_text("terminate called without an active exception\n")
+    with caplog.at_level("WARNING", logger="models.distributed"):
+        result = finished_result(job, 1, 2)
+    assert result.steps == 8 and result.device == "cpu x2 (gloo)"
+    before, after = trained.model.state_dict(), result.model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    (warning,) = caplog.records
+    assert "failed while shutting down (exit code 1); the result is used" in warning.message
+    assert "terminate called without an active exception" in warning.message
+
+
+def test_a_run_that_wrote_no_result_fails_with_the_ranks_own_traceback(tmp_path):
+    """Real torchrun, real ranks, a job whose data file is missing: the error quotes
+    what the rank raised, not only torchrun's report that a rank failed."""
+    data = mnist(labels_per_class=2, n_ulb=60, n_eval=40)
+    s = settings(teacher_steps=4, student_steps=4)
+    job = write_job(data, s, tmp_path)
+    (job / "data.pt").unlink()
+    returncode = run_torchrun(job, TWO, (), s.total_steps)
+    assert returncode != 0 and not (job / RESULT_FILE).exists()
+    with pytest.raises(RuntimeError) as raised:
+        finished_result(job, returncode, 2)
+    message = str(raised.value)
+    assert "FileNotFoundError" in message and "data.pt" in message
+    assert "Run it again to resume from its last checkpoint" in message
+    assert message.index("FileNotFoundError") < message.index("ChildFailedError")
 
 
 def test_batch_must_split_evenly_over_ranks(tmp_path):
