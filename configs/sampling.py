@@ -54,6 +54,33 @@ class SamplingConfig(Section):
     review_folds: int = Field(
         5, ge=2, description="review: folds of the out-of-sample predicted probabilities."
     )
+    candidates_per_pick: int = Field(
+        10,
+        ge=1,
+        description="kcenter and cluster_margin consider this many pool examples per "
+        "request (kcenter a uniform sample, cluster_margin the smallest margins): only "
+        "their embeddings are kept while the pool is scored.",
+    )
+    batch_rows: int = Field(1024, ge=1, description="Images scored per forward pass.")
+    shard_rows: int = Field(
+        50_000,
+        ge=1,
+        description="Rows of the train pool per shard, each scored by one mapped Prefect "
+        "task; a pool of one shard is scored in-process.",
+    )
+    runner: Literal["processes", "threads", "dask"] = Field(
+        "processes",
+        description="Prefect task runner scoring the pool's shards: a process pool, a "
+        "thread pool, or Dask (`pip install semilabel[dask]`).",
+    )
+    workers: int = Field(
+        0, ge=0, description="Parallel shards (processes, threads or Dask workers); 0 = CPUs."
+    )
+    dask_address: str | None = Field(
+        None,
+        description="runner=dask: the scheduler of an existing Dask cluster "
+        "(tcp://host:8786); a local cluster of `workers` processes when omitted.",
+    )
     simulate_error_rate: float = Field(
         0.0,
         ge=0.0,

@@ -10,7 +10,9 @@ own budgets, and record each choice as an annotation request in the store.
 - `review`: existing labels most likely wrong, by confident learning
   (`tasks.sampling.review`), to be checked again.
 
-`pool` reads and scores the candidates, `streams` chooses from them, `requests` records
+`pool` finds the candidates (rows of the decoded image cache) and scores them batch by
+batch, `shards` scores the train pool shard by shard on `sampling.runner`, keeping only
+what the strategy needs (`candidates`), `streams` chooses from them, `requests` records
 the choice; `run` runs them (`sample_for_annotation`, `sample_slice` and their Prefect
 tasks) from the `SamplingInputs` a flow builds from its config (`inputs`).
 """

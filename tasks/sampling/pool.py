@@ -1,123 +1,149 @@
-"""The pools sampling chooses from, read from the store in one streaming pass and scored
-by one model: its class probabilities and its penultimate-layer embeddings.
+"""The pools sampling chooses from, as rows of the decoded image cache
+(`tasks.training.decoded_cache`: every example once, in store order), found with Arrow
+compute on the cache's index of example ids; and the scoring of rows, batch by batch.
 
 - train: non-gold examples without a human label or an open request;
 - anchors: non-gold examples with a human label (k-center starts from them);
-- review: non-gold examples with a training label (human or label model);
+- review: non-gold examples with a resolved training label (human or label model) and
+  no open review request;
 - gold: gold examples without a human label or an open request (not scored: the gold
   stream draws uniformly, so evaluation stays unbiased).
+
+A pool is a NumPy array of cache rows (8 bytes an example), never a Python collection
+of ids; the membership tests are `pc.is_in` over the index against the (label- and
+request-sized) sets of ids the store knows. When nothing needs scoring (no model), the
+store's ids are read alone and no image is decoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from models import Classifier
-from tasks.images.decode import decode_images
+from models.pool import ImagePool
 from tasks.store import EXAMPLES, GoldSplit, Store
+from tasks.training.decoded_cache import DecodedCache
 
-BATCH = 1024
-
-
-@dataclass
-class Scored:
-    ids: list[str] = field(default_factory=list)
-    probs: list[np.ndarray] = field(default_factory=list)
-    emb: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, ids: list[str], probs: np.ndarray, emb: np.ndarray) -> None:
-        self.ids += ids
-        self.probs.append(probs)
-        self.emb.append(emb)
-
-    def arrays(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self.ids:
-            return np.zeros((0, k), np.float32), np.zeros((0, 1), np.float32)
-        return np.concatenate(self.probs), np.concatenate(self.emb)
+BATCH = 1024  # images scored per forward pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pools:
-    train: Scored
-    anchors: Scored
-    review: Scored
-    gold: list[str]
+    ids: pa.StringArray  # every example once, in store order (the cache's index)
+    cache: DecodedCache | None  # where the images are; None when nothing is scored
+    train: np.ndarray  # int64 rows of `ids`
+    anchors: np.ndarray
+    review: np.ndarray
+    review_labels: pa.Array  # the resolved label of each review row
+    gold: pa.StringArray  # gold ids without a human label or an open request
     # gold examples left out of `gold`, by why: a human label already, or a request open
     gold_skipped: dict[str, int] = field(default_factory=lambda: {"labeled": 0, "requested": 0})
     gold_total: int = 0
 
-
-@torch.no_grad()
-def _score(model: Classifier | None, images: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (B, K), embeddings (B, D)); without a model: uniform probabilities
-    and the pixels themselves as embeddings."""
-    if model is None:
-        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        return np.full((len(images), k), 1.0 / k, np.float32), flat
-    x = torch.from_numpy(images).float().div_(255.0)
-    z, logits = model.features_and_logits(x)
-    return torch.softmax(logits.float(), 1).numpy(), z.float().numpy()
+    def example_ids(self, rows: np.ndarray) -> list[str]:
+        """The ids of `rows` (a budget's worth: Python strings only for those)."""
+        return self.ids.take(pa.array(np.asarray(rows, np.int64))).to_pylist()
 
 
-def read_pools(
-    store: Store,
-    model: Classifier | None,
+def store_ids(store: Store) -> pa.StringArray:
+    """The store's example ids, each once, in order of first occurrence (the order of
+    the decoded cache's index), read without the images."""
+    chunks = [b.column(0) for b in store.iter_batches(EXAMPLES, ["example_id"], batch_size=65536)]
+    return pc.unique(pa.chunked_array(chunks, pa.string()).combine_chunks())
+
+
+def _in(ids: pa.Array, values: pa.Array) -> np.ndarray:
+    if not len(values):
+        return np.zeros(len(ids), bool)
+    return pc.is_in(ids, value_set=values).to_numpy(zero_copy_only=False)
+
+
+def find_pools(
+    ids: pa.StringArray,
+    cache: DecodedCache | None,
     *,
     split: GoldSplit,
-    classes: tuple[str, ...],
-    image_size: int,
-    channels: int,
-    human: set[str],
-    labeled: set[str],
-    blocked: dict[str, set[str]],
+    human: pa.Array,
+    labels: pa.Table,
+    blocked: dict[str, pa.Array],
     want_anchors: bool,
     want_review: bool,
 ) -> Pools:
-    """Stream the examples once, decode only what a pool needs, score it."""
-    k = len(classes)
+    """Each stream's candidates among `ids` (see the module): `human` the examples with a
+    human label, `labels` the resolved labels (example_id, label), `blocked` per stream
+    the examples it must skip."""
+    gold = split.is_gold(ids)
+    is_human = _in(ids, human)
+    train = ~gold & ~_in(ids, blocked["train"])
+    anchors = ~gold & is_human if want_anchors else np.zeros(len(ids), bool)
+    review_rows = np.zeros(0, np.int64)
+    review_labels = pa.array([], pa.string())
+    if want_review:
+        labeled = labels.column("example_id").combine_chunks().cast(pa.string())
+        review_rows = np.flatnonzero(~gold & _in(ids, labeled) & ~_in(ids, blocked["review"]))
+        at = pc.index_in(ids.take(pa.array(review_rows)), value_set=labeled)
+        review_labels = labels.column("label").combine_chunks().cast(pa.string()).take(at)
+    gold_requested = gold & ~is_human & _in(ids, blocked["gold"])
+    open_gold = gold & ~is_human & ~gold_requested
+    return Pools(
+        ids=ids,
+        cache=cache,
+        train=np.flatnonzero(train),
+        anchors=np.flatnonzero(anchors),
+        review=review_rows,
+        review_labels=review_labels,
+        gold=ids.filter(pa.array(open_gold)),
+        gold_skipped={
+            "labeled": int((gold & is_human).sum()),
+            "requested": int(gold_requested.sum()),
+        },
+        gold_total=int(gold.sum()),
+    )
+
+
+@torch.no_grad()
+def score_images(
+    model: Classifier | None, images: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (B, K), embeddings (B, D)) of uint8 images (B, C, H, W); without a
+    model: uniform probabilities and the pixels themselves as embeddings."""
+    if model is None:
+        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        return np.full((len(images), k), 1.0 / k, np.float32), flat
+    device = next(model.parameters()).device
+    x = torch.from_numpy(images).to(device).float().div_(255.0)
+    z, logits = model.features_and_logits(x)
+    return torch.softmax(logits.float(), 1).cpu().numpy(), z.float().cpu().numpy()
+
+
+def scored_batches(
+    images: ImagePool, model: Classifier | None, k: int, batch: int = BATCH
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions in `images`, probabilities, embeddings), `batch` images at a time."""
     if model is not None:
-        model = model.eval()
-    pools = Pools(Scored(), Scored(), Scored(), [])
-    seen: set[str] = set()
-    for rb in store.iter_batches(EXAMPLES, ["example_id", "image"], batch_size=BATCH):
-        ids = rb.column(0).to_pylist()
-        gold = split.is_gold(ids)
-        need: dict[str, list[int]] = {"train": [], "anchors": [], "review": []}
-        for i, ex in enumerate(ids):
-            if ex in seen:
-                continue
-            seen.add(ex)
-            if gold[i]:
-                pools.gold_total += 1
-                if ex in human:
-                    pools.gold_skipped["labeled"] += 1
-                elif ex in blocked["gold"]:
-                    pools.gold_skipped["requested"] += 1
-                else:
-                    pools.gold.append(ex)
-                continue
-            if ex not in human and ex not in blocked["train"]:
-                need["train"].append(i)
-            if want_anchors and ex in human:
-                need["anchors"].append(i)
-            if want_review and ex in labeled and ex not in blocked["review"]:
-                need["review"].append(i)
-        rows = sorted({i for v in need.values() for i in v})
-        if not rows:
-            continue
-        blobs = rb.column(1).to_pylist()
-        images = decode_images([blobs[i] for i in rows], image_size, channels)
-        probs, emb = _score(model, images, k)
-        at = {r: j for j, r in enumerate(rows)}
-        for name, pool in (
-            ("train", pools.train),
-            ("anchors", pools.anchors),
-            ("review", pools.review),
-        ):
-            sel = [at[i] for i in need[name]]
-            if sel:
-                pool.add([ids[i] for i in need[name]], probs[sel], emb[sel])
-    return pools
+        model.eval()
+    for start in range(0, len(images), batch):
+        at = np.arange(start, min(start + batch, len(images)))
+        probs, emb = score_images(model, images.take(at).numpy(), k)
+        yield at, probs, emb
+
+
+def score_rows(
+    cache: DecodedCache, rows: np.ndarray, model: Classifier | None, k: int, batch: int = BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, K), embeddings (N, D)) of a bounded set of cache rows (anchors,
+    the review pool, a random pick), gathered batch by batch."""
+    probs = np.zeros((len(rows), k), np.float32)
+    emb: np.ndarray | None = None
+    images = ImagePool(cache.images_path, cache.shape, rows)
+    for at, p, z in scored_batches(images, model, k, batch):
+        if emb is None:
+            emb = np.zeros((len(rows), z.shape[1]), np.float32)
+        probs[at], emb[at] = p, z
+    return probs, emb if emb is not None else np.zeros((0, 1), np.float32)

@@ -5,10 +5,12 @@ its choice as annotation requests; and their Prefect tasks."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -16,11 +18,12 @@ from prefect.cache_policies import NO_CACHE
 from configs.data import DataSpec
 from configs.sampling import SamplingConfig
 from tasks.sampling.inputs import SamplingInputs
-from tasks.sampling.pool import Pools, read_pools
+from tasks.sampling.pool import Pools, find_pools, store_ids
 from tasks.sampling.requests import STREAMS, Backlog, Request, RequestLog, write_requests
 from tasks.sampling.scoring import NO_SCORER, Scorer, scoring_model
 from tasks.sampling.streams import choose_gold, choose_review, choose_train, gold_shortfall
 from tasks.store import GoldSplit, LatestLabels, Store, utcnow
+from tasks.training.decoded_cache import cache_root, decoded_cache
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,9 @@ def sample_for_annotation(
     strategy = plan.strategy if scorer.model is not None else "random"
     pools = _read_pools(store, inputs, known, scorer, strategy)
     chosen = [
-        *choose_train(pools, strategy, scorer, plan.budget.train, data.classes, rng),
+        *choose_train(pools, strategy, scorer, plan, data.classes, rng),
         *choose_gold(pools, plan.budget.gold, rng),
-        *choose_review(
-            pools,
-            known.label_of,
-            scorer,
-            plan.budget.review,
-            data.classes,
-            folds=plan.review_folds,
-            seed=data.seed,
-        ),
+        *choose_review(pools, scorer, plan, data.classes, seed=data.seed),
     ]
     rows = write_requests(store, chosen, run_id=run_id, batch_id=batch_id)
     return SamplingResult(
@@ -88,9 +83,9 @@ def sample_for_annotation(
         model_version=scorer.version,
         requests=rows,
         candidates={
-            "train": len(pools.train.ids),
+            "train": len(pools.train),
             "gold": len(pools.gold),
-            "review": len(pools.review.ids),
+            "review": len(pools.review),
         },
         backlog=RequestLog.read(store).backlog(),
         shortfalls=_shortfalls(chosen, pools, plan, data),
@@ -100,10 +95,10 @@ def sample_for_annotation(
 @dataclass(frozen=True)
 class _Known:
     """What the store already knows before this batch: the requests made and answered,
-    and each example's resolved training label (gold left out)."""
+    and each example's resolved training label (gold left out), as Arrow columns."""
 
     requests: RequestLog
-    label_of: dict[str, str]
+    labels: pa.Table  # example_id, label
 
     @classmethod
     def read(cls, store: Store, inputs: SamplingInputs) -> _Known:
@@ -114,14 +109,7 @@ class _Known:
             leave_out=_split(data),
             classes=data.classes,
         )
-        label_of = dict(
-            zip(
-                resolved.column("example_id").to_pylist(),
-                resolved.column("label").to_pylist(),
-                strict=True,
-            )
-        )
-        return cls(RequestLog.read(store), label_of)
+        return cls(RequestLog.read(store), resolved.select(["example_id", "label"]))
 
 
 def _split(data: DataSpec) -> GoldSplit:
@@ -136,21 +124,28 @@ def _needs_model(plan: SamplingConfig) -> bool:
 def _read_pools(
     store: Store, inputs: SamplingInputs, known: _Known, scorer: Scorer, strategy: str
 ) -> Pools:
-    """Each stream's candidates, scored by `scorer` (see `tasks.sampling.pool`)."""
-    data = inputs.data
-    return read_pools(
-        store,
-        scorer.model,
+    """Each stream's candidates (see `tasks.sampling.pool`): rows of the decoded cache
+    when a model scores them, else the store's ids alone (nothing is decoded)."""
+    data, plan = inputs.data, inputs.sampling
+    cache = None
+    if scorer.model is not None and (plan.budget.train or plan.budget.review):
+        root = cache_root(inputs.train.cache_dir, data.root)
+        cache = decoded_cache(store, root, data.image_size, data.channels)
+    return find_pools(
+        cache.example_ids if cache is not None else store_ids(store),
+        cache,
         split=_split(data),
-        classes=data.classes,
-        image_size=data.image_size,
-        channels=data.channels,
-        human=set(known.requests.human_labeled),
-        labeled=set(known.label_of),
-        blocked={s: known.requests.blocked(s) for s in STREAMS},
+        human=_ids(known.requests.human_labeled),
+        labels=known.labels,
+        blocked={s: _ids(known.requests.blocked(s)) for s in STREAMS},
         want_anchors=strategy == "kcenter",
-        want_review=inputs.sampling.budget.review > 0 and scorer.model is not None,
+        want_review=plan.budget.review > 0 and scorer.model is not None,
     )
+
+
+def _ids(ids: Iterable[str]) -> pa.Array:
+    """A label- or request-sized set of ids, as an Arrow array for `pc.is_in`."""
+    return pa.array(sorted(ids), pa.string())
 
 
 def _shortfalls(

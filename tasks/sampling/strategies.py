@@ -9,11 +9,20 @@ a selection is reproducible from the seed.
 - `least_confidence`, `margin`, `entropy`: uncertainty of the prediction.
 - `kcenter`: k-center greedy (coreset) on the embeddings, starting from the labeled
   examples: each pick is the pool example farthest from everything chosen or labeled.
+  With `candidates_per_pick` set, it runs on a uniform random sample of
+  `candidates_per_pick` x budget pool examples (the whole pool when that is smaller):
+  what the sampling stage does, so it keeps embeddings for those examples only.
 - `class_balanced`: the same number of picks per predicted class, most uncertain
   (smallest margin) first within a class, so rare classes get their share.
-- `cluster_margin` (Citovsky et al., 2021): the 10 x budget smallest-margin examples,
-  clustered (k-means on the embeddings), then picked round-robin from the smallest
-  clusters up, smallest margin first within a cluster: uncertain, but not redundant.
+- `cluster_margin` (Citovsky et al., 2021): the `candidates_per_pick` x budget (10 x by
+  default) smallest-margin examples, clustered (k-means on the embeddings), then picked
+  round-robin from the smallest clusters up, smallest margin first within a cluster:
+  uncertain, but not redundant.
+
+Random tie-breaks draw one number per pool row, in row order (`rng.random(N)`), so a
+pool scored in batches or shards can draw each row's number where it is scored and
+still choose exactly what these functions choose on the whole pool
+(`tasks.sampling.candidates`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import numpy as np
 from configs.sampling import Strategy
 
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+CLUSTER_MARGIN_CANDIDATES = 10  # cluster_margin's candidates per pick, unless told
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,14 @@ def _top(scores: np.ndarray, budget: int, rng: np.random.Generator) -> Selection
     jitter = rng.random(len(scores))
     order = np.lexsort((jitter, -scores))[:budget]
     return Selection(order, scores[order])
+
+
+def sample_rows(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniform random sample of `size` of `n` rows, in row order: the rows with the
+    smallest of one random number each (all `n` rows, and no draw, when `size >= n`)."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(_top(np.zeros(n), size, rng).rows)
 
 
 def select_random(
@@ -113,28 +131,30 @@ def kcenter_greedy(
 
 
 def class_balanced(probs: np.ndarray, budget: int, rng: np.random.Generator) -> Selection:
-    """Round-robin over predicted classes, smallest margin first within each."""
+    """Round-robin over predicted classes, smallest margin first within each (ties at
+    random: one draw per pool row)."""
     budget = min(budget, len(probs))
     unc = margin_uncertainty(probs)
     pred = probs.argmax(1)
+    jitter = rng.random(len(probs))
     queues = []
     for c in range(probs.shape[1]):
         members = np.flatnonzero(pred == c)
-        order = members[np.lexsort((rng.random(len(members)), -unc[members]))]
-        queues.append(list(order))
-    return _round_robin(queues, budget, unc)
+        queues.append(members[np.lexsort((jitter[members], -unc[members]))])
+    rows = round_robin(queues, budget)
+    return Selection(rows, unc[rows])
 
 
-def _round_robin(queues: list[list[int]], budget: int, scores: np.ndarray) -> Selection:
+def round_robin(queues: list[np.ndarray], budget: int) -> np.ndarray:
+    """Up to `budget` items: the first of each queue in turn, then the second, ..."""
     rows: list[int] = []
     depth = 0
     while len(rows) < budget and any(depth < len(q) for q in queues):
         for q in queues:
             if depth < len(q) and len(rows) < budget:
-                rows.append(q[depth])
+                rows.append(int(q[depth]))
         depth += 1
-    r = np.array(rows, dtype=int)
-    return Selection(r, scores[r])
+    return np.array(rows, dtype=int)
 
 
 def cluster_margin(
@@ -142,26 +162,54 @@ def cluster_margin(
     embeddings: np.ndarray,
     budget: int,
     rng: np.random.Generator,
-    candidates_per_pick: int = 10,
+    candidates_per_pick: int = CLUSTER_MARGIN_CANDIDATES,
 ) -> Selection:
     """Cluster-Margin: smallest-margin candidates, clustered, picked round-robin from the
     smallest cluster up (see the module docstring)."""
-    from sklearn.cluster import KMeans
-
     budget = min(budget, len(probs))
     if budget == 0:
         return Selection(np.zeros(0, int), np.zeros(0))
     unc = margin_uncertainty(probs)
     m = min(len(probs), candidates_per_pick * budget)
     cand = _top(unc, m, rng).rows
-    k = min(budget, len(cand))
+    picks = cluster_round_robin(embeddings[cand], unc[cand], budget, rng)
+    return Selection(cand[picks], unc[cand[picks]])
+
+
+def cluster_round_robin(
+    embeddings: np.ndarray, unc: np.ndarray, budget: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Cluster-Margin's picks among its candidates (in the order given, most uncertain
+    first): k-means into `budget` clusters, then round-robin from the smallest cluster
+    up, most uncertain first within a cluster. Returns positions among the candidates."""
+    from sklearn.cluster import KMeans
+
+    k = min(budget, len(unc))
     labels = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit_predict(
-        embeddings[cand].astype(np.float64)
+        embeddings.astype(np.float64)
     )
-    clusters = [cand[labels == c] for c in range(k)]
+    clusters = [np.flatnonzero(labels == c) for c in range(k)]
     clusters.sort(key=len)
-    queues = [list(c[np.argsort(-unc[c], kind="stable")]) for c in clusters]
-    return _round_robin(queues, budget, unc)
+    return round_robin([c[np.argsort(-unc[c], kind="stable")] for c in clusters], budget)
+
+
+def kcenter_on_sample(
+    embeddings: np.ndarray,
+    budget: int,
+    anchors: np.ndarray | None,
+    rng: np.random.Generator,
+    candidates_per_pick: int | None,
+) -> Selection:
+    """k-center greedy on a uniform sample of `candidates_per_pick` x budget rows (all
+    rows when `candidates_per_pick` is None or the pool is no larger)."""
+    n = len(embeddings)
+    cand = (
+        np.arange(n)
+        if candidates_per_pick is None
+        else sample_rows(n, candidates_per_pick * budget, rng)
+    )
+    sel = kcenter_greedy(embeddings[cand], budget, anchors, rng)
+    return Selection(cand[sel.rows], sel.scores)
 
 
 def select(
@@ -171,8 +219,13 @@ def select(
     budget: int,
     rng: np.random.Generator,
     anchors: np.ndarray | None = None,
+    *,
+    candidates_per_pick: int | None = None,
 ) -> Selection:
-    """Run `strategy` on a pool of predicted probabilities and embeddings."""
+    """Run `strategy` on a pool of predicted probabilities and embeddings.
+    `candidates_per_pick` bounds the examples `kcenter` (a uniform sample; the whole
+    pool when None) and `cluster_margin` (the smallest margins; 10 x budget when None)
+    consider."""
     scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "least_confidence": least_confidence,
         "margin": margin_uncertainty,
@@ -183,9 +236,11 @@ def select(
     if strategy == "random":
         return select_random(probs, budget, rng)
     if strategy == "kcenter":
-        return kcenter_greedy(embeddings, budget, anchors, rng)
+        return kcenter_on_sample(embeddings, budget, anchors, rng, candidates_per_pick)
     if strategy == "class_balanced":
         return class_balanced(probs, budget, rng)
     if strategy == "cluster_margin":
-        return cluster_margin(probs, embeddings, budget, rng)
+        return cluster_margin(
+            probs, embeddings, budget, rng, candidates_per_pick or CLUSTER_MARGIN_CANDIDATES
+        )
     raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {STRATEGIES}")

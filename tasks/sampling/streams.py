@@ -10,79 +10,101 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from tasks.sampling.pool import Pools
+from configs.sampling import SamplingConfig
+from tasks.sampling.candidates import KeepPlan, Picked, finish
+from tasks.sampling.pool import Pools, score_rows
 from tasks.sampling.requests import Request
 from tasks.sampling.review import find_label_issues
 from tasks.sampling.scoring import Scorer
-from tasks.sampling.strategies import select
+from tasks.sampling.shards import score_pool
+from tasks.sampling.strategies import Selection, select_random
 
 
 def choose_train(
     pools: Pools,
     strategy: str,
     scorer: Scorer,
-    budget: int,
+    plan: SamplingConfig,
     classes: tuple[str, ...],
     rng: np.random.Generator,
 ) -> list[Request]:
-    """Up to `budget` requests from the train pool, chosen by `strategy` (k-center
-    starts from the human-labeled anchors)."""
-    k = len(classes)
-    probs, emb = pools.train.arrays(k)
-    if not budget or not len(probs):
+    """Up to `plan.budget.train` requests from the train pool, chosen by `strategy`
+    (k-center starts from the human-labeled anchors). The pool is scored shard by shard
+    (`tasks.sampling.shards`), keeping only what the strategy needs."""
+    budget, k, n = plan.budget.train, len(classes), len(pools.train)
+    if not budget or not n:
         return []
-    anchors = pools.anchors.arrays(k)[1] if pools.anchors.ids else None
-    sel = select(strategy, probs, emb, budget, rng, anchors)
-    chosen = []
-    for row, score in zip(sel.rows, sel.scores, strict=True):
-        suggestion = (
-            (classes[int(probs[row].argmax())], float(probs[row].max()))
+    if strategy == "random" or scorer.model is None:
+        sel = select_random(np.empty((n, 0)), budget, rng)
+        probs = (
+            score_rows(pools.cache, pools.train[sel.rows], scorer.model, k, plan.batch_rows)[0]
             if scorer.model is not None
+            else None
+        )
+        picked = Picked(sel, probs)
+    else:
+        keep = KeepPlan(strategy, budget, k, n, plan.candidates_per_pick)
+        kept = score_pool(pools.cache, pools.train, scorer.model, keep, rng, plan)
+        anchors = None
+        if strategy == "kcenter" and len(pools.anchors):
+            anchors = score_rows(pools.cache, pools.anchors, scorer.model, k, plan.batch_rows)[1]
+        picked = finish(keep, kept, rng, anchors)
+    return _train_requests(pools, picked, strategy, scorer, classes)
+
+
+def _train_requests(
+    pools: Pools, picked: Picked, strategy: str, scorer: Scorer, classes: tuple[str, ...]
+) -> list[Request]:
+    sel: Selection = picked.selection
+    ids = pools.example_ids(pools.train[sel.rows])
+    chosen = []
+    for i, (ex, score) in enumerate(zip(ids, sel.scores, strict=True)):
+        suggestion = (
+            (classes[int(picked.probs[i].argmax())], float(picked.probs[i].max()))
+            if picked.probs is not None
             else (None, None)
         )
-        chosen.append(
-            Request(
-                pools.train.ids[row], "train", strategy, float(score), scorer.version, *suggestion
-            )
-        )
+        chosen.append(Request(ex, "train", strategy, float(score), scorer.version, *suggestion))
     return chosen
 
 
 def choose_gold(pools: Pools, budget: int, rng: np.random.Generator) -> list[Request]:
     """Up to `budget` gold examples without a human label, uniformly at random."""
-    if not budget or not pools.gold:
+    if not budget or not len(pools.gold):
         return []
     picks = rng.permutation(len(pools.gold))[:budget]
-    return [Request(pools.gold[i], "gold", "uniform", 0.0, "none") for i in picks]
+    ids = pools.gold.take(pa.array(picks)).to_pylist()
+    return [Request(ex, "gold", "uniform", 0.0, "none") for ex in ids]
 
 
 def choose_review(
     pools: Pools,
-    label_of: dict[str, str],
     scorer: Scorer,
-    budget: int,
+    plan: SamplingConfig,
     classes: tuple[str, ...],
     *,
-    folds: int,
     seed: int,
 ) -> list[Request]:
-    """Up to `budget` labeled examples whose label (`label_of`) is most likely wrong,
-    most likely first."""
-    if not budget or not pools.review.ids:
+    """Up to `plan.budget.review` labeled examples whose label is most likely wrong,
+    most likely first; their out-of-fold probabilities come from embeddings scored
+    batch by batch (the review pool is as large as the labels, not the store)."""
+    budget = plan.budget.review
+    if not budget or not len(pools.review) or scorer.model is None:
         return []
     k = len(classes)
-    _, emb = pools.review.arrays(k)
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[label_of[e]] for e in pools.review.ids])
-    issues = find_label_issues(emb, labels, k, folds, seed)
-    chosen = []
-    for row, score in list(zip(issues.rows, issues.scores, strict=True))[:budget]:
-        ex = pools.review.ids[row]
-        chosen.append(
-            Request(ex, "review", "confident_learning", float(score), scorer.version, label_of[ex])
-        )
-    return chosen
+    _, emb = score_rows(pools.cache, pools.review, scorer.model, k, plan.batch_rows)
+    labels = pc.index_in(pools.review_labels, value_set=pa.array(classes)).to_numpy()
+    issues = find_label_issues(emb, labels, k, plan.review_folds, seed)
+    top = issues.rows[:budget]
+    ids = pools.example_ids(pools.review[top])
+    given = pools.review_labels.take(pa.array(top, pa.int64())).to_pylist()
+    return [
+        Request(ex, "review", "confident_learning", float(score), scorer.version, label)
+        for ex, score, label in zip(ids, issues.scores[:budget], given, strict=True)
+    ]
 
 
 def gold_shortfall(budget: int, got: int, pools: Pools, fraction: float) -> str:

@@ -152,3 +152,61 @@ def test_the_drift_task_asks_about_the_drifted_batch(prefect_api, store_cfg):
     assert sorted(r["example_id"] for r in asked) == sorted(
         r["example_id"] for r in result.requests
     )
+
+
+def _champion(cfg, model) -> None:
+    """`model` registered and promoted: the champion every copy of the store is scored by."""
+    import mlflow
+    import torch
+
+    from tasks.registry.aliases import RegistryRef, promote, register_candidate
+    from tasks.registry.model_format import log_classifier
+    from tasks.tracking import ensure_experiment
+
+    uri = cfg.mlflow.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    ensure_experiment(uri, "sampling-runners")
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    with mlflow.start_run():
+        model_uri = log_classifier(model, cfg.taxonomy.classes, x)
+    ref = RegistryRef(uri, cfg.mlflow.model_name)
+    promote(ref, register_candidate(ref, model_uri, "run", {}), expected_champion=None)
+
+
+def test_the_dask_scoring_path_stores_exactly_what_the_process_path_stores(
+    prefect_api, store_cfg, small_model, tmp_path
+):
+    import shutil
+    from datetime import UTC, datetime
+
+    from distributed import LocalCluster
+
+    _champion(store_cfg, small_model)
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    shards = {"sampling.shard_rows": 20, "sampling.workers": 2, "sampling.batch_rows": 8}
+    budget = {
+        "sampling.strategy": "cluster_margin",  # embeddings, and a draw after the merge
+        "sampling.budget.train": 6,
+        "sampling.budget.gold": 3,
+    }
+    stored = {}
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
+        for runner in ("in-process", "processes", "dask"):
+            root = tmp_path / f"store-{runner}"
+            shutil.copytree(store_cfg.store.root, root)
+            more = (
+                {"sampling.workers": 1}
+                if runner == "in-process"
+                else {"sampling.runner": runner, "sampling.dask_address": cluster.scheduler_address}
+            )
+            cfg = _cfg(store_cfg, **{"store.root": str(root), **budget, **shards, **more})
+            result = sample_for_annotation(Store(str(root)), sampling_inputs(cfg), "run-1", now=now)
+            assert result.model_version.endswith("@v1")  # the champion scored
+            assert result.candidates["train"] > 20  # more than one shard
+            rows = RequestLog.read(Store(str(root))).requests
+            stored[runner] = sorted(
+                ({k: v for k, v in r.items() if k != "created_at"} for r in rows),
+                key=lambda r: r["request_id"],
+            )
+    assert len(stored["dask"]) == 9
+    assert stored["dask"] == stored["processes"] == stored["in-process"]
