@@ -83,9 +83,7 @@ class LabelColumns:
         pairs = pa.table(
             {
                 "example_id": _concat(self.resolved.column("example_id"), gold),
-                "kind": _concat(
-                    self.resolved.column("source_kind"), pa.array(["human"] * len(gold))
-                ),
+                "kind": _concat(self.resolved.column("source_kind"), pa.repeat("human", len(gold))),
             }
         )
         counts = pairs.group_by("kind").aggregate([("example_id", "count_distinct")])
@@ -108,10 +106,12 @@ class LabelColumns:
         first = self.events.group_by("example_id").aggregate([("created_at", "min")])
         ids = self.labeled_ids()
         in_log = pc.index_in(ids, value_set=first.column("example_id").combine_chunks())
-        stored = pc.index_in(ids, value_set=self.examples.column("example_id").combine_chunks())
+        # the labeled examples' rows first: an index over them, not over every example
+        rows = self.examples.filter(pc.is_in(self.examples.column("example_id"), value_set=ids))
+        stored = pc.index_in(ids, value_set=rows.column("example_id").combine_chunks())
         both = pc.and_(pc.is_valid(in_log), pc.is_valid(stored))
         labeled_at = first.column("created_at_min").take(in_log.filter(both))
-        ingested_at = self.examples.column("ingested_at").take(stored.filter(both))
+        ingested_at = rows.column("ingested_at").take(stored.filter(both))
         return np.maximum(seconds_between(labeled_at, ingested_at), 0.0)
 
     def human_answers_right(self) -> np.ndarray:

@@ -274,6 +274,31 @@ def test_the_vectorised_slis_equal_a_per_row_computation(mixed_store):
     assert len([row for row in got if row[1][:1] == (("source_kind", "rule"),)]) == 4
 
 
+def test_the_slis_read_no_image(mixed_store, monkeypatch):
+    """The SLIs read the examples' ids and ingest times, never their images, whatever
+    the store holds."""
+    from tasks.store import Store
+
+    asked: list[tuple[str, list[str] | None]] = []
+    read, iter_batches = Store.read, Store.iter_batches
+
+    def recorded_read(self, dataset, columns=None, **kw):
+        asked.append((dataset, columns))
+        return read(self, dataset, columns, **kw)
+
+    def recorded_batches(self, dataset, columns=None, **kw):
+        asked.append((dataset, columns))
+        return iter_batches(self, dataset, columns, **kw)
+
+    monkeypatch.setattr(Store, "read", recorded_read)
+    monkeypatch.setattr(Store, "iter_batches", recorded_batches)
+    cfg = load_config(overrides={"store.root": mixed_store.uri, "taxonomy.classes": list(CLASSES)})
+    slis = compute_slis(mixed_store, label_health_inputs(cfg), RunFacts(flow="retrain", now=NOW))
+    assert _value(slis, "label_coverage_ratio").value > 0
+    examples = [columns for dataset, columns in asked if dataset == EXAMPLES]
+    assert examples == [["example_id", "ingested_at"]]
+
+
 def _rows(slis) -> list[tuple]:
     return [(s.metric, dict(s.labels), s.value, s.threshold, s.breached) for s in slis]
 
