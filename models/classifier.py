@@ -143,11 +143,30 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
+INFERENCE_VALUES = 1 << 22  # input values (images x C x H x W) per forward pass
+
+
+def inference_rows(image_shape: Sequence[int]) -> int:
+    """Images per forward pass at inference, for images of `image_shape` (C, H, W).
+    Activations grow with the pixels in a batch, so the batch shrinks as images grow:
+    1024 at 1x64x64, 341 at 3x64x64, 27 at 3x224x224 (a fixed 1024 would need tens of GB
+    for photos)."""
+    values = 1
+    for side in image_shape:
+        values *= int(side)
+    return max(1, INFERENCE_VALUES // max(values, 1))
+
+
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1024
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Softmax probabilities (N, K) for uint8 images (N, C, H, W), on the CPU."""
+    """Softmax probabilities (N, K) for uint8 images (N, C, H, W), on the CPU, in
+    batches of `batch_size` images (default: `inference_rows` of the image shape)."""
+    batch_size = batch_size or inference_rows(x.shape[1:])
     device = torch.device(device)
     was_training = model.training
     model.eval()

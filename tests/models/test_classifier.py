@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from models import fit, resolve_device
+from models import fit, inference_rows, predict_proba, resolve_device
 from models.classifier import ClassifierConfig, build_classifier
 from tests.models.conftest import AUGMENT, settings, toy_data
 
@@ -63,3 +63,17 @@ def test_asking_for_cuda_without_it_fails_early():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_inference_batches_shrink_as_images_grow_and_give_the_same_probabilities():
+    assert inference_rows((1, 64, 64)) == 1024
+    assert inference_rows((3, 64, 64)) == 341
+    assert inference_rows((3, 224, 224)) == 27
+    assert inference_rows((3, 4096, 4096)) == 1  # never zero
+    config = ClassifierConfig("small_cnn", 4, 3, 24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    model = build_classifier(config).eval()
+    x = torch.randint(0, 256, (50, 3, 24, 24), dtype=torch.uint8)
+    whole = predict_proba(model, x, batch_size=50)
+    assert inference_rows(x.shape[1:]) == 2427  # one batch by default here
+    assert torch.allclose(predict_proba(model, x), whole, atol=1e-6)
+    assert torch.allclose(predict_proba(model, x, batch_size=7), whole, atol=1e-6)
