@@ -38,7 +38,6 @@ from tasks.registry.aliases import (
     tag_version,
 )
 from tasks.registry.model_format import load_classifier
-from tasks.registry.promotion import gold_probabilities
 from tasks.store import TEST, Store
 from tasks.validation import (
     METRICS,
@@ -52,7 +51,7 @@ from tasks.validation import (
     regressions_since_gate,
 )
 from tasks.validation.evidence import Predictions, bootstrap_metrics, percentile_bounds
-from tasks.validation.gold import GoldSet, GoldSpec, load_gold_set
+from tasks.validation.gold import GoldSelection, GoldSpec, predict_gold, select_gold
 from tasks.validation.reports import monitor_markdown
 
 log = logging.getLogger(__name__)
@@ -114,10 +113,10 @@ def monitor_champion(
     if version is None:
         return MonitorReport(name, None, "no_champion", 0, {}, {}, [], detail="no champion yet")
     baseline = gate_baseline(get_version(ref, version))
-    gold = load_gold_set(store, spec, TEST)
+    gold = select_gold(store, spec, TEST)  # the example ids only: no image read yet
     if len(gold) < policy.min_gold_labels:
         return _too_little_gold(name, version, len(gold), baseline, policy.min_gold_labels)
-    measured = _measure(ref, version, gold, spec, baseline, evidence, trust_pickle)
+    measured = _measure(ref, version, store, gold, spec, baseline, evidence, trust_pickle)
     tag_version(ref, version, "monitor.last_accuracy", f"{measured.now.accuracy:.6f}")
     enabled = [m for m in METRICS if getattr(policy.tolerance, m) is not None]
     missing = [m for m in enabled if m not in baseline]
@@ -135,7 +134,8 @@ class _Measured:
 
     model_name: str
     version: str
-    gold: GoldSet
+    store: Store
+    gold: GoldSelection  # the examples measured; their images are read in batches
     spec: GoldSpec
     probs: np.ndarray  # (N, K) on the gold test examples
     now: GoldMetrics
@@ -183,27 +183,35 @@ def _no_baseline_detail(version: str, missing: list[str]) -> str:
 
 
 def _probabilities(
-    ref: RegistryRef, version: str, gold: GoldSet, spec: GoldSpec, trust_pickle: bool
+    ref: RegistryRef,
+    version: str,
+    store: Store,
+    gold: GoldSelection,
+    spec: GoldSpec,
+    trust_pickle: bool,
 ) -> np.ndarray:
-    """Class probabilities (N, K) of the pinned `version` on `gold`."""
+    """Class probabilities (N, K) of the pinned `version` on the `gold` examples, in
+    their order, their images streamed in batches."""
     model = load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
-    return gold_probabilities(model, gold, spec)
+    return predict_gold(store, spec, gold, [model]).probs[0]
 
 
 def _measure(
     ref: RegistryRef,
     version: str,
-    gold: GoldSet,
+    store: Store,
+    gold: GoldSelection,
     spec: GoldSpec,
     baseline: dict[str, float],
     evidence: Evidence,
     trust_pickle: bool,
 ) -> _Measured:
-    probs = _probabilities(ref, version, gold, spec, trust_pickle)
-    y = gold.y.numpy()
-    now = gold_metrics(probs, y, spec.classes)
-    bounds = metric_bounds(probs, y, now, evidence)
-    return _Measured(ref.model_name, version, gold, spec, probs, now, bounds, baseline, evidence)
+    probs = _probabilities(ref, version, store, gold, spec, trust_pickle)
+    now = gold_metrics(probs, gold.y, spec.classes)
+    bounds = metric_bounds(probs, gold.y, now, evidence)
+    return _Measured(
+        ref.model_name, version, store, gold, spec, probs, now, bounds, baseline, evidence
+    )
 
 
 def _act_on_regression(
@@ -248,9 +256,12 @@ def _act_on_regression(
 
 
 def _gain_of(ref: RegistryRef, target: str, measured: _Measured, trust_pickle: bool) -> Bounds:
-    """Accuracy of `target` minus the measured champion's, paired on the same gold."""
-    y = measured.gold.y.numpy()
-    target_probs = _probabilities(ref, target, measured.gold, measured.spec, trust_pickle)
+    """Accuracy of `target` minus the measured champion's, paired on the same gold
+    examples (the measured selection, read again in batches)."""
+    y = measured.gold.y
+    target_probs = _probabilities(
+        ref, target, measured.store, measured.gold, measured.spec, trust_pickle
+    )
     return paired_accuracy_bounds(
         PairedCounts.of(target_probs.argmax(1) == y, measured.probs.argmax(1) == y),
         measured.evidence.confidence,

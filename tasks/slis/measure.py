@@ -31,18 +31,20 @@ def pseudo_labels_on_gold(
 ) -> tuple[float, float]:
     """(precision, coverage) of `model`'s pseudo-labels at `tau` (`train.tau`) on gold dev:
     what a monitor reports when no training ran (retrain reports the training's own)."""
-    from models import predict_proba
-    from tasks.store import DEV
-    from tasks.validation.gold import GoldSpec, load_gold_set
+    import torch
 
-    gold = load_gold_set(store, GoldSpec.from_data(data), DEV)
+    from tasks.store import DEV
+    from tasks.validation.gold import GoldSpec, predict_gold, select_gold
+
+    spec = GoldSpec.from_data(data)
+    gold = select_gold(store, spec, DEV)
     if len(gold) == 0:
         return float("nan"), float("nan")
-    conf, pred = predict_proba(model, gold.x).max(1)
+    (probs,) = predict_gold(store, spec, gold, [model]).probs  # images read in batches
+    conf, pred = torch.from_numpy(probs).max(1)
+    y = torch.from_numpy(gold.y)
     keep = conf >= tau
-    precision = (
-        float((pred[keep] == gold.y[keep]).float().mean()) if bool(keep.any()) else float("nan")
-    )
+    precision = float((pred[keep] == y[keep]).float().mean()) if bool(keep.any()) else float("nan")
     return precision, float(keep.float().mean())
 
 

@@ -22,7 +22,7 @@ from tasks.validation import (
     GoldMetrics,
     gold_metrics,
 )
-from tasks.validation.gold import GoldSet, GoldSpec, load_gold_set
+from tasks.validation.gold import GoldSet, GoldSpec, predict_gold, select_gold
 from tasks.validation.next_step import GoldPool
 
 log = logging.getLogger(__name__)
@@ -52,19 +52,24 @@ class Evaluation:
 def evaluate_candidate_and_champion(
     store: Store, spec: GoldSpec, ref: RegistryRef, candidate_uri: str, *, trust_pickle: bool
 ) -> Evaluation:
-    """Both models on the same gold test snapshot, in the same run; the champion pinned
-    to the version that held the alias when this started."""
-    gold = load_gold_set(store, spec, TEST)
-    probs = gold_probabilities(load_classifier(candidate_uri, ref.tracking_uri), gold, spec)
-    candidate = gold_metrics(probs, gold.y.numpy(), spec.classes)
+    """Both models on the same gold test snapshot, in the same run and the same pass over
+    the gold images (read in batches, never all at once); the champion pinned to the
+    version that held the alias when this started."""
+    selection = select_gold(store, spec, TEST)
+    models = [load_classifier(candidate_uri, ref.tracking_uri)]
     version = champion_version(ref)
+    if version is not None:
+        models.append(
+            load_classifier(ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle)
+        )
+    predicted = predict_gold(store, spec, selection, models)
+    gold, y = predicted.gold, selection.y
+    probs = predicted.probs[0]
+    candidate = gold_metrics(probs, y, spec.classes)
     champion = champ_probs = None
     if version is not None:
-        champ = load_classifier(
-            ref.version_uri(version), ref.tracking_uri, trust_pickle=trust_pickle
-        )
-        champ_probs = gold_probabilities(champ, gold, spec)
-        champion = gold_metrics(champ_probs, gold.y.numpy(), spec.classes)
+        champ_probs = predicted.probs[1]
+        champion = gold_metrics(champ_probs, y, spec.classes)
     pool = GoldPool(
         spec.split.fraction, spec.split.test_share, gold.unlabeled_gold, gold.n_examples
     )
@@ -72,9 +77,12 @@ def evaluate_candidate_and_champion(
 
 
 def gold_probabilities(model: torch.nn.Module, gold: GoldSet, spec: GoldSpec) -> np.ndarray:
-    """Class probabilities (N, K) of `model` on the gold set (empty gold: (0, K))."""
+    """Class probabilities (N, K) of `model` on a gold set loaded with its pixels
+    (`load_gold_set`; empty gold: (0, K)). A streamed one has none: see `predict_gold`."""
     if len(gold) == 0:
         return np.zeros((0, len(spec.classes)))
+    if gold.x is None:
+        raise ValueError("this gold set was streamed and holds no pixels: use predict_gold")
     return predict_proba(model, gold.x).numpy()
 
 

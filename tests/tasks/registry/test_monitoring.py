@@ -1,5 +1,6 @@
 """Monitoring against a real store and a real MLflow store: no baseline is never "ok",
-and a rollback only ever moves the version that was measured."""
+a rollback only ever moves the version that was measured, and streamed gold measures
+the champion exactly as all its pixels at once would."""
 
 import dataclasses
 
@@ -7,9 +8,12 @@ import pytest
 
 import tasks.registry.monitoring as monitoring
 from tasks.registry.aliases import TAG_GATE, RegistryRef, champion_version, promote
-from tasks.registry.monitoring import monitor_champion
-from tasks.store import Store
-from tasks.validation.gold import GoldSpec
+from tasks.registry.model_format import load_classifier
+from tasks.registry.monitoring import Evidence, metric_bounds, monitor_champion
+from tasks.registry.promotion import gold_probabilities
+from tasks.store import TEST, Store
+from tasks.validation import gold_metrics
+from tasks.validation.gold import GoldSpec, load_gold_set
 from tests.tasks.registry.test_aliases import move_alias_in_another_process, register
 
 GATED = {TAG_GATE: "passed", "gate.accuracy": "0.99", "gate.macro_f1": "0.99", "gate.ece": "0.01"}
@@ -102,3 +106,18 @@ def test_a_significant_regression_rolls_back_to_a_version_that_is_better_on_the_
     acc = report.bounds["accuracy"]
     assert acc.high < 0.99 - 0.02  # significantly worse than at its gate
     assert champion_version(ref) == good
+
+
+def test_the_monitor_measures_the_champion_on_streamed_gold_as_on_all_its_pixels(setup):
+    cfg, ref, store, spec = setup
+    v1 = register(ref)
+    promote(ref, v1, expected_champion=None)
+    report = monitor_champion(store, spec, ref, cfg.monitor, trust_pickle=False)
+
+    gold = load_gold_set(store, spec, TEST)
+    y = gold.y.numpy()
+    model = load_classifier(ref.version_uri(v1), ref.tracking_uri)
+    probs = gold_probabilities(model, gold, spec)
+    now = gold_metrics(probs, y, spec.classes)
+    assert report.n_gold == len(gold) > 5 and report.metrics == now.scalars()
+    assert report.bounds == metric_bounds(probs, y, now, Evidence())
