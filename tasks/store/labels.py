@@ -201,12 +201,20 @@ class LatestLabels:
         self.unresolved = unresolved  # example -> the tied labels of its latest round
 
     @classmethod
-    def read(cls, store: Store, as_of: datetime | None = None) -> LatestLabels:
-        """From the whole log, or only the events created up to `as_of` (time travel)."""
+    def read(
+        cls, store: Store, as_of: datetime | None = None, kinds: tuple[str, ...] = KINDS
+    ) -> LatestLabels:
+        """From the whole log, or only the events created up to `as_of` (time travel).
+        `kinds`: the source kinds to read (the others stay empty): a reader of human
+        labels alone does not hold one object per weak label (about one per example
+        once weak labeling ran)."""
+        unknown = set(kinds) - set(cls.KINDS)
+        if unknown:
+            raise ValueError(f"unknown label source kinds {sorted(unknown)}; use {cls.KINDS}")
         latest: dict[str, dict[str, _Event]] = {k: {} for k in cls.KINDS}
         # human: example -> run -> source -> latest event of that source in that run
         rounds: dict[str, dict[str, dict[str, _Event]]] = {}
-        for example, run, event in _stream_events(store, cls.KINDS, as_of):
+        for example, run, event in _stream_events(store, tuple(kinds), as_of):
             if event.source_kind == "human":
                 _keep_later(
                     rounds.setdefault(example, {}).setdefault(run, {}), event.source_name, event
@@ -384,4 +392,4 @@ def resolve_labels(
 def human_labels(store: Store, classes: Iterable[str]) -> dict[str, tuple[str, str]]:
     """example_id -> (class name, event id) of its latest human label, for labels in
     `classes` only."""
-    return LatestLabels.read(store).human(classes)
+    return LatestLabels.read(store, kinds=("human",)).human(classes)

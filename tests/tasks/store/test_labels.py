@@ -7,6 +7,7 @@ from tasks.store import (
     SourceEvent,
     SourceLog,
     Store,
+    human_labels,
     label_event_id,
     resolve_labels,
 )
@@ -64,6 +65,16 @@ def test_latest_human_label_wins_over_everything(store_root: str):
         "e2",
     )
     assert (by_id["y"]["label"], by_id["y"]["source_kind"]) == ("1", "label_model")
+
+    # a reader of human labels alone reads no weak label, and gets the same human labels
+    everything = LatestLabels.read(store)
+    human_only = LatestLabels.read(store, kinds=("human",))
+    assert sorted(everything.by_kind["label_model"]) == ["x", "y", "z"]
+    assert human_only.by_kind["label_model"] == {} and human_only.by_kind["model"] == {}
+    assert human_only.human("0123456789") == everything.human("0123456789") == {"x": ("5", "e2")}
+    assert human_labels(store, "0123456789") == {"x": ("5", "e2")}
+    with pytest.raises(ValueError, match="unknown label source kinds \\['rule'\\]"):
+        LatestLabels.read(store, kinds=("human", "rule"))
 
 
 def test_model_originated_labels_are_capped_most_confident_first(store_root: str):
