@@ -54,6 +54,15 @@ class SamplingConfig(Section):
     review_folds: int = Field(
         5, ge=2, description="review: folds of the out-of-sample predicted probabilities."
     )
+    review_pool_max: int = Field(
+        20_000,
+        ge=1,
+        description="review: confident learning considers at most this many labeled "
+        "examples, a uniform sample of them drawn with the batch's seeded generator (human "
+        "and weak labels alike, so the per-class thresholds describe the labels training "
+        "uses); a pool no larger is considered whole. Bounds the images scored, the "
+        "embeddings held and the out-of-fold regression's rows.",
+    )
     candidates_per_pick: int = Field(
         10,
         ge=1,

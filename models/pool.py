@@ -3,9 +3,10 @@ which the training loop reads only the rows of each batch.
 
 Rows are read with `os.pread` into a fresh buffer, not through a memory map, so the
 process never holds more of the file than the batch in hand (a map would count every
-page it ever touched against the process, and a training epoch touches them all). The
-file is written once (see `tasks.training.decoded_cache`) and only read here; `rows`
-picks which of its images make up the pool, in that order.
+page it ever touched against the process, and a training epoch touches them all). A run
+of consecutive rows (sampling scores a pool in store order) is one read. The file is
+written once (see `tasks.training.decoded_cache`) and only read here; `rows` picks which
+of its images make up the pool, in that order.
 """
 
 from __future__ import annotations
@@ -61,16 +62,33 @@ class ImagePool:
         return self._fd
 
     def take(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """The images at pool positions `idx` (B,), as a new uint8 tensor (B, C, H, W)."""
+        """The images at pool positions `idx` (B,), as a new uint8 tensor (B, C, H, W).
+        Each run of consecutive file rows is one read (sampling scores a pool in store
+        order); random rows, as training draws them, are read one by one, as before."""
         positions = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
-        file_rows = self.rows[positions]
+        file_rows = self.rows[positions].reshape(-1)
         out = np.empty((len(file_rows), self.row_bytes), dtype=np.uint8)
-        fd = self._file()
-        for i, r in enumerate(file_rows):
-            got = os.preadv(fd, [memoryview(out[i])], int(r) * self.row_bytes)
-            if got != self.row_bytes:
-                raise OSError(f"{self.path}: short read of image row {r} ({got} bytes)")
+        fd, size = self._file(), self.row_bytes
+        runs = _runs(file_rows)  # (R, 2) positions [start, stop) in `out`
+        view = memoryview(out.reshape(-1))
+        for begin, end, offset in zip(
+            (runs[:, 0] * size).tolist(),
+            (runs[:, 1] * size).tolist(),
+            (file_rows[runs[:, 0]] * size).tolist(),
+            strict=True,
+        ):
+            got = os.preadv(fd, [view[begin:end]], offset)
+            if got != end - begin:  # a read may return less than asked: read on
+                self._read_rest(fd, view[begin:end], offset, got)
         return torch.from_numpy(out).view(len(file_rows), *self.shape)
+
+    def _read_rest(self, fd: int, into: memoryview, offset: int, done: int) -> None:
+        while done < len(into):
+            got = os.preadv(fd, [into[done:]], offset + done)
+            if got <= 0:
+                at = (offset + done) // self.row_bytes
+                raise OSError(f"{self.path}: short read of image row {at} ({done} bytes read)")
+            done += got
 
     def __getitem__(self, key: slice) -> torch.Tensor:
         return self.take(np.arange(len(self.rows))[key])
@@ -94,6 +112,15 @@ class ImagePool:
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
             os.close(self._fd)  # type: ignore[arg-type]
+
+
+def _runs(rows: np.ndarray) -> np.ndarray:
+    """(start, stop) positions of the runs of consecutive values in `rows` (r, r+1, ...):
+    [3, 4, 5, 9, 9] -> [[0, 3], [3, 4], [4, 5]]."""
+    if not len(rows):
+        return np.zeros((0, 2), np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return np.stack([np.r_[0, breaks], np.r_[breaks, len(rows)]], 1)
 
 
 def take_rows(pool: torch.Tensor | ImagePool, idx: torch.Tensor) -> torch.Tensor:

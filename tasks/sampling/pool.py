@@ -5,7 +5,8 @@ compute on the cache's index of example ids; and the scoring of rows, batch by b
 - train: non-gold examples without a human label or an open request;
 - anchors: non-gold examples with a human label (k-center starts from them);
 - review: non-gold examples with a resolved training label (human or label model) and
-  no open review request;
+  no open review request (of which the review stream scores at most
+  `sampling.review_pool_max`);
 - gold: gold examples without a human label or an open request (not scored: the gold
   stream draws uniformly, so evaluation stays unbiased).
 

@@ -74,7 +74,7 @@ def sample_for_annotation(
     chosen = [
         *choose_train(pools, strategy, scorer, plan, data.classes, rng),
         *choose_gold(pools, plan.budget.gold, rng),
-        *choose_review(pools, scorer, plan, data.classes, seed=data.seed),
+        *choose_review(pools, scorer, plan, data.classes, rng, seed=data.seed),
     ]
     rows = write_requests(store, chosen, run_id=run_id, batch_id=batch_id)
     return SamplingResult(

@@ -4,10 +4,14 @@
   probabilities and embeddings, with the model's class as the suggestion;
 - `gold`: uniformly at random, with no suggestion (the holdout stays unbiased);
 - `review`: the labels confident learning (`tasks.sampling.review`) finds most likely
-  wrong, with the current label as the suggestion.
+  wrong, with the current label as the suggestion; it considers at most
+  `sampling.review_pool_max` labeled examples, a uniform sample drawn with the batch's
+  generator (with weak labeling on, the labeled pool approaches the whole store).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +25,8 @@ from tasks.sampling.review import find_label_issues
 from tasks.sampling.scoring import Scorer
 from tasks.sampling.shards import score_pool
 from tasks.sampling.strategies import Selection, select_random
+
+log = logging.getLogger(__name__)
 
 
 def choose_train(
@@ -85,26 +91,50 @@ def choose_review(
     scorer: Scorer,
     plan: SamplingConfig,
     classes: tuple[str, ...],
+    rng: np.random.Generator,
     *,
     seed: int,
 ) -> list[Request]:
     """Up to `plan.budget.review` labeled examples whose label is most likely wrong,
-    most likely first; their out-of-fold probabilities come from embeddings scored
-    batch by batch (the review pool is as large as the labels, not the store)."""
+    most likely first, found by confident learning over at most `plan.review_pool_max`
+    of them (`review_rows`); their embeddings are scored batch by batch and the
+    out-of-fold regression is seeded by `seed`."""
     budget = plan.budget.review
     if not budget or not len(pools.review) or scorer.model is None:
         return []
     k = len(classes)
-    _, emb = score_rows(pools.cache, pools.review, scorer.model, k, plan.batch_rows)
-    labels = pc.index_in(pools.review_labels, value_set=pa.array(classes)).to_numpy()
+    at = review_rows(len(pools.review), plan.review_pool_max, rng)
+    if len(at) < len(pools.review):
+        log.info(
+            "review: confident learning over %d of the %d labeled examples, drawn at random "
+            "(sampling.review_pool_max)",
+            len(at),
+            len(pools.review),
+        )
+    rows, given = pools.review[at], pools.review_labels.take(pa.array(at))
+    _, emb = score_rows(pools.cache, rows, scorer.model, k, plan.batch_rows)
+    labels = pc.index_in(given, value_set=pa.array(classes)).to_numpy()
     issues = find_label_issues(emb, labels, k, plan.review_folds, seed)
     top = issues.rows[:budget]
-    ids = pools.example_ids(pools.review[top])
-    given = pools.review_labels.take(pa.array(top, pa.int64())).to_pylist()
+    ids = pools.example_ids(rows[top])
+    said = given.take(pa.array(top, pa.int64())).to_pylist()
     return [
         Request(ex, "review", "confident_learning", float(score), scorer.version, label)
-        for ex, score, label in zip(ids, issues.scores[:budget], given, strict=True)
+        for ex, score, label in zip(ids, issues.scores[:budget], said, strict=True)
     ]
+
+
+def review_rows(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions in a review pool of `n` that confident learning considers, ascending:
+    all of them when `n <= cap` (and nothing is drawn from `rng`), else a uniform sample
+    of `cap` without replacement. Uniform over human and weak labels alike: the sample
+    is a miniature of the labels training uses, so the per-class thresholds and the
+    noise confident learning estimates from it are those of the whole pool; the batch's
+    generator gives each batch its own sample, the same again for the same seed and
+    batch."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=cap, replace=False))
 
 
 def gold_shortfall(budget: int, got: int, pools: Pools, fraction: float) -> str:

@@ -4,9 +4,12 @@ whole pool's arrays, for every strategy, however the pool is sharded; within its
 each example once, with the suggestion its stream allows (the model's class, none for
 gold, the label under review); and the reason a short gold stream gives."""
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from configs.sampling import SamplingBudgetConfig, SamplingConfig
 from tasks.sampling.pool import Pools, find_pools, score_rows
@@ -113,7 +116,8 @@ def test_the_gold_stream_draws_uniformly_without_a_suggestion(pools):
 def test_the_review_stream_asks_about_the_labels_confident_learning_flags(pools, small_model):
     scorer = Scorer(small_model, "champ@v3")
     plan = _plan(review=5, batch_rows=4)
-    chosen = choose_review(pools, scorer, plan, CLASSES, seed=0)
+    rng = np.random.default_rng(9)
+    chosen = choose_review(pools, scorer, plan, CLASSES, rng, seed=0)
 
     # the same, on the review pool's embeddings scored at once
     emb = score_rows(pools.cache, pools.review, small_model, 3)[1]
@@ -127,8 +131,60 @@ def test_the_review_stream_asks_about_the_labels_confident_learning_flags(pools,
     assert chosen and {(r.stream, r.strategy, r.model_version) for r in chosen} == {
         ("review", "confident_learning", "champ@v3")
     }
-    assert choose_review(pools, scorer, _plan(review=0), CLASSES, seed=0) == []
-    assert choose_review(pools, NO_SCORER, plan, CLASSES, seed=0) == []
+    # a pool no larger than sampling.review_pool_max (20,000 by default, or exactly its
+    # size) is considered whole: the same requests, and nothing drawn from the generator
+    assert plan.review_pool_max == 20_000 > len(pools.review)
+    exact = _plan(review=5, batch_rows=4, review_pool_max=len(pools.review))
+    assert choose_review(pools, scorer, exact, CLASSES, rng, seed=0) == chosen
+    assert rng.bit_generator.state == np.random.default_rng(9).bit_generator.state
+    assert choose_review(pools, scorer, _plan(review=0), CLASSES, rng, seed=0) == []
+    assert choose_review(pools, NO_SCORER, plan, CLASSES, rng, seed=0) == []
+
+
+def _scored_rows(pools: Pools, model, run) -> tuple[object, np.ndarray]:
+    """What `run()` returns, and the review-pool positions of every image the model
+    scored meanwhile (counted at the classifier's head, matched by embedding)."""
+    seen: list[torch.Tensor] = []
+    hook = model.net.head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        out = run()
+    finally:
+        hook.remove()
+    every = score_rows(pools.cache, pools.review, model, 3)[1]  # (N, D), after the hook
+    z = torch.cat(seen).numpy() if seen else np.zeros((0, every.shape[1]), np.float32)
+    dist = ((z[:, None, :] - every[None, :, :]) ** 2).sum(-1)  # (scored, N)
+    at = dist.argmin(1)
+    assert np.allclose(z, every[at], atol=1e-5)  # each scored image is one of the pool's
+    return out, at
+
+
+def test_the_review_stream_scores_at_most_review_pool_max_rows_reproducibly(pools, small_model):
+    scorer = Scorer(small_model, "champ@v3")
+    n, cap = len(pools.review), 12
+    assert n > cap >= 2 * len(CLASSES)
+    plan = _plan(review=3, batch_rows=5, review_pool_max=cap)
+
+    def review(seed):
+        return choose_review(pools, scorer, plan, CLASSES, np.random.default_rng(seed), seed=0)
+
+    chosen, scored = _scored_rows(pools, small_model, lambda: review(4))
+    assert len(scored) == cap == len(set(scored.tolist()))  # cap rows, each once, in order
+    assert scored.tolist() == sorted(scored.tolist())
+    again, scored_again = _scored_rows(pools, small_model, lambda: review(4))
+    assert again == chosen and np.array_equal(scored_again, scored)  # the same seed
+    _, other = _scored_rows(pools, small_model, lambda: review(5))
+    assert len(other) == cap and not np.array_equal(other, scored)  # another batch's sample
+
+    # confident learning over exactly the rows scored: what the whole of a pool of
+    # those rows alone gives
+    sub = replace(
+        pools, review=pools.review[scored], review_labels=pools.review_labels.take(pa.array(scored))
+    )
+    whole = choose_review(
+        sub, scorer, _plan(review=3, batch_rows=5), CLASSES, np.random.default_rng(0), seed=0
+    )
+    assert chosen and chosen == whole
+    assert {r.example_id for r in chosen} <= set(pools.example_ids(pools.review[scored]))
 
 
 def _gold_only(**more) -> Pools:
