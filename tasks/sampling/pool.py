@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from models import Classifier
+from models import Classifier, inference_rows
 from models.pool import ImagePool
 from tasks.store import EXAMPLES, GoldSplit, Store
 from tasks.training.decoded_cache import DecodedCache
@@ -118,9 +118,16 @@ def score_images(
         flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
         return np.full((len(images), k), 1.0 / k, np.float32), flat
     device = next(model.parameters()).device
-    x = torch.from_numpy(images).to(device).float().div_(255.0)
-    z, logits = model.features_and_logits(x)
-    return torch.softmax(logits.float(), 1).cpu().numpy(), z.float().cpu().numpy()
+    step = inference_rows(images.shape[1:])  # activations, not the batch read, bound memory
+    probs, emb = [], []
+    for start in range(0, len(images), step):
+        x = torch.from_numpy(images[start : start + step]).to(device).float().div_(255.0)
+        z, logits = model.features_and_logits(x)
+        probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+        emb.append(z.float().cpu().numpy())
+    if not probs:
+        return np.zeros((0, k), np.float32), np.zeros((0, 1), np.float32)
+    return np.concatenate(probs), np.concatenate(emb)
 
 
 def scored_batches(

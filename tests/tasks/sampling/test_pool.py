@@ -96,3 +96,23 @@ def test_a_model_gives_its_probabilities_and_penultimate_embeddings(store_and_pa
     assert np.allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-6)
     assert np.allclose(probs.sum(1), 1.0) and not np.allclose(probs, 1 / 3)
     assert emb.shape == (len(rest), z.shape[1]) and np.allclose(emb, z.numpy(), atol=1e-5)
+
+
+def test_a_large_read_batch_is_scored_in_passes_the_image_size_allows(
+    store_and_parts, small_model, monkeypatch
+):
+    """The batch read from the cache (sampling.batch_rows) is not the batch that goes
+    through the network: activations grow with the pixels, so the pass is bounded by
+    `inference_rows` (here 4 images of 1x28x28), with the same scores as one pass."""
+    _, cache, _, _ = store_and_parts
+    rows = _find(cache).train
+    one_pass = score_rows(cache, rows, small_model, 3, batch=len(rows))
+    passes = []
+    hook = small_model.net.head.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
+    monkeypatch.setattr("models.classifier.INFERENCE_VALUES", 4 * 28 * 28)
+    try:
+        probs, emb = score_rows(cache, rows, small_model, 3, batch=len(rows))
+    finally:
+        hook.remove()
+    assert passes == [4] * (len(rows) // 4) + ([len(rows) % 4] if len(rows) % 4 else [])
+    assert np.allclose(probs, one_pass[0], atol=1e-6) and np.allclose(emb, one_pass[1], atol=1e-5)
