@@ -25,7 +25,8 @@ import numpy as np
 from scipy.stats import beta, binom, norm
 
 ECE_BINS = 15
-BOOTSTRAP_CHUNK = 64  # replicates per vectorized step: bounds memory at ~64 x N
+BOOTSTRAP_CHUNK = 64  # replicates per vectorized step, at most
+BOOTSTRAP_VALUES = 640_000  # replicates x gold examples per step: ~5 MB an array
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,13 @@ class Predictions:
         return cls(probs.argmax(1).astype(np.int64), probs.max(1).astype(float))
 
 
+def bootstrap_chunk(n: int) -> int:
+    """Replicates drawn per vectorized step over `n` gold examples: 64 up to 10,000
+    examples, fewer above, so a step's arrays stay about `BOOTSTRAP_VALUES` values (a
+    100,000-example gold set would otherwise hold ~350 MB of index arrays a step)."""
+    return max(1, min(BOOTSTRAP_CHUNK, BOOTSTRAP_VALUES // max(n, 1)))
+
+
 def bootstrap_metrics(
     y: np.ndarray,
     models: list[Predictions],
@@ -182,8 +190,9 @@ def bootstrap_metrics(
     groups = [g for g in groups if len(g)]
     support = np.bincount(y, minlength=k).astype(float)
     bins = [confidence_bins(m.conf) for m in models]
-    for start in range(0, samples, BOOTSTRAP_CHUNK):
-        r = min(BOOTSTRAP_CHUNK, samples - start)
+    chunk = bootstrap_chunk(n)
+    for start in range(0, samples, chunk):
+        r = min(chunk, samples - start)
         # (r, N): each class's examples drawn with replacement within the class
         idx = np.concatenate([g[rng.integers(0, len(g), size=(r, len(g)))] for g in groups], 1)
         yy = y[idx]
