@@ -7,10 +7,8 @@ is scored here, with no runner (as weak labeling's applier does)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,8 @@ from models import Classifier
 from models.pool import ImagePool
 from tasks.sampling.candidates import KeepPlan, Kept, jitter_at
 from tasks.sampling.pool import scored_batches
+from tasks.task_runners import cpus, worker_environment
+from tasks.task_runners import shard_task_runner as task_runner
 from tasks.training.decoded_cache import DecodedCache
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def score_pool(
     `sampling.runner` (here when the pool is one shard or there is one worker). `rng`
     is not advanced (see `tasks.sampling.candidates.finish`)."""
     shards = plan_shards(rows, sampling.shard_rows)
-    workers = min(sampling.workers or _cpus(), len(shards))
+    workers = min(sampling.workers or cpus(), len(shards))
     state = rng.bit_generator.state
     path, shape = str(cache.images_path), cache.shape
     job = ScoringJob(path, shape, model, plan, state, sampling.batch_rows)
@@ -110,7 +110,7 @@ def score_pool(
         return kept
     # workers get the model on the CPU, and a share of the CPUs each
     cpu_model = copy.deepcopy(model).cpu() if sampling.runner != "threads" else model
-    threads = max(1, _cpus() // workers) if sampling.runner != "threads" else 0
+    threads = max(1, cpus() // workers) if sampling.runner != "threads" else 0
     job = ScoringJob(path, shape, cpu_model, plan, state, sampling.batch_rows, threads)
     log.info(
         "scoring %d pool rows in %d shards on %d %s workers",
@@ -126,28 +126,12 @@ def score_pool(
 
 def shard_task_runner(sampling: SamplingConfig, workers: int) -> Any:
     """The Prefect task runner `sampling.runner` names, with `workers` workers."""
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-
-    if sampling.runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if sampling.runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=workers)
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError as exc:
-        raise SamplingRunnerError(
-            "sampling.runner is 'dask' but prefect-dask is not installed: "
-            "pip install 'semilabel[dask]' (or choose runner 'processes')"
-        ) from exc
-    if sampling.dask_address:
-        return DaskTaskRunner(address=sampling.dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        }
+    return task_runner(
+        sampling.runner,
+        workers,
+        sampling.dask_address,
+        setting="sampling.runner",
+        error=SamplingRunnerError,
     )
 
 
@@ -158,34 +142,7 @@ def _on_runner(
     from prefect import unmapped
     from prefect.futures import as_completed
 
-    with _worker_environment(), shard_task_runner(sampling, workers) as runner:
+    with worker_environment(), shard_task_runner(sampling, workers) as runner:
         futures = runner.map(score_pool_shard, {"shard": shards, "job": unmapped(job)})
         for future in as_completed(futures):
             yield future.result()
-
-
-@contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
-    """Worker processes report to this run's Prefect API (without one configured, this
-    process's temporary server), and the environment is put back afterwards (Dask's
-    nanny leaves OMP_NUM_THREADS=1 behind). As `tasks.weak_labeling.applier` does."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-
-    saved = dict(os.environ)
-    try:
-        if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
-            with get_client(sync_client=True) as client:
-                os.environ["PREFECT_API_URL"] = str(client.api_url)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

@@ -5,10 +5,8 @@ per shard, on a process, thread or Dask task runner). It writes the run's label 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from configs.data import DataSpec
 from configs.weak_labeling import WeakLabelingConfig
 from tasks.store import EXAMPLES, Store
+from tasks.task_runners import cpus, worker_environment
+from tasks.task_runners import shard_task_runner as task_runner
 from tasks.weak_labeling.functions import (
     LF_COLUMNS,
     LabelingFunction,
@@ -233,29 +233,13 @@ def apply_lf_shard(job: ShardJob, shard: Shard) -> ShardResult:
 
 def shard_task_runner(wl: WeakLabelingConfig, n_shards: int) -> Any:
     """The Prefect task runner that `weak_labeling.runner` names, sized for the shards."""
-    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-
-    workers = max(1, min(wl.workers or _cpus(), n_shards))
-    if wl.runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=workers)
-    if wl.runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=workers)
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError as exc:
-        raise LabelingFunctionError(
-            "weak_labeling.runner is 'dask' but prefect-dask is not installed: "
-            "pip install 'semilabel[dask]' (or choose runner 'processes')"
-        ) from exc
-    if wl.dask_address:
-        return DaskTaskRunner(address=wl.dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        }
+    workers = max(1, min(wl.workers or cpus(), n_shards))
+    return task_runner(
+        wl.runner,
+        workers,
+        wl.dask_address,
+        setting="weak_labeling.runner",
+        error=LabelingFunctionError,
     )
 
 
@@ -282,7 +266,7 @@ def apply_in_shards(
         wl.batch_rows,
         folder,
     )
-    workers = min(wl.workers or _cpus(), len(shards))
+    workers = min(wl.workers or cpus(), len(shards))
     if workers <= 1:
         finished = (apply_to_shard(job, shard) for shard in shards)
     else:
@@ -322,7 +306,7 @@ def _apply_on_runner(
         workers,
         wl.runner,
     )
-    with _worker_environment(), shard_task_runner(wl, len(shards)) as runner:
+    with worker_environment(), shard_task_runner(wl, len(shards)) as runner:
         futures = runner.map(
             apply_lf_shard,
             {"shard": shards, "job": unmapped(job)},
@@ -357,39 +341,6 @@ def _matrix_table(matrix: LabelMatrix) -> pa.Table:
             **{n: pa.array(matrix.votes[:, j], pa.int16()) for j, n in enumerate(matrix.names)},
         }
     )
-
-
-@contextlib.contextmanager
-def _worker_environment() -> Iterator[None]:
-    """The environment worker processes start with, restored afterwards.
-
-    Without a configured `PREFECT_API_URL`, Prefect runs a temporary server inside this
-    process; spawned workers would each start their own (seconds each) and record their
-    task runs there, out of this flow run's sight. Workers inherit the environment, so
-    it names ours. Dask's nanny also leaves OMP_NUM_THREADS=1 (and more) in this
-    process's environment for good, which would slow every process started later in the
-    run (ingest workers, training launched as a subprocess): the whole environment is
-    put back as it was."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-
-    saved = dict(os.environ)
-    try:
-        if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
-            with get_client(sync_client=True) as client:
-                os.environ["PREFECT_API_URL"] = str(client.api_url)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _path_safe(text: str) -> str:
