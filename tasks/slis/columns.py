@@ -41,8 +41,8 @@ class LabelColumns:
     def read(cls, store: Store, data: DataSpec, labels: LabelsConfig) -> LabelColumns:
         split = gold_split(data)
         latest = LatestLabels.read(store)
-        human = latest.human(data.classes)
-        ids = pa.array(list(human), pa.string())
+        human = latest.human_table(data.classes)
+        ids = human.column("example_id").combine_chunks()
         examples = store.read(EXAMPLES, ["example_id", "ingested_at"])
         return cls(
             examples=last_per_key(examples, "example_id"),
@@ -56,7 +56,7 @@ class LabelColumns:
             human=pa.table(
                 {
                     "example_id": ids,
-                    "label": pa.array([label for label, _ in human.values()], pa.string()),
+                    "label": human.column("label"),
                     "part": pa.array(split.parts(ids), pa.string()),
                 }
             ),

@@ -1,11 +1,11 @@
 """The semilabel store: append-only, hive-partitioned Parquet datasets with provenance.
 
 `datasets` holds the files and their schemas, `labels` the label event log (event ids,
-label resolution), `weak_labels` the weak labels in force (what a label-model run
-replaces and withdraws), `export` the labels training reads (written to a file by
-`semilabel labels export`), `holdout` the gold holdout and its dev/test parts, and
-`locks` the leases writers take so that concurrent runs never write the same thing
-twice.
+each source's latest word), `resolution` each example's label from it (on Arrow
+columns), `weak_labels` the weak labels in force (what a label-model run replaces and
+withdraws), `export` the labels training reads (written to a file by `semilabel labels
+export`), `holdout` the gold holdout and its dev/test parts, and `locks` the leases
+writers take so that concurrent runs never write the same thing twice.
 """
 
 from tasks.store.datasets import (
@@ -29,17 +29,19 @@ from tasks.store.datasets import (
 from tasks.store.holdout import DEV, TEST, GoldSplit, gold_mask
 from tasks.store.labels import (
     CONFIDENCE_TOLERANCE,
-    RESOLVED_SCHEMA,
-    LatestLabels,
     SourceEvent,
     SourceLog,
-    human_labels,
     label_event_id,
     model_influenced,
-    resolve_labels,
     same_confidence,
 )
 from tasks.store.locks import StoreLock, StoreLockLost, StoreLockTimeout
+from tasks.store.resolution import (
+    RESOLVED_SCHEMA,
+    LatestLabels,
+    human_labels,
+    resolve_labels,
+)
 from tasks.store.weak_labels import LabelModelLog, WeakEvent
 
 __all__ = [

@@ -25,7 +25,7 @@ from configs.data import DataSpec
 from configs.train import LabelsConfig
 from tasks.store.datasets import EXAMPLES, Store
 from tasks.store.holdout import GoldSplit
-from tasks.store.labels import LatestLabels
+from tasks.store.resolution import LatestLabels
 
 EXPORT_COLUMNS = (
     "example_id",

@@ -33,7 +33,6 @@ from tasks.store import (
     utcnow,
 )
 from tasks.store.export import training_labels
-from tasks.store.holdout import each_id
 from tasks.training.decoded_cache import (
     DecodedCache,
     cache_root,
@@ -254,14 +253,14 @@ def _gold_dev(
 ) -> tuple[np.ndarray, list[int]]:
     """The gold dev part's examples with a human label (only human labels are gold
     truth), and their classes: the training curves' evaluation set."""
-    dev_labels = latest.human(classes)  # gold truth: latest human label
-    index = {c: i for i, c in enumerate(classes)}
+    human = latest.human_table(classes)  # gold truth: latest human label
     dev_rows = np.flatnonzero(part == DEV)
-    gold_rows, y_gold = [], []
-    for i, ex in zip(dev_rows, each_id(ids.take(pa.array(dev_rows))), strict=True):
-        if ex in dev_labels:
-            gold_rows.append(int(i))
-            y_gold.append(index[dev_labels[ex][0]])
+    known = human.column("example_id").combine_chunks()
+    at = pc.index_in(ids.take(pa.array(dev_rows)), value_set=known)
+    has = at.is_valid().to_numpy(zero_copy_only=False)
+    labels = human.column("label").take(at.drop_null())
+    y_gold = pc.index_in(labels, value_set=pa.array(classes, pa.string())).to_pylist()
+    gold_rows = dev_rows[has]
     return np.asarray(gold_rows, dtype=np.int64), y_gold
 
 

@@ -29,7 +29,7 @@ import torch
 from configs.data import DataSpec
 from models import inference_rows, predict_proba
 from tasks.images.decode import decode_images
-from tasks.store import DEV, EXAMPLES, TEST, GoldSplit, Store, human_labels
+from tasks.store import DEV, EXAMPLES, TEST, GoldSplit, LatestLabels, Store
 
 UNKNOWN = "unknown"  # the slice group of an example without the value
 COLUMNS = ["example_id", "image", "source", "ingested_at", "metadata"]
@@ -112,10 +112,8 @@ def select_gold(store: Store, spec: GoldSpec, part: str = TEST) -> GoldSelection
     only), each once, and the snapshot of them; reads the store's example ids only."""
     if part not in (DEV, TEST):
         raise ValueError(f"gold part must be {DEV!r} or {TEST!r}, not {part!r}")
-    human = human_labels(store, spec.classes)
-    labeled = pa.array(list(human), pa.string())
-    labels = pa.array([c for c, _ in human.values()], pa.string())
-    events = pa.array([e for _, e in human.values()], pa.string())
+    human = LatestLabels.read(store, kinds=("human",)).human_table(spec.classes)
+    labeled, labels, events = (human.column(c).combine_chunks() for c in human.column_names)
     del human
     parts = spec.split.parts(labeled)
     sizes = {DEV: int((parts == DEV).sum()), TEST: int((parts == TEST).sum())}
