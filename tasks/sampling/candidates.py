@@ -20,7 +20,9 @@ What is kept, at most (N = pool size, B = budget, K = classes, M = candidates_pe
 - `kcenter`: a uniform sample of M x B rows (the smallest random numbers, a reservoir
   by random keys) with their embeddings; k-center greedy runs on the sample, starting
   from the human-labeled anchors. On a pool no larger than M x B it keeps every row
-  and draws nothing, as `kcenter_greedy` on the whole pool does.
+  and draws nothing, as `kcenter_greedy` on the whole pool does. The sample depends
+  on the random numbers alone, so `uniform_sample` draws it before anything is scored
+  and only its rows are scored (`sampled`): the same rows, numbers and choice.
 
 `random` keeps nothing: it permutes the pool positions (`select_random`), and only the
 picked rows are scored, for their suggestions.
@@ -92,6 +94,33 @@ class KeepPlan:
         if self.strategy == "kcenter":
             return np.zeros(len(probs), np.float32)
         return MEASURES[self.strategy](probs)
+
+
+def uniform_sample(
+    plan: KeepPlan, rng: np.random.Generator, chunk: int = 1 << 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pool positions (ascending) a drawing strategy keeps when every score is
+    equal: the `plan.keep` smallest random numbers, ties by position, and those numbers.
+    They are the numbers the scored path draws (one per pool row, in pool order, from
+    `rng`'s state, which is not advanced), drawn `chunk` rows at a time."""
+    draw = jitter_at(rng.bit_generator.state, 0)
+    pos, jitter = np.zeros(0, np.int64), np.zeros(0)
+    for start in range(0, plan.pool_size, chunk):
+        n = min(chunk, plan.pool_size - start)
+        p = np.concatenate([pos, np.arange(start, start + n, dtype=np.int64)])
+        j = np.concatenate([jitter, draw.random(n)])
+        keep = np.lexsort((p, j))[: plan.keep]
+        pos, jitter = p[keep], j[keep]
+    order = np.argsort(pos)
+    return pos[order], jitter[order]
+
+
+def sampled(
+    plan: KeepPlan, pos: np.ndarray, jitter: np.ndarray, probs: np.ndarray, emb: np.ndarray
+) -> Kept:
+    """What `plan` keeps of the whole pool, from the `uniform_sample` rows scored alone."""
+    best = Best(plan.keep, pos, plan.score(probs), jitter, probs, emb)
+    return Kept((best,), seen=plan.pool_size)
 
 
 def jitter_at(state: dict[str, Any], offset: int) -> np.random.Generator:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from configs.sampling import SamplingConfig
-from tasks.sampling.candidates import KeepPlan, Picked, finish
+from tasks.sampling.candidates import KeepPlan, Picked, finish, sampled, uniform_sample
 from tasks.sampling.pool import Pools, score_rows
 from tasks.sampling.requests import Request
 from tasks.sampling.review import find_label_issues
@@ -39,7 +39,8 @@ def choose_train(
 ) -> list[Request]:
     """Up to `plan.budget.train` requests from the train pool, chosen by `strategy`
     (k-center starts from the human-labeled anchors). The pool is scored shard by shard
-    (`tasks.sampling.shards`), keeping only what the strategy needs."""
+    (`tasks.sampling.shards`), keeping only what the strategy needs; k-center on a pool
+    larger than its sample scores the sample alone."""
     budget, k, n = plan.budget.train, len(classes), len(pools.train)
     if not budget or not n:
         return []
@@ -53,7 +54,12 @@ def choose_train(
         picked = Picked(sel, probs)
     else:
         keep = KeepPlan(strategy, budget, k, n, plan.candidates_per_pick)
-        kept = score_pool(pools.cache, pools.train, scorer.model, keep, rng, plan)
+        if strategy == "kcenter" and keep.draws:  # a uniform sample: score its rows alone
+            pos, jitter = uniform_sample(keep, rng)
+            probs, emb = score_rows(pools.cache, pools.train[pos], scorer.model, k, plan.batch_rows)
+            kept = sampled(keep, pos, jitter, probs, emb)
+        else:
+            kept = score_pool(pools.cache, pools.train, scorer.model, keep, rng, plan)
         anchors = None
         if strategy == "kcenter" and len(pools.anchors):
             anchors = score_rows(pools.cache, pools.anchors, scorer.model, k, plan.batch_rows)[1]

@@ -5,7 +5,7 @@ whatever the batch size and the order the shards finish in; and it stays bounded
 import numpy as np
 import pytest
 
-from tasks.sampling.candidates import KeepPlan, Kept, finish, jitter_at
+from tasks.sampling.candidates import KeepPlan, Kept, finish, jitter_at, sampled, uniform_sample
 from tasks.sampling.strategies import STRATEGIES, select
 
 SCORED = [s for s in STRATEGIES if s != "random"]  # random keeps nothing: nothing scored
@@ -85,6 +85,27 @@ def test_kcenter_on_a_sample_keeps_a_uniform_sample_and_on_a_small_pool_all_of_i
     assert len(kept.best[0].pos) == 50 and len(set(kept.best[0].pos.tolist())) == 50
     _, kept = _streamed(whole, probs[:40], emb[:40], np.random.default_rng(0))
     assert sorted(kept.best[0].pos.tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_kcenters_sample_drawn_before_scoring_is_what_the_scored_pool_keeps(chunk):
+    probs, emb = _pool(n=300)
+    plan = KeepPlan("kcenter", 5, probs.shape[1], 300, 10)  # a sample of 50
+    anchors = emb[:3] + 0.5
+    scored_rng, drawn_rng = np.random.default_rng(4), np.random.default_rng(4)
+    picked, kept = _streamed(plan, probs, emb, scored_rng, anchors)
+
+    pos, jitter = uniform_sample(plan, drawn_rng, chunk=chunk)
+    assert drawn_rng.random() == np.random.default_rng(4).random()  # rng not advanced
+    drawn_rng = np.random.default_rng(4)
+    pos, jitter = uniform_sample(plan, drawn_rng, chunk=chunk)
+    best = kept.best[0]
+    assert pos.tolist() == sorted(best.pos.tolist()) and len(pos) == 50
+    assert np.array_equal(jitter, best.jitter[np.argsort(best.pos)])
+    from_sample = finish(plan, sampled(plan, pos, jitter, probs[pos], emb[pos]), drawn_rng, anchors)
+    assert from_sample.selection.rows.tolist() == picked.selection.rows.tolist()
+    assert np.array_equal(from_sample.probs, picked.probs)
+    assert drawn_rng.random() == scored_rng.random()
 
 
 def test_a_missing_shard_is_an_error_not_a_smaller_pool():

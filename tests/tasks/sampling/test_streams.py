@@ -87,6 +87,26 @@ def test_the_train_stream_chooses_what_select_chooses_on_the_whole_pool(
     }
 
 
+def test_kcenter_scores_only_its_sample_and_margin_the_whole_pool(pools, small_model):
+    seen = []  # images through the model's first layer
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    first = next(m for m in small_model.modules() if isinstance(m, layers))
+    hook = first.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    plan = _plan(train=2, workers=1, candidates_per_pick=2)  # k-center: a sample of 4
+    scorer, rng = Scorer(small_model, "v1"), np.random.default_rng(0)
+    try:
+        for strategy in ("kcenter", "margin"):
+            seen.clear()
+            assert len(choose_train(pools, strategy, scorer, plan, CLASSES, rng)) == 2
+            scored = sum(seen)
+            if strategy == "kcenter":  # the sample, and the anchors it starts from
+                assert scored == 4 + len(pools.anchors) < len(pools.train)
+            else:
+                assert scored == len(pools.train)
+    finally:
+        hook.remove()
+
+
 def test_the_train_stream_without_a_model_suggests_nothing_and_keeps_its_budget(pools):
     plan = _plan(train=4)
     chosen = choose_train(pools, "random", NO_SCORER, plan, CLASSES, np.random.default_rng(1))
