@@ -35,12 +35,28 @@ class DriftConfig(Section):
 
 
 class HealthConfig(Section):
+    guard_margin: float | None = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Feedback-loop guard: when the student's accuracy on gold dev (its EMA) "
+        "falls more than this below the teacher's on the same examples, the student "
+        "restarts from the teacher's weights and pseudo-labeling is off for the rest of "
+        "the run (null: no guard).",
+    )
+    guard_warmup_steps: int = Field(
+        200,
+        ge=0,
+        description="Feedback-loop guard: student steps before it judges (right after the "
+        "student starts, its accuracy dips for a while and recovers).",
+    )
     pseudo_label_precision_floor: float | None = Field(
         0.8,
         ge=0,
         le=1,
-        description="Feedback-loop guard: pseudo-labels right less often than this on the "
-        "gold dev part switch pseudo-labeling off for the run (null: no guard).",
+        description="Label health: pseudo-labels right less often than this on gold dev "
+        "breach the pseudo-label precision SLI (null: no threshold). The guard judges the "
+        "student against the teacher instead (health.guard_margin).",
     )
     max_label_age_h: float = Field(
         24 * 30, gt=0, description="Median age of training labels above this: stale labels."

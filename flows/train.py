@@ -40,6 +40,7 @@ def training_inputs(cfg: Config) -> TrainingInputs:
         labels=cfg.labels,
         mlflow=cfg.mlflow,
         settings=cfg.train_settings(),
+        pseudo_label_precision_floor=cfg.health.pseudo_label_precision_floor,
         distributed=cfg.distributed_settings(),
         params=model_params(cfg.model_dump(mode="json")),
         config=logged_config(cfg.model_dump(mode="json")),

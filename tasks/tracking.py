@@ -54,7 +54,8 @@ MODEL_PARAMS = (
     "labels.confidence_floor",  # which weak labels become training labels
     "labels.max_model_share",
     "train",
-    "health.pseudo_label_precision_floor",  # the guard that switches pseudo-labeling off
+    "health.guard_margin",  # the guard that restarts the student from the teacher
+    "health.guard_warmup_steps",
 )
 WEAK_LABELING_PARAMS = "weak_labeling"  # when it runs: its labels are training data
 # Keys under those that only change where, how fast or how visibly it trains; why each:

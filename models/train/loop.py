@@ -70,7 +70,7 @@ def fit(
     )
     run.model.train()
     teacher_phase(run)
-    if run.step < s.total_steps and run.teacher is None:
+    if run.step < run.s.total_steps and run.teacher is None:
         run.start_student()
     student_phase(run)
     if run.ckpt_path is not None and not keep_checkpoint and run.ranks.is_main:

@@ -27,6 +27,9 @@ class TrainSettings:
     pretrained: str | None
     teacher_steps: int
     student_steps: int
+    # the student's steps instead of `student_steps` when the run starts seeded (few
+    # labels: the student needs longer to get there); None: `student_steps`
+    seeded_student_steps: int | None
     batch_size: int  # labeled examples per step
     uratio: int  # unlabeled examples per labeled example
     lr: float
@@ -38,12 +41,13 @@ class TrainSettings:
     threshold_momentum: float  # freematch / softmatch running statistics
     fairness_weight: float  # freematch's self-adaptive fairness term
     lambda_u: float
-    # The feedback-loop guard: when the pseudo-labels the threshold keeps on the
-    # evaluation set are right less often than this (judged once at least
-    # `guard_min_pseudo_labels` are kept), the unlabeled loss is switched off for the rest
-    # of the run. None: no guard.
-    pseudo_label_precision_floor: float | None
-    guard_min_pseudo_labels: int = 20
+    # The feedback-loop guard: from `guard_warmup_steps` into the student phase on, when
+    # the EMA student's accuracy on the evaluation set falls more than `guard_margin`
+    # below the frozen teacher's on the same examples, the pseudo-labels are teaching it
+    # its own mistakes: the student restarts from the teacher's weights and the unlabeled
+    # loss is off for the rest of the run. None: no guard.
+    guard_margin: float | None
+    guard_warmup_steps: int
     distribution_alignment: Literal["off", "prior", "uniform"]
     pseudo_label_source: Literal["ema", "teacher", "self"]
     # > 0: this share of every labeled batch is drawn from the human labels (TrainData.

@@ -8,6 +8,7 @@ cost minutes for nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,23 @@ def choose_start(
         )
     seeded = s.start == "seeded"
     return StartChoice(seeded, smallest, f"train.start {s.start} ({fewest})")
+
+
+def scheduled(s: TrainSettings, y_lb: torch.Tensor, human_lb: torch.Tensor | None) -> TrainSettings:
+    """`s` with the student's steps its start calls for: a run that starts seeded (few
+    labels) trains its student at least `seeded_student_steps` (bench/RESULTS.md, *SSL
+    through semilabel retrain*: at one or two labels a class the student is still
+    climbing at 600 steps). A teacher-only run (`student_steps` 0) stays one."""
+    if not s.student_steps or s.seeded_student_steps is None:
+        return s
+    if s.seeded_student_steps <= s.student_steps or not choose_start(s, y_lb, human_lb).seeded:
+        return s
+    log.info(
+        "seeded start: the student trains %d steps (train.seeded_student_steps), not %d",
+        s.seeded_student_steps,
+        s.student_steps,
+    )
+    return dataclasses.replace(s, student_steps=s.seeded_student_steps)
 
 
 def better_start(

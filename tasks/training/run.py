@@ -58,6 +58,8 @@ class TrainingInputs:
     labels: LabelsConfig  # which labels training reads
     mlflow: MlflowConfig
     settings: TrainSettings  # the loop's settings (`Config.train_settings()`)
+    # health.pseudo_label_precision_floor: the collapse verdict's floor on gold dev
+    pseudo_label_precision_floor: float | None
     distributed: DistributedSettings  # `Config.distributed_settings()`
     params: dict[str, str]  # the run's MLflow params: the config keys that change the model
     config: dict[str, Any]  # the resolved config, logged as the run's config.json
@@ -203,7 +205,9 @@ def log_run_outcome(
     classes = inputs.data.classes
     model_uri = log_classifier(result.model, classes, training.data.x_lb)
     last = _last_eval(result)
-    collapse = report_pseudo_label_collapse(result, inputs.settings, classes, training)
+    collapse = report_pseudo_label_collapse(
+        result, inputs.settings, classes, training, inputs.pseudo_label_precision_floor
+    )
     summary = TrainSummary(
         mlflow_run_id=run_id,
         model_uri=model_uri,

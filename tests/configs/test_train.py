@@ -34,13 +34,16 @@ def test_the_loop_trains_with_exactly_the_configured_values():
         overrides={
             "train.student_steps": 123,
             "train.augment.colour": "invariant",
-            "health.pseudo_label_precision_floor": 0.6,
+            "health.guard_margin": 0.07,
+            "health.guard_warmup_steps": 50,
+            "train.seeded_student_steps": 999,
             "taxonomy.classes": ["a", "b", "c"],
             "seed": 5,
         }
     )
     settings = cfg.train_settings()
     assert settings.student_steps == 123 and settings.augment.colour == "invariant"
-    assert settings.pseudo_label_precision_floor == 0.6
+    assert (settings.guard_margin, settings.guard_warmup_steps) == (0.07, 50)
+    assert settings.seeded_student_steps == 999
     assert (settings.num_classes, settings.seed) == (3, 5)
     assert settings.teacher_steps == cfg.train.teacher_steps

@@ -30,7 +30,8 @@ TOY = dict(
     start="labels",
     pseudo_label_source="ema",
     human_share=0.0,
-    pseudo_label_precision_floor=None,
+    guard_margin=None,
+    seeded_student_steps=None,
 )
 
 

@@ -67,7 +67,8 @@ def settings(**kw) -> TrainSettings:
         start="labels",
         pseudo_label_source="ema",
         human_share=0.0,
-        pseudo_label_precision_floor=None,
+        guard_margin=None,
+        seeded_student_steps=None,
     )
     return dataclasses.replace(PRODUCT, **{**base, **kw})
 

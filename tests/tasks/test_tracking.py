@@ -17,7 +17,7 @@ def test_params_are_the_keys_that_change_the_model_and_only_those():
         "train.lr",
         "train.augment.n_ops",
         "train.eval_every",  # when the guard can switch pseudo-labeling off
-        "health.pseudo_label_precision_floor",
+        "health.guard_margin",
         "weak_labeling.label_model",
         "weak_labeling.min_gold_covered",
     ):

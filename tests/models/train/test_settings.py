@@ -24,7 +24,6 @@ def test_the_settings_the_config_sets_have_no_second_default():
     }
     assert defaulted == {
         "momentum",
-        "guard_min_pseudo_labels",
         "max_rotate_deg",
         "max_shear",
         "max_translate",

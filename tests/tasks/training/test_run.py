@@ -147,7 +147,8 @@ MODEL_PARAM_KEYS = {
     *(f"gold.{k}" for k in ("fraction", "salt", "test_share")),
     "labels.confidence_floor",
     "labels.max_model_share",
-    "health.pseudo_label_precision_floor",
+    "health.guard_margin",
+    "health.guard_warmup_steps",
     *(
         f"train.{k}"
         for k in [
@@ -157,6 +158,7 @@ MODEL_PARAM_KEYS = {
             "channels",
             "teacher_steps",
             "student_steps",
+            "seeded_student_steps",
             "batch_size",
             "uratio",
             "lr",
@@ -204,7 +206,7 @@ def test_only_the_settings_that_change_the_model_are_params(store_cfg):
     params = client.get_run(summary.mlflow_run_id).data.params
     assert set(params) == MODEL_PARAM_KEYS
     assert params["seed"] == "0" and params["taxonomy.classes"] == "['0', '1', '2']"
-    assert params["health.pseudo_label_precision_floor"] == "0.8"
+    assert params["health.guard_margin"] == "0.05"
     assert params["train.teacher_steps"] == "3"  # the names kept are the names they had
     # what is left out (paths, cadence, placement, the gate) is still in config.json
     saved = json.loads(
