@@ -113,6 +113,7 @@ def tiny_run_overrides(tmp_path: Path, folder: Path, tracking_uri: str) -> dict:
         "gold.fraction": 0.3,
         "train.teacher_steps": 30,
         "train.student_steps": 30,
+        "train.seeded_student_steps": None,  # a seeded start keeps the 30 steps
         "train.batch_size": 8,
         "train.uratio": 2,
         "train.eval_every": 30,
