@@ -142,7 +142,8 @@ def _weak_labels(store: Store, as_of=None) -> dict[str, str]:
     from tasks.store import LatestLabels
 
     latest = LatestLabels.read(store, as_of).by_kind["label_model"]
-    return {ex: e.source_name for ex, e in latest.items()}
+    names = (latest.column(c).to_pylist() for c in ("example_id", "source_name"))
+    return dict(zip(*names, strict=True))
 
 
 def _trainable(cfg, examples) -> int:
