@@ -5,6 +5,7 @@ a class on the embedded MNIST-5k, as a user runs it.
     python -m bench.product_ssl --labels 1 --seeds 1  # one cell
     python -m bench.product_ssl --jobs 2              # two cells at a time (1 thread each)
     python -m bench.product_ssl --resume              # keep the cells measured on this code
+    python -m bench.product_ssl --kept-only           # measure nothing: the cells so far
 
 Each cell (labels a class k, seed s) is one command in a fresh folder of its own (store,
 MLflow SQLite store, run and cache folders, Prefect home), nothing else set:
@@ -194,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="cells at a time")
     p.add_argument("--resume", action="store_true", help="keep cells measured on this code")
+    p.add_argument(
+        "--kept-only",
+        action="store_true",
+        help="measure nothing: the report of the cells kept for this code so far",
+    )
     p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
     p.add_argument(
         "--extra",
@@ -205,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     code = code_fingerprint() + ("+" + ",".join(args.extra) if args.extra else "")
-    kept = load_cells(code) if args.resume else {}
+    kept = load_cells(code) if args.resume or args.kept_only else {}
     todo = [(k, s) for k in args.labels for s in args.seeds if (k, s) not in kept]
+    if args.kept_only:
+        todo = []
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"{len(todo)} cell(s) to run, {len(kept)} kept (code {code})", flush=True)
