@@ -30,28 +30,15 @@ REDUCE_ROWS = 262_144  # log rows held before they are reduced to the latest per
 # files have none), a missing confidence read as 0 and a missing run or source as "".
 EVENT_SCHEMA = pa.schema(
     [
-        ("example_id", pa.string()),
-        ("label", pa.string()),
-        ("source_kind", pa.string()),
-        ("source_name", pa.string()),
-        ("confidence", pa.float32()),
-        ("created_at", SCHEMAS[LABELS].field("created_at").type),
-        ("event_id", pa.string()),
-        ("model_influenced", pa.bool_()),
-        ("run_id", pa.string()),
+        SCHEMAS[LABELS].field(name)
+        for name in (
+            "example_id", "label", "source_kind", "source_name", "confidence",
+            "created_at", "event_id", "model_influenced", "run_id",
+        )
     ]
-)
-RESOLVED_SCHEMA = pa.schema(
-    [
-        ("example_id", pa.string()),
-        ("label", pa.string()),
-        ("source_kind", pa.string()),
-        ("source_name", pa.string()),
-        ("confidence", pa.float32()),
-        ("event_id", pa.string()),
-        ("model_influenced", pa.bool_()),
-    ]
-)
+)  # fmt: skip
+# one training label per example: the event's columns less its time and run
+RESOLVED_SCHEMA = pa.schema([f for f in EVENT_SCHEMA if f.name not in ("created_at", "run_id")])
 HUMAN_SCHEMA = pa.schema(
     [("example_id", pa.string()), ("label", pa.string()), ("event_id", pa.string())]
 )
