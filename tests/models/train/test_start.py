@@ -9,7 +9,7 @@ import torch
 from models import Callback, fit
 from models.classifier import ClassifierConfig, build_classifier
 from models.ranks import Ranks
-from models.train.start import better_start, choose_start
+from models.train.start import better_start, choose_start, scheduled
 from tests.models.conftest import settings, toy_data
 
 CPU = torch.device("cpu")
@@ -124,3 +124,25 @@ def test_propagation_seeds_join_the_labeled_set_as_weighted_weak_labels():
         model, data, data.x_lb, data.y_lb, data.w_lb, data.x_ulb, settings(), CPU, Ranks(), None
     )
     assert alone.x_lb is data.x_lb and alone.rows == [start.rows[0] | {"start_seeded": 0.0}]
+
+
+def test_a_seeded_start_trains_its_student_at_least_seeded_student_steps():
+    y, human = torch.tensor([0, 0, 1, 1, 2]), None  # class 2 has one human label
+    few = settings(start="auto", few_labels=2, student_steps=20, seeded_student_steps=50)
+    assert scheduled(few, y, human).student_steps == 50
+    many = settings(start="auto", few_labels=0, student_steps=20, seeded_student_steps=50)
+    assert scheduled(many, y, human).student_steps == 20  # the labels alone: unchanged
+
+    def steps(student: int, seeded: int | None) -> int:
+        s = settings(start="seeded", student_steps=student, seeded_student_steps=seeded)
+        return scheduled(s, y, human).student_steps
+
+    assert steps(80, 50) == 80  # a longer schedule is kept (a GPU profile)
+    assert steps(0, 50) == 0  # a teacher-only run stays one
+    assert steps(20, None) == 20  # null: train.student_steps
+    # wired into fit: the run ends after teacher + seeded student steps
+    run = fit(
+        toy_data(),
+        settings(start="seeded", pretrain_steps=0, propagate_per_class=0, seeded_student_steps=30),
+    )
+    assert run.steps == 10 + 30
