@@ -320,16 +320,33 @@ class Store:
         batch_size: int = 8192,
         lean: bool = False,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream record batches; never materializes the whole dataset. `lean` reads one
-        file and one batch ahead instead of pyarrow's default (4 files, 16 batches):
-        for large columns (images), whose read-ahead would otherwise hold hundreds of MB."""
-        ahead = {"batch_readahead": 1, "fragment_readahead": 1} if lean else {}
-        scanner = self.dataset(dataset).scanner(
-            columns=columns, filter=filter, batch_size=batch_size, use_threads=True, **ahead
-        )
-        for batch in scanner.to_batches():
-            if batch.num_rows:
-                yield batch
+        """Stream record batches; never materializes the whole dataset.
+
+        `lean` is for large columns (images): one file is scanned at a time, one batch
+        ahead. A scanner over the whole dataset reads ahead of a slow reader without
+        bound, whatever its read-ahead settings: with a filter and a consumer that
+        decodes and predicts, it had queued about half of a 1M-image store's matching
+        rows (450 MB of Arrow memory, growing with the store) before the reader caught
+        up (bench/RESULTS.md, *Scale*). File by file, what is held is bounded by one file.
+        """
+        data = self.dataset(dataset)
+        if not lean:
+            scanner = data.scanner(
+                columns=columns, filter=filter, batch_size=batch_size, use_threads=True
+            )
+            yield from (b for b in scanner.to_batches() if b.num_rows)
+            return
+        for fragment in data.get_fragments(filter=filter):
+            batches = fragment.to_batches(
+                schema=data.schema,
+                columns=columns,
+                filter=filter,
+                batch_size=batch_size,
+                batch_readahead=1,
+                fragment_readahead=1,
+                use_threads=True,
+            )
+            yield from (b for b in batches if b.num_rows)
 
     def read(
         self,

@@ -3,10 +3,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -218,3 +221,33 @@ def test_an_examples_file_without_metadata_still_reads_with_the_full_schema(stor
     assert [by_id[e] for e in old.column("example_id").to_pylist()] == [None, None]
     streamed = [b.num_rows for b in store.iter_batches(EXAMPLES, ["example_id", "metadata"])]
     assert sum(streamed) == 3
+
+
+def test_a_lean_stream_holds_one_file_while_its_reader_is_slow(store_root: str):
+    # a scanner over the whole dataset read ahead of a slow reader (one that decodes and
+    # predicts) without bound, whatever its read-ahead settings: at 1M images it held half
+    # the matching rows of the store (bench/RESULTS.md, *Scale*). Lean reads file by file.
+    store = Store(store_root)
+    rng = np.random.default_rng(0)
+    n_files, rows = 30, 64
+    for i in range(n_files):  # 30 files of ~1 MiB of incompressible "images"
+        t = _examples(rows, offset=rows * i)
+        blobs = [rng.bytes(16_384) for _ in range(rows)]
+        store.write(EXAMPLES, t.set_column(1, "image", pa.array(blobs, pa.binary())), when=T0)
+    one_file = rows * 16_384
+    every_id = store.read(EXAMPLES, ["example_id"]).column(0)
+    wanted = every_id.take(pa.array(np.arange(0, len(every_id), 2))).combine_chunks()
+    flt = pc.field("example_id").isin(wanted)
+
+    held, got = [], []
+    for batch in store.iter_batches(
+        EXAMPLES, ["example_id", "image"], filter=flt, batch_size=16, lean=True
+    ):
+        time.sleep(0.02)  # the reader is slow: reading ahead has time to run
+        held.append(pa.total_allocated_bytes())
+        got.extend(batch.column(0).to_pylist())
+    eager = store.read(EXAMPLES, ["example_id"], filter=flt).column(0).to_pylist()
+    assert got == eager  # the same rows in the same order as one read of the dataset
+    assert len(got) == n_files * rows // 2
+    # all matching rows are 15 files' worth; at most the file being read and the next
+    assert max(held) < 2.5 * one_file, (max(held), one_file)
