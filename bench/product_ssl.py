@@ -6,6 +6,10 @@ a class on the embedded MNIST-5k, as a user runs it.
     python -m bench.product_ssl --jobs 2              # two cells at a time (1 thread each)
     python -m bench.product_ssl --resume              # keep the cells measured on this code
     python -m bench.product_ssl --kept-only           # measure nothing: the cells so far
+    python -m bench.product_ssl --resume --also-code cc3942720650  # and an earlier code's
+
+Cells measured on an earlier code (`--also-code`) are kept only when named, and each row
+says which code it was measured on, so a change between them is visible in the table.
 
 Each cell (labels a class k, seed s) is one command in a fresh folder of its own (store,
 MLflow SQLite store, run and cache folders, Prefect home), nothing else set:
@@ -46,6 +50,7 @@ SECTION = "## SSL through `semilabel retrain` (bench/product_ssl)"
 CODE = ("configs", "models", "tasks", "flows")
 # issue 29: what the defaults must deliver, by labels a class
 TARGETS = {1: (90.0, 85.0), 2: (None, 97.0)}  # (mean at least, worst seed at least)
+TARGET_SEEDS = 3  # a target is judged on this many seeds, not fewer
 
 
 def code_fingerprint() -> str:
@@ -132,18 +137,24 @@ def read_run(home: Path) -> dict:
     }
 
 
-def load_cells(code: str) -> dict[tuple[int, int], dict]:
+def load_cells(code: str, also: tuple[str, ...] = ()) -> dict[tuple[int, int], dict]:
+    """The cells kept for `code`, then for each of `also` (earlier codes, named by the
+    user) where `code` has none; the last measured of a cell wins within a code."""
     if not CELLS.exists():
         return {}
     cells = [json.loads(line) for line in CELLS.read_text().splitlines() if line.strip()]
-    return {(c["k"], c["seed"]): c for c in cells if c["code"] == code}
+    kept: dict[tuple[int, int], dict] = {}
+    for wanted in reversed((code, *also)):  # `code` last: it overrides the others
+        kept.update({(c["k"], c["seed"]): c for c in cells if c["code"] == wanted})
+    return kept
 
 
-def report(cells: list[dict], jobs: int, threads: int) -> list[str]:
+def report(cells: list[dict], jobs: int, threads: int, also: tuple[str, ...] = ()) -> list[str]:
     lines = [
         "Command: `.venv/bin/python -m bench.product_ssl"
-        + (f" --jobs {jobs}`" if jobs > 1 else "`")
-        + "; each cell `semilabel retrain --set source.labels_per_class=K --set seed=S` "
+        + (f" --jobs {jobs}" if jobs > 1 else "")
+        + (f" --resume --also-code {' '.join(also)}" if also else "")
+        + "`; each cell `semilabel retrain --set source.labels_per_class=K --set seed=S` "
         "(plus its own store, MLflow and run folders), defaults otherwise.",
         "",
         f"Machine: {machine_line()}; {jobs} cell(s) at a time, {threads} thread(s) each.",
@@ -152,15 +163,16 @@ def report(cells: list[dict], jobs: int, threads: int) -> list[str]:
         "dev accuracies are the last evaluation on gold dev. Wall time is the whole command.",
         "",
         "| labels/class | seed | gold test acc % | gold test n | teacher dev % | student dev % "
-        "| seeded | student steps | guard fired | gate | wall s |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|",
+        "| seeded | student steps | guard fired | gate | wall s | code |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|---|",
     ]
     for c in sorted(cells, key=lambda c: (c["k"], c["seed"])):
         lines.append(
             f"| {c['k']} | {c['seed']} | {100 * c['gold_test_accuracy']:.1f} | {c['n_gold_test']} "
             f"| {100 * c['teacher_dev']:.1f} | {100 * c['student_dev']:.1f} "
             f"| {'yes' if c['seeded'] else 'no'} | {c['student_steps']} "
-            f"| {'yes' if c['guard_fired'] else 'no'} | {c['gate']} | {c['wall_s']:.0f} |"
+            f"| {'yes' if c['guard_fired'] else 'no'} | {c['gate']} | {c['wall_s']:.0f} "
+            f"| {c['code']} |"
         )
     lines.append("")
     for k in sorted({c["k"] for c in cells}):
@@ -169,6 +181,9 @@ def report(cells: list[dict], jobs: int, threads: int) -> list[str]:
         want_mean, want_worst = TARGETS.get(k, (None, None))
         ok = (want_mean is None or mean >= want_mean) and (
             want_worst is None or worst >= want_worst
+        )
+        judged = (
+            verdict(ok) if len(accs) >= TARGET_SEEDS else f"not judged: {TARGET_SEEDS} seeds needed"
         )
         target = " and ".join(
             t
@@ -181,7 +196,7 @@ def report(cells: list[dict], jobs: int, threads: int) -> list[str]:
         walls = [c["wall_s"] for c in cells if c["k"] == k]
         lines.append(
             f"**{k} label(s) a class, {len(accs)} seeds: mean {mean:.1f}%, worst {worst:.1f}% "
-            f"(target {target or 'none'}: {verdict(ok) if target else '-'}); "
+            f"(target {target or 'none'}: {judged if target else '-'}); "
             f"wall {statistics.mean(walls):.0f} s a run**"
         )
     return lines
@@ -202,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
     p.add_argument(
+        "--also-code",
+        nargs="*",
+        default=[],
+        help="with --resume or --kept-only: also keep the cells measured on these earlier "
+        "code fingerprints (each row names its code)",
+    )
+    p.add_argument(
         "--extra",
         nargs="*",
         default=[],
@@ -211,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     code = code_fingerprint() + ("+" + ",".join(args.extra) if args.extra else "")
-    kept = load_cells(code) if args.resume or args.kept_only else {}
+    kept = load_cells(code, tuple(args.also_code)) if args.resume or args.kept_only else {}
     todo = [(k, s) for k in args.labels for s in args.seeds if (k, s) not in kept]
     if args.kept_only:
         todo = []
@@ -237,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = [
         c for c in [*kept.values(), *rows] if c["k"] in args.labels and c["seed"] in args.seeds
     ]
-    lines = report(cells, args.jobs, threads)
+    lines = report(cells, args.jobs, threads, tuple(args.also_code))
     print("\n".join(lines))
     if not args.no_results and not args.extra:
         update_results(SECTION, lines, notes="### Notes")
