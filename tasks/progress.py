@@ -1,6 +1,7 @@
 """Progress for long stages: a Prefect progress artifact inside a run, and a CLI bar.
 
-Stages call `stage_progress(name, total)` and then `.update(done)`. Inside a Prefect
+Stages call `stage_progress(name, total)` and then `.update(done)` (or
+`.update(done, total=n)` when the total changed on the way). Inside a Prefect
 flow or task run this keeps a progress artifact current (visible in the Prefect UI);
 when the CLI has installed a listener with `set_listener`, it also drives the
 terminal progress bar. Updates are throttled so a hot loop costs nothing.
@@ -51,7 +52,11 @@ class StageProgress:
                 log.debug("progress artifact unavailable: %s", exc)
         self.update(0)
 
-    def update(self, done: int, *, force: bool = False) -> None:
+    def update(self, done: int, *, total: int | None = None, force: bool = False) -> None:
+        """`done` of the stage's total; `total` when the stage learned its size late (a
+        seeded start lengthens the student's schedule once training has begun)."""
+        if total is not None:
+            self.total = total
         if _listener is not None:
             _listener(self.stage, done, self.total)
         now = time.monotonic()

@@ -286,7 +286,7 @@ class ProgressCallback(Callback):
         self.progress = progress
 
     def on_progress(self, step: int, total: int) -> None:
-        self.progress.update(step)
+        self.progress.update(step, total=total)  # the loop's schedule (seeded: longer)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import torch
 from configs.schema import load_config
 from configs.train import DistributedConfig
 from flows.train import training_inputs
+from tasks.progress import set_listener, stage_progress
 from tasks.registry.model_format import load_classifier
 from tasks.store import Store
 from tasks.training import train_and_log
@@ -107,12 +108,23 @@ def test_colour_photos_of_mixed_sizes_train_with_the_seeded_start(tmp_path: Path
         "train.pretrain_steps": 3,
         "train.pretrain_batch_size": 32,
         "train.propagate_per_class": 2,
+        "train.seeded_student_steps": 40,  # the seeded schedule: 10 more than 30
     }
     cfg = load_config(overrides=overrides)
     ingest_folder(cfg, folder, "photos")
-    summary, result = train_and_log(training_inputs(cfg))
+    heard: list[tuple[int, int | None]] = []
+    set_listener(lambda stage, done, total: heard.append((done, total)))
+    try:
+        inputs = training_inputs(cfg)
+        bar = stage_progress("train", inputs.settings.total_steps)  # as train_candidate
+        summary, result = train_and_log(inputs, progress=bar)
+    finally:
+        set_listener(None)
     logged = mlflow.MlflowClient(cfg.mlflow.tracking_uri).get_run(summary.mlflow_run_id)
     assert logged.data.metrics["train/start_seeded"] == 1
+    # the CLI bar counts to the seeded schedule's steps, not the configured 30 + 30
+    assert summary.steps == 30 + 40
+    assert heard[0] == (0, 60) and heard[-1] == (70, 70)
     assert logged.data.metrics["train/seeded_labels"] == 6
     assert result.model.config.in_channels == 3 and result.model.config.image_size == 32
     # per-channel normalization from the data: three different means for colour data
