@@ -234,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     code = code_fingerprint() + ("+" + ",".join(args.extra) if args.extra else "")
     kept = load_cells(code, tuple(args.also_code)) if args.resume or args.kept_only else {}
-    todo = [(k, s) for k in args.labels for s in args.seeds if (k, s) not in kept]
-    if args.kept_only:
-        todo = []
+    todo = (
+        []
+        if args.kept_only
+        else [(k, s) for k in args.labels for s in args.seeds if (k, s) not in kept]
+    )
     threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"{len(todo)} cell(s) to run, {len(kept)} kept (code {code})", flush=True)

@@ -330,23 +330,25 @@ class Store:
         up (bench/RESULTS.md, *Scale*). File by file, what is held is bounded by one file.
         """
         data = self.dataset(dataset)
-        if not lean:
-            scanner = data.scanner(
+        if lean:
+            batches = (
+                batch
+                for fragment in data.get_fragments(filter=filter)
+                for batch in fragment.to_batches(
+                    schema=data.schema,
+                    columns=columns,
+                    filter=filter,
+                    batch_size=batch_size,
+                    batch_readahead=1,
+                    fragment_readahead=1,
+                    use_threads=True,
+                )
+            )
+        else:
+            batches = data.scanner(
                 columns=columns, filter=filter, batch_size=batch_size, use_threads=True
-            )
-            yield from (b for b in scanner.to_batches() if b.num_rows)
-            return
-        for fragment in data.get_fragments(filter=filter):
-            batches = fragment.to_batches(
-                schema=data.schema,
-                columns=columns,
-                filter=filter,
-                batch_size=batch_size,
-                batch_readahead=1,
-                fragment_readahead=1,
-                use_threads=True,
-            )
-            yield from (b for b in batches if b.num_rows)
+            ).to_batches()
+        yield from (b for b in batches if b.num_rows)
 
     def read(
         self,
