@@ -5,8 +5,10 @@
 
 (a) label model: accuracy and coverage of our Dawid-Skene label model vs majority vote
     vs Snorkel's `LabelModel` on the same label matrices: a synthetic one (independent
-    sources right 90/70/55% of the time, plus a copy of the 55% source) and the one our
-    applier produces on MNIST-5k with five labeling functions;
+    sources right 90/70/55% of the time, plus a copy of the 55% source), a synthetic one
+    of one rule per class (each says its class on half of that class's rows and on 2% of
+    the others, and abstains elsewhere), and the one our applier produces on MNIST-5k
+    with five labeling functions;
 (b) applier: rows/s applying the same five functions (knn and prototype on pixels, two
     digit rules, a vendor's labels) over `--rows` stored PNGs with ours (Parquet store ->
     mapped Prefect tasks, 2 worker processes) vs Snorkel's `PandasLFApplier` over a
@@ -59,6 +61,7 @@ SYNTH = {
     "copies": [2],
     "seed": 0,
 }
+ONE_RULE = {"n": 20_000, "k": 10, "hit": 0.5, "false_alarm": 0.02, "seed": 0}
 
 
 def functions(vendor_csv: Path, knn_k: int = 5, min_agreement: float = 0.8) -> list[dict]:
@@ -369,7 +372,7 @@ def part_a(py: Path | None) -> dict[str, Any]:
     from tasks.store import Store, gold_mask
     from tasks.weak_labeling.applier import apply_in_shards
     from tasks.weak_labeling.functions import build_functions
-    from tasks.weak_labeling.label_model import synthetic_label_matrix
+    from tasks.weak_labeling.label_model import one_rule_per_class_matrix, synthetic_label_matrix
 
     s = SYNTH
     L, y = synthetic_label_matrix(
@@ -377,6 +380,10 @@ def part_a(py: Path | None) -> dict[str, Any]:
     )
     true_acc = np.array(s["accuracies"] + [s["accuracies"][c] for c in s["copies"]])
     synthetic = compare_label_models(L, y, s["k"], py, "synthetic", np.arange(len(y)), true_acc)
+    o = ONE_RULE
+    L, y = one_rule_per_class_matrix(o["n"], o["k"], o["hit"], o["false_alarm"], o["seed"])
+    rule_acc = np.full(o["k"], one_rule_accuracy())
+    one_rule = compare_label_models(L, y, o["k"], py, "one-rule", np.arange(len(y)), rule_acc)
 
     root = Path(tempfile.mkdtemp(prefix="wl-a-", dir=OUT))
     cfg, truth = mnist_store(root, labels_per_class=10)
@@ -401,7 +408,20 @@ def part_a(py: Path | None) -> dict[str, Any]:
     per_lf = [(n, *coverage_accuracy(Lm[:, j], ym)) for j, n in enumerate(matrix.names)]
     mnist = compare_label_models(Lm, ym, K, py, "mnist", np.flatnonzero(~gold), y_gold=y_gold)
     shutil.rmtree(root, ignore_errors=True)
-    return {"synthetic": synthetic, "mnist": mnist, "per_lf": per_lf, "n_mnist": int((~gold).sum())}
+    return {
+        "synthetic": synthetic,
+        "one_rule": one_rule,
+        "mnist": mnist,
+        "per_lf": per_lf,
+        "n_mnist": int((~gold).sum()),
+    }
+
+
+def one_rule_accuracy() -> float:
+    """P(a rule's vote is right | it votes) in the one-rule-per-class matrix."""
+    o = ONE_RULE
+    right = o["hit"] / o["k"]
+    return right / (right + o["false_alarm"] * (o["k"] - 1) / o["k"])
 
 
 # -- (b) applier ---------------------------------------------------------------------------------
@@ -615,6 +635,13 @@ def build_report(r: Report) -> list[str]:
             "only the matrix (no labels).",
             "",
             *_table(r.a["synthetic"], True),
+            "",
+            f"One rule per class: {ONE_RULE['n']:,} rows, {ONE_RULE['k']} balanced classes, "
+            f"rule c says c on {ONE_RULE['hit']:.0%} of class c's rows and on "
+            f"{ONE_RULE['false_alarm']:.0%} of the others, and abstains elsewhere (each "
+            f"rule right {one_rule_accuracy():.1%} of the times it votes). Only the matrix:",
+            "",
+            *_table(r.a["one_rule"], True),
             "",
             f"MNIST-5k: the label matrix our applier writes for the five functions "
             f"(10 human labels per class as the knn/prototype reference; vendor labels on "

@@ -1,5 +1,5 @@
 """Weak-supervision math over a label matrix: majority vote, a Dawid–Skene label model,
-per-function statistics, and a synthetic matrix generator for tests.
+per-function statistics, and synthetic matrix generators for tests and benchmarks.
 
 A label matrix `L` is int, shape (n_rows, n_functions), with values in {ABSTAIN, 0..k-1}.
 Pure numpy (plus scipy's assignment solver); no torch, no Prefect, no pandas.
@@ -17,6 +17,7 @@ from tasks.weak_labeling.label_model.votes import (
     label_dtype,
     lf_summary,
     majority_vote,
+    one_rule_per_class_matrix,
     synthetic_label_matrix,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "label_dtype",
     "lf_summary",
     "majority_vote",
+    "one_rule_per_class_matrix",
     "synthetic_label_matrix",
 ]

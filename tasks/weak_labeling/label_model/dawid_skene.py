@@ -2,6 +2,12 @@
 `tasks.weak_labeling.label_model.votes` for the matrix contract): EM on distinct vote
 patterns, duplicate-source merging, and class alignment after EM. Pure numpy (plus
 scipy's assignment solver).
+
+A source's abstention is one of its outcomes: each source has a (k, k + 1) response
+matrix, P(vote v or abstain | class). A labeling function that only ever says one class
+(one rule per class, as users write them) is informative through where it abstains:
+without that, its single-column confusion matrix says nothing about the class, and rules
+that never overlap gave every covered row the same label (or none, on a tie).
 """
 
 from __future__ import annotations
@@ -27,13 +33,12 @@ log = logging.getLogger(__name__)
 _TINY = 1e-300  # floor before log: keeps log(0) finite so no row ever becomes NaN
 
 
-def _log_posterior(Ui: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """(u, k) normalized log P(class | votes) for index-coded patterns (abstain = k)."""
+def _log_posterior(Ui: np.ndarray, response: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """(u, k) normalized log P(class | votes) for index-coded patterns (abstain = k), from
+    the (m, k, k + 1) response matrices."""
     u, m = Ui.shape
-    k = prior.shape[0]
-    # per source (k_vote + 1, k_class): row v = log P(vote v | class); abstain row is 0
-    table = np.zeros((m, k + 1, k))
-    table[:, :k, :] = np.log(np.maximum(confusion, _TINY)).transpose(0, 2, 1)
+    # per source (k_vote + 1, k_class): row v = log P(vote v | class), row k abstaining
+    table = np.log(np.maximum(response, _TINY)).transpose(0, 2, 1)
     lp = np.repeat(np.log(np.maximum(prior, _TINY))[None, :], u, axis=0)
     for j in range(m):
         lp += table[j][Ui[:, j]]
@@ -44,24 +49,25 @@ def _log_posterior(Ui: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> 
 def _m_step(
     Ui: np.ndarray, w: np.ndarray, T: np.ndarray, smoothing: float, fixed_prior: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Confusion matrices, prior and the expected joint counts (m, k_true, k_vote)."""
+    """Response matrices (m, k_true, k_vote + 1: the last column abstaining), prior and
+    the expected joint counts in the same shape."""
     m = Ui.shape[1]
     k = T.shape[1]
     wT = T * w[:, None]  # (u, k)
-    joint = np.empty((m, k, k))
+    joint = np.empty((m, k, k + 1))
     for j in range(m):
-        # = (wT).T @ onehot(L_j), as one bincount: bin (vote, class), abstain bins dropped
+        # = (wT).T @ onehot(L_j), as one bincount: bin (vote or abstain, class)
         flat = (Ui[:, j, None] * k + np.arange(k)).ravel()
         c = np.bincount(flat, weights=wT.ravel(), minlength=(k + 1) * k).reshape(k + 1, k)
-        joint[j] = c[:k].T
+        joint[j] = c.T
     counts = joint + smoothing
     total = counts.sum(2, keepdims=True)
-    confusion = np.divide(counts, total, out=np.full_like(counts, 1.0 / k), where=total > 0)
+    response = np.divide(counts, total, out=np.full_like(counts, 1.0 / (k + 1)), where=total > 0)
     if fixed_prior is not None:
-        return confusion, fixed_prior, joint
+        return response, fixed_prior, joint
     mass = wT.sum(0) + smoothing
     prior = mass / mass.sum() if mass.sum() > 0 else np.full(k, 1.0 / k)
-    return confusion, prior, joint
+    return response, prior, joint
 
 
 def _fixed_prior(class_prior: Sequence[float] | np.ndarray | None, k: int) -> np.ndarray | None:
@@ -86,16 +92,19 @@ def _gold_vector(y_gold: Any, n: int, k: int) -> np.ndarray:
 
 
 class DawidSkene:
-    """Dawid–Skene (1979) label model: one confusion matrix per source and a class prior,
-    fitted by EM from majority-vote soft labels.
+    """Dawid–Skene (1979) label model: one response matrix per source (its votes and its
+    abstentions given the class) and a class prior, fitted by EM from majority-vote soft
+    labels.
 
     Near-identical sources (copies) are merged before estimation so a copy does not count
     twice, and the classes are aligned after EM so that sources agree with the truth more
     than with any relabeling (no inverted predictions).
 
-    Attributes after `fit`: `confusion_` (m, k, k) rows = true class, columns = vote, each
-    row sums to 1 (abstentions excluded; a dropped duplicate shares its kept source's
-    matrix; a never-voting source gets the uniform matrix); `prior_` (k,); `n_iter_`;
+    Attributes after `fit`: `response_` (m, k, k + 1) rows = true class, columns = vote
+    and, last, abstain, each row summing to 1 (a dropped duplicate shares its kept
+    source's matrix); `confusion_` (m, k, k) the same given that the source votes (rows
+    sum to 1; a never-voting source gets the uniform matrix); `coverage_` (m, k)
+    P(source votes | class); `prior_` (k,) over every row, covered or not; `n_iter_`;
     `converged_`; `duplicates_` list of (kept, dropped) source pairs;
     `realigned_` True when EM ended in relabeled classes and they were put back.
     """
@@ -134,15 +143,20 @@ class DawidSkene:
         self._fixed_prior = _fixed_prior(class_prior, k)
         gold = None if y_gold is None else _gold_vector(y_gold, n, k)
         Ui, w = self._distinct_patterns(L, duplicate_agreement)
-        confusion, prior, joint = self._estimate(Ui, w, max_iter, tol, smoothing)
-        confusion, prior = self._align(L, gold, confusion, prior, joint)
+        response, prior, joint = self._estimate(Ui, w, max_iter, tol, smoothing)
+        response, prior = self._align(L, gold, response, prior, joint)
         self.prior_ = prior
-        self.confusion_ = self._every_source(confusion)
+        self.response_ = self._every_source(response)
+        votes = self.response_[:, :, :k]
+        total = votes.sum(2, keepdims=True)
+        self.confusion_ = np.divide(votes, total, out=np.full_like(votes, 1.0 / k), where=total > 0)
+        self.coverage_ = 1.0 - self.response_[:, :, k]
         return self
 
     def _distinct_patterns(self, L: np.ndarray, agreement: float) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct covered vote patterns, index-coded (abstain = k), and their row
-        counts, with duplicated sources merged (recorded in `duplicates_`)."""
+        """The distinct vote patterns, index-coded (abstain = k), and their row counts,
+        with duplicated sources merged (recorded in `duplicates_`). Rows nobody votes on
+        are kept: they tell how often each source abstains on each class."""
         k, m = self.k_, self.n_sources_
         U, w = _pattern_counts(L, k)
         self.duplicates_ = _find_duplicates(U, w, agreement)
@@ -150,29 +164,28 @@ class DawidSkene:
         self._kept = np.array([j for j in range(m) if j not in dropped], dtype=np.int64)
         if dropped:
             U, w = _pattern_counts(L, k, self._merge)
-        cov = (U >= 0).any(1)
-        U, w = U[cov], w[cov].astype(np.float64)  # uncovered rows carry no information
-        return np.where(U >= 0, U, k), w
+        return np.where(U >= 0, U, k), w.astype(np.float64)
 
     def _estimate(
         self, Ui: np.ndarray, w: np.ndarray, max_iter: int, tol: float, smoothing: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """EM from majority-vote soft labels: confusion, prior, expected joint counts
-        (sets `n_iter_` and `converged_`)."""
+        """EM from majority-vote soft labels (uniform where nobody votes): response
+        matrices, prior, expected joint counts (sets `n_iter_` and `converged_`)."""
         k, fixed = self.k_, self._fixed_prior
         counts = _class_counts(Ui, k).astype(np.float64)  # abstain (k) is not counted
-        T0 = counts / np.maximum(counts.sum(1, keepdims=True), 1.0)  # majority-vote shares
-        confusion, prior, joint = _m_step(Ui, w, T0, smoothing, fixed)
-        confusion, prior, joint, self.n_iter_, self.converged_ = _em(
-            Ui, w, confusion, prior, joint, max_iter, tol, smoothing, fixed
+        votes = counts.sum(1, keepdims=True)
+        T0 = np.divide(counts, votes, out=np.full_like(counts, 1.0 / k), where=votes > 0)
+        response, prior, joint = _m_step(Ui, w, T0, smoothing, fixed)
+        response, prior, joint, self.n_iter_, self.converged_ = _em(
+            Ui, w, response, prior, joint, max_iter, tol, smoothing, fixed
         )
-        return confusion, prior, joint
+        return response, prior, joint
 
     def _align(
         self,
         L: np.ndarray,
         gold: np.ndarray | None,
-        confusion: np.ndarray,
+        response: np.ndarray,
         prior: np.ndarray,
         joint: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -182,43 +195,44 @@ class DawidSkene:
         sources agree most with the truth; then, given gold, the one that agrees most
         with gold (sets `realigned_`)."""
         self.realigned_ = False
-        confusion, prior = self._relabel(_alignment(joint.sum(0)), "sources", confusion, prior)
+        agreement = joint[:, :, : self.k_].sum(0)  # (k_latent, k_vote), abstentions aside
+        response, prior = self._relabel(_alignment(agreement), "sources", response, prior)
         if gold is not None:
-            agreement = self._gold_agreement(L, gold, confusion, prior)
-            confusion, prior = self._relabel(_alignment(agreement), "gold", confusion, prior)
-        return confusion, prior
+            agreement = self._gold_agreement(L, gold, response, prior)
+            response, prior = self._relabel(_alignment(agreement), "gold", response, prior)
+        return response, prior
 
-    def _every_source(self, confusion: np.ndarray) -> np.ndarray:
-        """(m, k, k) the kept sources' matrices, a dropped duplicate sharing its kept
+    def _every_source(self, response: np.ndarray) -> np.ndarray:
+        """(m, k, k + 1) the kept sources' matrices, a dropped duplicate sharing its kept
         source's."""
-        full = np.empty((self.n_sources_, self.k_, self.k_))
-        full[self._kept] = confusion
+        full = np.empty((self.n_sources_, self.k_, self.k_ + 1))
+        full[self._kept] = response
         for kept, drop in self.duplicates_:
             full[drop] = full[kept]
         return full
 
     def _gold_agreement(
-        self, L: np.ndarray, gold: np.ndarray, confusion: np.ndarray, prior: np.ndarray
+        self, L: np.ndarray, gold: np.ndarray, response: np.ndarray, prior: np.ndarray
     ) -> np.ndarray:
         """(k_latent, k_gold) expected count of covered gold rows per (latent, gold) class."""
         k = self.k_
         rows = gold != ABSTAIN
         Lg = self._merge(L[rows].astype(np.int64))
         covered = (Lg >= 0).any(1)
-        T = np.exp(_log_posterior(np.where(Lg >= 0, Lg, k)[covered], confusion, prior))
+        T = np.exp(_log_posterior(np.where(Lg >= 0, Lg, k)[covered], response, prior))
         return T.T @ np.eye(k)[gold[rows][covered]]
 
     def _relabel(
-        self, perm: np.ndarray | None, by: str, confusion: np.ndarray, prior: np.ndarray
+        self, perm: np.ndarray | None, by: str, response: np.ndarray, prior: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Latent class c becomes class perm[c]; a pinned prior stays as given."""
         if perm is None:
-            return confusion, prior
+            return response, prior
         log.warning("Dawid-Skene: classes relabeled %s to agree with the %s", perm.tolist(), by)
         self.realigned_ = True
         if self._fixed_prior is None:
             prior = prior[np.argsort(perm)]
-        return _permute(confusion, perm), prior
+        return _permute(response, perm), prior
 
     def _merge(self, L: np.ndarray) -> np.ndarray:
         """Kept columns, each filled where it abstains from the duplicates merged into it."""
@@ -228,7 +242,7 @@ class DawidSkene:
         return out[:, self._kept]
 
     def _check_fitted(self, L: Any) -> np.ndarray:
-        if not hasattr(self, "confusion_"):
+        if not hasattr(self, "response_"):
             raise RuntimeError("DawidSkene: call fit before predicting")
         L = _as_label_matrix(L, self.k_)
         if L.shape[1] != self.n_sources_:
@@ -236,7 +250,8 @@ class DawidSkene:
         return L
 
     def predict_proba(self, L: Any) -> np.ndarray:
-        """(n, k) P(class | votes); rows where every source abstains get `prior_`."""
+        """(n, k) P(class | votes); a row where every source abstains gets P(class | no
+        source votes), which leans to the classes the sources seldom cover."""
         L = self._check_fitted(L)
         P, inv = self._pattern_proba(L)
         return P[inv]
@@ -266,18 +281,25 @@ class DawidSkene:
         pattern."""
         k = self.k_
         U, inv, _ = _unique_rows(self._merge(L), k)
-        lp = _log_posterior(np.where(U >= 0, U, k), self.confusion_[self._kept], self.prior_)
+        lp = _log_posterior(np.where(U >= 0, U, k), self.response_[self._kept], self.prior_)
         return np.exp(lp), inv
 
     def source_accuracy(self) -> np.ndarray:
-        """(m,) estimated P(vote is right | source votes) = sum_c prior_c confusion_[j, c, c]."""
-        return np.einsum("c,jcc->j", self.prior_, self.confusion_)
+        """(m,) estimated P(vote is right | source votes) = sum_c P(c | source votes)
+        confusion_[j, c, c], where P(c | source votes) is proportional to prior_c
+        coverage_[j, c] (the prior alone for a source that never votes)."""
+        weight = self.prior_[None, :] * self.coverage_
+        total = weight.sum(1, keepdims=True)
+        weight = np.divide(
+            weight, total, out=np.broadcast_to(self.prior_, weight.shape).copy(), where=total > 0
+        )
+        return np.einsum("jc,jcc->j", weight, self.confusion_)
 
 
 def _em(
     Ui: np.ndarray,
     w: np.ndarray,
-    confusion: np.ndarray,
+    response: np.ndarray,
     prior: np.ndarray,
     joint: np.ndarray,
     max_iter: int,
@@ -285,19 +307,19 @@ def _em(
     smoothing: float,
     fixed: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
-    """EM from the given parameters: confusion, prior, expected joint counts, iterations
-    run, and whether the largest parameter change fell below `tol`."""
+    """EM from the given parameters: response matrices, prior, expected joint counts,
+    iterations run, and whether the largest parameter change fell below `tol`."""
     for n_iter in range(1, max_iter + 1):
-        T = np.exp(_log_posterior(Ui, confusion, prior))  # E-step, (u, k)
-        new_conf, new_prior, joint = _m_step(Ui, w, T, smoothing, fixed)
+        T = np.exp(_log_posterior(Ui, response, prior))  # E-step, (u, k)
+        new_response, new_prior, joint = _m_step(Ui, w, T, smoothing, fixed)
         delta = max(
-            np.abs(new_conf - confusion).max(initial=0.0),
+            np.abs(new_response - response).max(initial=0.0),
             np.abs(new_prior - prior).max(initial=0.0),
         )
-        confusion, prior = new_conf, new_prior
+        response, prior = new_response, new_prior
         if delta < tol:
-            return confusion, prior, joint, n_iter, True
-    return confusion, prior, joint, max_iter, False
+            return response, prior, joint, n_iter, True
+    return response, prior, joint, max_iter, False
 
 
 def _alignment(agreement: np.ndarray) -> np.ndarray | None:
@@ -310,9 +332,9 @@ def _alignment(agreement: np.ndarray) -> np.ndarray | None:
     return cols if gain > 1e-9 * max(agreement.sum(), 1.0) else None
 
 
-def _permute(confusion: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    out = np.empty_like(confusion)
-    out[:, perm, :] = confusion
+def _permute(response: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    out = np.empty_like(response)
+    out[:, perm, :] = response
     return out
 
 

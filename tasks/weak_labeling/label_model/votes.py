@@ -276,3 +276,19 @@ def synthetic_label_matrix(
     if copies:
         L = np.concatenate([L, L[:, list(copies)]], axis=1)
     return L, y
+
+
+def one_rule_per_class_matrix(
+    n: int, k: int, hit: float, false_alarm: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(L, y): n rows of uniformly drawn classes and one rule per class, as users write
+    them: rule c votes c on `hit` of class c's rows and on `false_alarm` of the other
+    rows, and abstains elsewhere. Deterministic by seed."""
+    if not (0 <= hit <= 1 and 0 <= false_alarm <= 1):
+        raise ValueError("hit and false_alarm must lie in [0, 1]")
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    L = np.full((n, k), ABSTAIN, dtype=np.int64)
+    for c in range(k):
+        L[np.where(y == c, rng.random(n) < hit, rng.random(n) < false_alarm), c] = c
+    return L, y

@@ -11,7 +11,7 @@ from configs.schema import load_config
 from flows.weak_label import weak_label_inputs
 from tasks.store import LABELS, Store
 from tasks.weak_labeling import LabelingFunctionError, LFBatch, labeling_function
-from tasks.weak_labeling.applier import apply_functions
+from tasks.weak_labeling.applier import apply_functions, apply_in_shards
 from tasks.weak_labeling.label_model import ABSTAIN
 from tasks.weak_labeling.run import weak_label_store
 from tests.tasks.weak_labeling.conftest import store_overrides
@@ -34,6 +34,20 @@ def dark_abstains(batch: LFBatch) -> np.ndarray:
     """Votes only on a third of the rows; abstains elsewhere."""
     out = bar_position(batch)
     return np.where(np.arange(len(batch)) % 3 == 0, out, ABSTAIN)
+
+
+def bar_left(batch: LFBatch) -> np.ndarray:
+    """One rule per class, as users write them: class 0 when the bar is in the left third,
+    abstain otherwise (and `bar_middle`, `bar_right` for classes 1 and 2)."""
+    return np.where(bar_position(batch) == 0, 0, ABSTAIN)
+
+
+def bar_middle(batch: LFBatch) -> np.ndarray:
+    return np.where(bar_position(batch) == 1, 1, ABSTAIN)
+
+
+def bar_right(batch: LFBatch) -> np.ndarray:
+    return np.where(bar_position(batch) == 2, 2, ABSTAIN)
 
 
 FUNCS = [
@@ -81,6 +95,38 @@ def test_bad_function_is_quarantined_and_labels_carry_provenance(store_cfg):  # 
         Store(cfg.store.root).read(LABELS).filter(pc.field("source_kind") == "label_model").num_rows
         == summary.events_written
     )
+
+
+def test_one_rule_per_class_labels_every_row_its_rule_names(store_cfg):
+    # Three rules that never vote on the same row, each naming one class: the label model
+    # learns each from where it abstains (it gave one class to every row before).
+    rules = [
+        {"name": name, "kind": "python", "target": f"tests.tasks.weak_labeling.test_run:{name}"}
+        for name in ("bar_left", "bar_middle", "bar_right")
+    ]
+    cfg = load_config(
+        overrides={
+            **store_overrides(store_cfg),
+            "weak_labeling.functions": rules,
+            "weak_labeling.min_gold_covered": 5,
+        }
+    )
+    summary = weak_label_store(weak_label_inputs(cfg), "run-rules")
+    assert summary.label_model == "dawid_skene"
+    assert not any(f.quarantined for f in summary.functions)
+    assert [f.gold_accuracy for f in summary.functions] == [1.0, 1.0, 1.0]
+    assert summary.coverage == 1.0 and summary.gold_accuracy == 1.0
+
+    store = Store(cfg.store.root)
+    events = store.read(LABELS).filter(pc.field("run_id") == "run-rules").to_pylist()
+    assert summary.events_written == len(events) > 0
+    bar = labeling_function(name="bar")(bar_position)
+    votes = apply_in_shards(store, cfg.data_spec(), cfg.weak_labeling, [bar], "truth")
+    truth = dict(zip(votes.example_ids, votes.votes[:, 0], strict=True))
+    classes = list(cfg.taxonomy.classes)
+    assert all(e["label"] == classes[truth[e["example_id"]]] for e in events)
+    assert len({e["label"] for e in events}) == 3
+    assert min(e["confidence"] for e in events) > 0.95
 
 
 def test_a_function_returning_garbage_is_named_with_the_record():

@@ -10,6 +10,7 @@ from tasks.weak_labeling.label_model import (
     LabelMatrixError,
     lf_summary,
     majority_vote,
+    one_rule_per_class_matrix,
     synthetic_label_matrix,
 )
 from tests.tasks.weak_labeling.label_model.test_votes import HAND
@@ -38,8 +39,17 @@ def test_all_abstain_rows_and_column():
     np.testing.assert_allclose(ds.confusion_.sum(2), 1.0)
     np.testing.assert_allclose(ds.confusion_[3], 1 / 3)  # nothing learned about it
     assert ds.source_accuracy()[3] == pytest.approx(1 / 3)
+    np.testing.assert_allclose(ds.coverage_[:3], 0.6, atol=0.03)  # as drawn, every class
+    assert (ds.coverage_[3] < 1e-4).all()
+    # nobody votes: P(class | every source abstains) = prior x P(all abstain | class)
     proba = ds.predict_proba(L)
-    np.testing.assert_allclose(proba[uncovered], np.broadcast_to(ds.prior_, (uncovered.sum(), 3)))
+    silent = ds.prior_ * (1 - ds.coverage_).prod(0)
+    np.testing.assert_allclose(
+        proba[uncovered], np.broadcast_to(silent / silent.sum(), (uncovered.sum(), 3))
+    )
+    np.testing.assert_allclose(
+        proba[uncovered], np.broadcast_to(ds.prior_, proba[uncovered].shape), atol=0.05
+    )
     np.testing.assert_allclose(proba.sum(1), 1.0)
     pred = ds.predict(L)
     assert (pred[uncovered] == A).all() and (pred[~uncovered] != A).all()
@@ -175,6 +185,44 @@ def test_gold_undoes_a_flip_that_agreement_cannot_see():
     np.testing.assert_allclose(ds.source_accuracy(), [0.9, 0.85, 0.3, 0.3, 0.3], atol=0.03)
 
 
+@pytest.mark.parametrize("with_gold", [False, True])
+def test_rules_that_never_overlap_label_their_own_classes(with_gold):
+    # Two perfect rules of ten classes, never on the same row: one says 6 on class 6,
+    # one says 7 on class 7. Nothing to compare them by, so only where each abstains tells
+    # them apart (before abstention was modelled: 6 on every covered row, at 0.506).
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 20_000)
+    L = np.full((len(y), 2), A)
+    L[y == 6, 0], L[y == 7, 1] = 6, 7
+    gold = np.where(np.arange(len(y)) < 2000, y, A) if with_gold else None
+    ds = DawidSkene().fit(L, 10, y_gold=gold)
+    pred, conf = ds.predict_with_confidence(L)
+    covered = (L >= 0).any(1)
+    np.testing.assert_array_equal(pred[covered], y[covered])
+    assert (pred[~covered] == A).all()
+    assert conf[covered].min() > 0.99  # measured: 0.996
+    np.testing.assert_allclose(ds.source_accuracy(), 1.0, atol=0.01)
+    # the first rule votes on class 6 alone (how much of class 6 it covers is not
+    # identifiable from votes: the prior of class 6 and that coverage trade off)
+    assert ds.coverage_[0, np.arange(10) != 6].max() < 0.01 < ds.coverage_[0, 6]
+
+
+def test_one_noisy_rule_per_class_is_as_right_as_majority_vote():
+    # Four rules, each firing on half of its class and on 5% of the others: P(right |
+    # fires) = 0.125 / 0.1625 = 0.77. Before abstention was modelled the label model
+    # scored chance here (0.254 on majority vote's rows).
+    L, y = one_rule_per_class_matrix(20_000, 4, 0.5, 0.05, seed=0)
+    ds = DawidSkene().fit(L, 4)
+    pred, mv = ds.predict(L), majority_vote(L, 4)
+    rows = mv != A
+    ds_acc, mv_acc = (pred[rows] == y[rows]).mean(), (mv[rows] == y[rows]).mean()
+    assert ds_acc >= mv_acc - 0.005  # measured: 0.867 both
+    np.testing.assert_allclose(ds.source_accuracy(), 0.125 / 0.1625, atol=0.03)
+    covered = (L >= 0).any(1)
+    assert (pred[covered] != A).all()  # a tie of two rules is broken by their accuracies
+    assert (pred[covered] == y[covered]).mean() > 0.78  # measured: 0.811
+
+
 def test_class_imbalance_prior():
     L, y = synthetic_label_matrix(
         20_000, 3, [0.85, 0.75, 0.7, 0.65], [0.8, 0.75, 0.85, 0.7], [0.8, 0.1, 0.1], seed=0
@@ -217,4 +265,5 @@ def test_predict_with_confidence_is_predict_and_the_top_probability():
     np.testing.assert_array_equal(conf, proba.max(1))
     uncovered = ~(L >= 0).any(1)
     assert uncovered.any() and (pred[uncovered] == ABSTAIN).all()
-    np.testing.assert_allclose(conf[uncovered], model.prior_.max())
+    silent = model.prior_ * (1 - model.coverage_).prod(0)  # P(class | nobody votes)
+    np.testing.assert_allclose(conf[uncovered], silent.max() / silent.sum())

@@ -11,6 +11,7 @@ from tasks.weak_labeling.label_model import (
     LabelMatrixError,
     lf_summary,
     majority_vote,
+    one_rule_per_class_matrix,
     synthetic_label_matrix,
 )
 
@@ -87,6 +88,19 @@ def test_lf_summary_without_gold_and_gold_from_non_abstain():
 
 
 # --- the generator -------------------------------------------------------------------------
+
+
+def test_one_rule_per_class_matrix_fires_as_asked():
+    L, y = one_rule_per_class_matrix(50_000, 5, 0.6, 0.03, seed=3)
+    np.testing.assert_array_equal(L, one_rule_per_class_matrix(50_000, 5, 0.6, 0.03, seed=3)[0])
+    assert L.shape == (50_000, 5)
+    for c in range(5):
+        assert set(np.unique(L[:, c])) == {A, c}  # rule c says c or nothing
+        fires = L[:, c] == c
+        assert fires[y == c].mean() == pytest.approx(0.6, abs=0.02)
+        assert fires[y != c].mean() == pytest.approx(0.03, abs=0.005)
+    with pytest.raises(ValueError, match="hit"):
+        one_rule_per_class_matrix(10, 2, 1.5, 0.0, seed=0)
 
 
 def test_synthetic_matrix_is_deterministic_and_matches_its_parameters():
