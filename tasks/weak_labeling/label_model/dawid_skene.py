@@ -3,11 +3,15 @@
 patterns, duplicate-source merging, and class alignment after EM. Pure numpy (plus
 scipy's assignment solver).
 
-A source's abstention is one of its outcomes: each source has a (k, k + 1) response
-matrix, P(vote v or abstain | class). A labeling function that only ever says one class
-(one rule per class, as users write them) is informative through where it abstains:
-without that, its single-column confusion matrix says nothing about the class, and rules
-that never overlap gave every covered row the same label (or none, on a tie).
+Where a source abstains is part of the model for a source that votes only some of the
+classes (one rule per class, as users write them: `cat` or nothing): its votes alone,
+given that it votes, are the same whatever the class, so without its abstentions such a
+source says nothing, and rules that never overlap gave every covered row one class (or
+none, on a tie). Such a source gets P(vote or abstain | class), k + 1 outcomes. A source
+that votes every class keeps P(vote | class, it votes): the abstentions of sources like
+nearest neighbours and prototypes follow how hard an image is, together, and a model of
+them lets EM spend a latent class on "hard images" (measured on MNIST-5k: 87.7% -> 73.5%
+accuracy when every source's abstentions were modelled).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ _TINY = 1e-300  # floor before log: keeps log(0) finite so no row ever becomes N
 
 def _log_posterior(Ui: np.ndarray, response: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """(u, k) normalized log P(class | votes) for index-coded patterns (abstain = k), from
-    the (m, k, k + 1) response matrices."""
+    the (m, k, k + 1) likelihood tables (see `_m_step`)."""
     u, m = Ui.shape
     # per source (k_vote + 1, k_class): row v = log P(vote v | class), row k abstaining
     table = np.log(np.maximum(response, _TINY)).transpose(0, 2, 1)
@@ -47,10 +51,17 @@ def _log_posterior(Ui: np.ndarray, response: np.ndarray, prior: np.ndarray) -> n
 
 
 def _m_step(
-    Ui: np.ndarray, w: np.ndarray, T: np.ndarray, smoothing: float, fixed_prior: np.ndarray | None
+    Ui: np.ndarray,
+    w: np.ndarray,
+    T: np.ndarray,
+    smoothing: float,
+    fixed_prior: np.ndarray | None,
+    modelled: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Response matrices (m, k_true, k_vote + 1: the last column abstaining), prior and
-    the expected joint counts in the same shape."""
+    """Likelihood tables (m, k_true, k_vote + 1: the last column abstaining), prior and
+    the expected joint counts in the same shape. A source whose abstentions are
+    `modelled` gets P(vote or abstain | class), each row summing to 1; any other gets
+    P(vote | class, it votes) and 1 for abstaining (its abstentions say nothing)."""
     m = Ui.shape[1]
     k = T.shape[1]
     wT = T * w[:, None]  # (u, k)
@@ -61,8 +72,10 @@ def _m_step(
         c = np.bincount(flat, weights=wT.ravel(), minlength=(k + 1) * k).reshape(k + 1, k)
         joint[j] = c.T
     counts = joint + smoothing
+    counts[~modelled, :, k] = 0.0
     total = counts.sum(2, keepdims=True)
-    response = np.divide(counts, total, out=np.full_like(counts, 1.0 / (k + 1)), where=total > 0)
+    response = np.divide(counts, total, out=np.full_like(counts, 1.0 / k), where=total > 0)
+    response[~modelled, :, k] = 1.0
     if fixed_prior is not None:
         return response, fixed_prior, joint
     mass = wT.sum(0) + smoothing
@@ -92,19 +105,20 @@ def _gold_vector(y_gold: Any, n: int, k: int) -> np.ndarray:
 
 
 class DawidSkene:
-    """Dawid–Skene (1979) label model: one response matrix per source (its votes and its
-    abstentions given the class) and a class prior, fitted by EM from majority-vote soft
-    labels.
+    """Dawid–Skene (1979) label model: one confusion matrix per source (and, for a source
+    that votes only some classes, where it abstains) and a class prior, fitted by EM from
+    majority-vote soft labels.
 
     Near-identical sources (copies) are merged before estimation so a copy does not count
     twice, and the classes are aligned after EM so that sources agree with the truth more
     than with any relabeling (no inverted predictions).
 
-    Attributes after `fit`: `response_` (m, k, k + 1) rows = true class, columns = vote
-    and, last, abstain, each row summing to 1 (a dropped duplicate shares its kept
-    source's matrix); `confusion_` (m, k, k) the same given that the source votes (rows
-    sum to 1; a never-voting source gets the uniform matrix); `coverage_` (m, k)
-    P(source votes | class); `prior_` (k,) over every row, covered or not; `n_iter_`;
+    Attributes after `fit`: `confusion_` (m, k, k) rows = true class, columns = vote,
+    given that the source votes, each row summing to 1 (a dropped duplicate shares its
+    kept source's matrix; a never-voting source gets the uniform matrix); `coverage_`
+    (m, k) P(source votes | class); `abstentions_modelled_` (m,) whether a source's
+    abstentions are part of the model (it votes fewer than k classes); `prior_` (k,);
+    `n_iter_`;
     `converged_`; `duplicates_` list of (kept, dropped) source pairs;
     `realigned_` True when EM ended in relabeled classes and they were put back.
     """
@@ -143,20 +157,27 @@ class DawidSkene:
         self._fixed_prior = _fixed_prior(class_prior, k)
         gold = None if y_gold is None else _gold_vector(y_gold, n, k)
         Ui, w = self._distinct_patterns(L, duplicate_agreement)
-        response, prior, joint = self._estimate(Ui, w, max_iter, tol, smoothing)
-        response, prior = self._align(L, gold, response, prior, joint)
+        self._modelled = _narrow_polarity(Ui, k)
+        table, prior, joint = self._estimate(Ui, w, max_iter, tol, smoothing)
+        table, prior = self._align(L, gold, table, prior, joint)
         self.prior_ = prior
-        self.response_ = self._every_source(response)
-        votes = self.response_[:, :, :k]
+        self._table = self._every_source(table)
+        self.abstentions_modelled_ = self._every_source(self._modelled)
+        votes = self._table[:, :, :k]
         total = votes.sum(2, keepdims=True)
         self.confusion_ = np.divide(votes, total, out=np.full_like(votes, 1.0 / k), where=total > 0)
-        self.coverage_ = 1.0 - self.response_[:, :, k]
+        # every source's P(votes | class), from the fitted posterior
+        T = np.exp(_log_posterior(Ui, table, prior))
+        every = np.ones(len(self._kept), bool)
+        response = _m_step(Ui, w, T, smoothing, prior, every)[0]
+        self.coverage_ = self._every_source(1.0 - response[:, :, k])
         return self
 
     def _distinct_patterns(self, L: np.ndarray, agreement: float) -> tuple[np.ndarray, np.ndarray]:
         """The distinct vote patterns, index-coded (abstain = k), and their row counts,
         with duplicated sources merged (recorded in `duplicates_`). Rows nobody votes on
-        are kept: they tell how often each source abstains on each class."""
+        are kept: they say how often a source that votes only some classes stays silent
+        on each class (for the others they carry nothing)."""
         k, m = self.k_, self.n_sources_
         U, w = _pattern_counts(L, k)
         self.duplicates_ = _find_duplicates(U, w, agreement)
@@ -175,9 +196,9 @@ class DawidSkene:
         counts = _class_counts(Ui, k).astype(np.float64)  # abstain (k) is not counted
         votes = counts.sum(1, keepdims=True)
         T0 = np.divide(counts, votes, out=np.full_like(counts, 1.0 / k), where=votes > 0)
-        response, prior, joint = _m_step(Ui, w, T0, smoothing, fixed)
+        response, prior, joint = _m_step(Ui, w, T0, smoothing, fixed, self._modelled)
         response, prior, joint, self.n_iter_, self.converged_ = _em(
-            Ui, w, response, prior, joint, max_iter, tol, smoothing, fixed
+            Ui, w, response, prior, joint, max_iter, tol, smoothing, fixed, self._modelled
         )
         return response, prior, joint
 
@@ -202,11 +223,11 @@ class DawidSkene:
             response, prior = self._relabel(_alignment(agreement), "gold", response, prior)
         return response, prior
 
-    def _every_source(self, response: np.ndarray) -> np.ndarray:
-        """(m, k, k + 1) the kept sources' matrices, a dropped duplicate sharing its kept
-        source's."""
-        full = np.empty((self.n_sources_, self.k_, self.k_ + 1))
-        full[self._kept] = response
+    def _every_source(self, kept: np.ndarray) -> np.ndarray:
+        """(m, ...) from the kept sources' (m_kept, ...), a dropped duplicate sharing its
+        kept source's."""
+        full = np.empty((self.n_sources_, *kept.shape[1:]), kept.dtype)
+        full[self._kept] = kept
         for kept, drop in self.duplicates_:
             full[drop] = full[kept]
         return full
@@ -242,7 +263,7 @@ class DawidSkene:
         return out[:, self._kept]
 
     def _check_fitted(self, L: Any) -> np.ndarray:
-        if not hasattr(self, "response_"):
+        if not hasattr(self, "_table"):
             raise RuntimeError("DawidSkene: call fit before predicting")
         L = _as_label_matrix(L, self.k_)
         if L.shape[1] != self.n_sources_:
@@ -250,8 +271,9 @@ class DawidSkene:
         return L
 
     def predict_proba(self, L: Any) -> np.ndarray:
-        """(n, k) P(class | votes); a row where every source abstains gets P(class | no
-        source votes), which leans to the classes the sources seldom cover."""
+        """(n, k) P(class | votes); a row where every source abstains gets P(class |
+        nobody votes): `prior_`, shifted away from the classes that the sources whose
+        abstentions are modelled cover."""
         L = self._check_fitted(L)
         P, inv = self._pattern_proba(L)
         return P[inv]
@@ -281,7 +303,7 @@ class DawidSkene:
         pattern."""
         k = self.k_
         U, inv, _ = _unique_rows(self._merge(L), k)
-        lp = _log_posterior(np.where(U >= 0, U, k), self.response_[self._kept], self.prior_)
+        lp = _log_posterior(np.where(U >= 0, U, k), self._table[self._kept], self.prior_)
         return np.exp(lp), inv
 
     def source_accuracy(self) -> np.ndarray:
@@ -306,12 +328,13 @@ def _em(
     tol: float,
     smoothing: float,
     fixed: np.ndarray | None,
+    modelled: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
     """EM from the given parameters: response matrices, prior, expected joint counts,
     iterations run, and whether the largest parameter change fell below `tol`."""
     for n_iter in range(1, max_iter + 1):
         T = np.exp(_log_posterior(Ui, response, prior))  # E-step, (u, k)
-        new_response, new_prior, joint = _m_step(Ui, w, T, smoothing, fixed)
+        new_response, new_prior, joint = _m_step(Ui, w, T, smoothing, fixed, modelled)
         delta = max(
             np.abs(new_response - response).max(initial=0.0),
             np.abs(new_prior - prior).max(initial=0.0),
@@ -320,6 +343,11 @@ def _em(
         if delta < tol:
             return response, prior, joint, n_iter, True
     return response, prior, joint, max_iter, False
+
+
+def _narrow_polarity(Ui: np.ndarray, k: int) -> np.ndarray:
+    """(m,) True for a source that votes fewer than k classes on these patterns."""
+    return np.array([len(np.setdiff1d(Ui[:, j], [k])) < k for j in range(Ui.shape[1])], bool)
 
 
 def _alignment(agreement: np.ndarray) -> np.ndarray | None:

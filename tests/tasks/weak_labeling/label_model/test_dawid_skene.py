@@ -28,6 +28,13 @@ def mv_source_accuracy(L: np.ndarray, k: int) -> np.ndarray:
 # --- abstentions and degenerate inputs -----------------------------------------------------
 
 
+def silent_rows(ds: DawidSkene, n: int) -> np.ndarray:
+    """(n, k) P(class | nobody votes): the prior times P(abstain | class) of every source
+    whose abstentions are modelled, normalized."""
+    silent = ds.prior_ * (1 - ds.coverage_[ds.abstentions_modelled_]).prod(0)
+    return np.broadcast_to(silent / silent.sum(), (n, len(silent)))
+
+
 def test_all_abstain_rows_and_column():
     L, _ = synthetic_label_matrix(3000, 3, [0.9, 0.8, 0.7], [0.6, 0.6, 0.6], [1 / 3] * 3, 1)
     L = np.concatenate([L, np.full((3000, 1), A)], axis=1)  # a function that never votes
@@ -41,14 +48,13 @@ def test_all_abstain_rows_and_column():
     assert ds.source_accuracy()[3] == pytest.approx(1 / 3)
     np.testing.assert_allclose(ds.coverage_[:3], 0.6, atol=0.03)  # as drawn, every class
     assert (ds.coverage_[3] < 1e-4).all()
-    # nobody votes: P(class | every source abstains) = prior x P(all abstain | class)
+    # only the source that votes fewer than 3 classes (none) has its silence modelled
+    assert ds.abstentions_modelled_.tolist() == [False, False, False, True]
+    # nobody votes: the prior, times the modelled sources' P(abstain | class) (here ~1)
     proba = ds.predict_proba(L)
-    silent = ds.prior_ * (1 - ds.coverage_).prod(0)
+    np.testing.assert_allclose(proba[uncovered], silent_rows(ds, uncovered.sum()))
     np.testing.assert_allclose(
-        proba[uncovered], np.broadcast_to(silent / silent.sum(), (uncovered.sum(), 3))
-    )
-    np.testing.assert_allclose(
-        proba[uncovered], np.broadcast_to(ds.prior_, proba[uncovered].shape), atol=0.05
+        proba[uncovered], np.broadcast_to(ds.prior_, (uncovered.sum(), 3)), atol=1e-4
     )
     np.testing.assert_allclose(proba.sum(1), 1.0)
     pred = ds.predict(L)
@@ -223,6 +229,38 @@ def test_one_noisy_rule_per_class_is_as_right_as_majority_vote():
     assert (pred[covered] == y[covered]).mean() > 0.78  # measured: 0.811
 
 
+def silent_on_hard_rows(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two sources that vote every class but fall silent together on hard rows (as
+    nearest neighbours and prototypes do; some classes are harder), and a vendor's labels
+    on 30% of the rows at random."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    hard = rng.random(n)
+    easy = np.linspace(0.15, 0.85, k)[rng.permutation(k)][y]
+
+    def vote(fires: np.ndarray, accuracy: float) -> np.ndarray:
+        wrong = (y + rng.integers(1, k, n)) % k
+        return np.where(fires, np.where(rng.random(n) < accuracy, y, wrong), A)
+
+    votes = [vote(hard < easy, 0.92), vote(hard < easy + 0.1, 0.9), vote(rng.random(n) < 0.3, 0.85)]
+    return np.stack(votes, 1), y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sources_silent_together_on_hard_rows_do_not_mislead_it(seed):
+    # Modelling where these sources abstain lets EM spend a class on "hard rows": with
+    # every source's abstentions modelled it scored 0.801 and 0.803 on majority vote's
+    # rows against majority vote's 0.958 and 0.960 (MNIST-5k's functions: 73.5% against
+    # 87.7%). Sources that vote every class are modelled given that they vote.
+    L, y = silent_on_hard_rows(20_000, 10, seed)
+    ds = DawidSkene().fit(L, 10)
+    assert not ds.abstentions_modelled_.any()
+    pred, mv = ds.predict(L), majority_vote(L, 10)
+    rows = mv != A
+    assert (pred[rows] == y[rows]).mean() >= (mv[rows] == y[rows]).mean() - 0.005
+    assert (pred[rows] == y[rows]).mean() > 0.95  # measured: 0.958, 0.960
+
+
 def test_class_imbalance_prior():
     L, y = synthetic_label_matrix(
         20_000, 3, [0.85, 0.75, 0.7, 0.65], [0.8, 0.75, 0.85, 0.7], [0.8, 0.1, 0.1], seed=0
@@ -265,5 +303,5 @@ def test_predict_with_confidence_is_predict_and_the_top_probability():
     np.testing.assert_array_equal(conf, proba.max(1))
     uncovered = ~(L >= 0).any(1)
     assert uncovered.any() and (pred[uncovered] == ABSTAIN).all()
-    silent = model.prior_ * (1 - model.coverage_).prod(0)  # P(class | nobody votes)
-    np.testing.assert_allclose(conf[uncovered], silent.max() / silent.sum())
+    assert not model.abstentions_modelled_.any()  # every source votes every class
+    np.testing.assert_allclose(conf[uncovered], model.prior_.max())
