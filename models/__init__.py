@@ -2,6 +2,7 @@
 loop. Nothing here imports Prefect or MLflow, so it runs and benchmarks alone."""
 
 from models.augment import AugmentSettings, strong, weak
+from models.classifier import inference_input
 from models.ema import ModelEMA
 from models.losses import DistributionAlignment, consistency_loss, supervised_loss
 from models.networks import NETWORKS, STEMS, build_network
@@ -57,6 +58,7 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained",
     "make_threshold",
+    "inference_input",
     "inference_rows",
     "predict_proba",
     "pretrained_classifier",

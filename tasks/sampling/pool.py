@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from models import Classifier, inference_rows
+from models import Classifier, inference_input, inference_rows
 from models.pool import ImagePool
 from tasks.store import EXAMPLES, GoldSplit, Store
 from tasks.training.decoded_cache import DecodedCache
@@ -121,7 +121,7 @@ def score_images(
     step = inference_rows(images.shape[1:])  # activations, not the batch read, bound memory
     probs, emb = [], []
     for start in range(0, len(images), step):
-        x = torch.from_numpy(images[start : start + step]).to(device).float().div_(255.0)
+        x = inference_input(torch.from_numpy(images[start : start + step]), device)
         z, logits = model.features_and_logits(x)
         probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
         emb.append(z.float().cpu().numpy())

@@ -25,6 +25,7 @@ import torch
 from configs.data import DataSpec
 from configs.health import DriftConfig
 from configs.train import LabelsConfig
+from models import inference_input
 from tasks.images.decode import decode_images
 from tasks.slis.drift import DriftCheck, compare
 from tasks.slis.inputs import gold_split
@@ -241,7 +242,7 @@ def _embedder(model: Any | None) -> Callable[[np.ndarray], np.ndarray] | None:
 
     def embed(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return model.features(torch.from_numpy(images).float() / 255.0).numpy()
+            return model.features(inference_input(torch.from_numpy(images))).numpy()
 
     return embed
 

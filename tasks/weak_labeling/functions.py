@@ -134,10 +134,12 @@ class Embedder:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         if self.kind == "champion" and self.model is not None:
-            import torch
+            import torch  # only a champion embedder needs torch in an applier worker
+
+            from models import inference_input
 
             with torch.no_grad():
-                z = self.model.features(torch.from_numpy(images).float() / 255.0).numpy()
+                z = self.model.features(inference_input(torch.from_numpy(images))).numpy()
         else:
             z = _flat(images)
             if self.kind == "pca":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import fit, inference_rows, predict_proba, resolve_device
-from models.classifier import ClassifierConfig, build_classifier
+from models.classifier import ClassifierConfig, build_classifier, to_float
 from tests.models.conftest import AUGMENT, settings, toy_data
 
 
@@ -77,3 +77,29 @@ def test_inference_batches_shrink_as_images_grow_and_give_the_same_probabilities
     assert inference_rows(x.shape[1:]) == 2427  # one batch by default here
     assert torch.allclose(predict_proba(model, x), whole, atol=1e-6)
     assert torch.allclose(predict_proba(model, x, batch_size=7), whole, atol=1e-6)
+
+
+def test_inference_runs_channels_last_with_the_probabilities_of_the_plain_layout():
+    """predict_proba (gold, the gate, the monitor) and the pool scoring feed the network
+    channels_last on the CPU, as training does, and change no probability."""
+    config = ClassifierConfig("small_cnn", 4, 3, 24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    model = build_classifier(config).eval()
+    x = torch.randint(0, 256, (12, 3, 24, 24), dtype=torch.uint8)
+    layouts = []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [
+        c.register_forward_pre_hook(
+            lambda m, i: layouts.append(i[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        for c in convs
+    ]
+    try:
+        probs = predict_proba(model, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(convs) >= 2 and layouts == [True] * len(convs)
+    assert not to_float(x).is_contiguous(memory_format=torch.channels_last)  # not by chance
+    with torch.no_grad():
+        plain = torch.softmax(model(to_float(x)), 1)
+    assert torch.allclose(probs, plain, atol=1e-6)
