@@ -48,7 +48,7 @@ def test_all_abstain_rows_and_column():
     assert ds.source_accuracy()[3] == pytest.approx(1 / 3)
     np.testing.assert_allclose(ds.coverage_[:3], 0.6, atol=0.03)  # as drawn, every class
     assert (ds.coverage_[3] < 1e-4).all()
-    # only the source that votes fewer than 3 classes (none) has its silence modelled
+    # only a source that votes at most 1 of the 3 classes (none) has its silence modelled
     assert ds.abstentions_modelled_.tolist() == [False, False, False, True]
     # nobody votes: the prior, times the modelled sources' P(abstain | class) (here ~1)
     proba = ds.predict_proba(L)
@@ -247,18 +247,23 @@ def silent_on_hard_rows(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_sources_silent_together_on_hard_rows_do_not_mislead_it(seed):
+@pytest.mark.parametrize("never_votes", [(), (9,), (8, 9)])
+def test_sources_silent_together_on_hard_rows_do_not_mislead_it(seed, never_votes):
     # Modelling where these sources abstain lets EM spend a class on "hard rows": with
     # every source's abstentions modelled it scored 0.801 and 0.803 on majority vote's
     # rows against majority vote's 0.958 and 0.960 (MNIST-5k's functions: 73.5% against
-    # 87.7%). Sources that vote every class are modelled given that they vote.
+    # 87.7%). Sources that vote more than half the classes are modelled given that they
+    # vote, also one that never votes a class or two here (modelled as a narrow source,
+    # seed 0 scored 0.924 and 0.892 against majority vote's 0.952 and 0.948).
     L, y = silent_on_hard_rows(20_000, 10, seed)
+    for c in never_votes:
+        L[L[:, 0] == c, 0] = A
     ds = DawidSkene().fit(L, 10)
     assert not ds.abstentions_modelled_.any()
     pred, mv = ds.predict(L), majority_vote(L, 10)
     rows = mv != A
     assert (pred[rows] == y[rows]).mean() >= (mv[rows] == y[rows]).mean() - 0.005
-    assert (pred[rows] == y[rows]).mean() > 0.95  # measured: 0.958, 0.960
+    assert (pred[rows] == y[rows]).mean() > 0.94  # measured: 0.948 to 0.960
 
 
 def test_class_imbalance_prior():
