@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ssl --quick
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.inference
 	$(BIN)/python -m bench.weak_labeling
 	$(BIN)/python -m bench.active_learning
 	$(BIN)/python -m bench.scale --sizes 10000 100000
