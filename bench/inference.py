@@ -5,11 +5,12 @@ in channels_last (`models.inference_input`, the default) against the plain layou
     python -m bench.inference --device cuda
 
 For each image shape, the same model and the same uint8 images (a fixed seed) are
-scored batch by batch (`inference_rows` images a pass, under `torch.no_grad`, the
-softmax included) in the two layouts, alternating, `--repeats` times; the best run of
-each counts, every run is printed, and the probabilities of the two are compared. The
-1-minute load and a 2-process CPU check say whether the cores were free. Results go to
-the "## Inference (bench/inference)" section of bench/RESULTS.md.
+scored batch by batch (`inference_rows` images a pass, the softmax included) by the
+product's `predict_proba` (channels_last) and by the same loop in the plain layout,
+alternating, `--repeats` times; the best run of each counts, every run is printed, and
+the probabilities of the two are compared. The 1-minute load and a 2-process CPU check
+say whether the cores were free. Results go to the "## Inference (bench/inference)"
+section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 import torch
 
 from bench.common import cpu_scaling, load_now, machine_line, update_results
-from models import inference_input, inference_rows
+from models import inference_rows, predict_proba
 from models.classifier import ClassifierConfig, build_classifier, to_float
 
 SECTION = "## Inference (bench/inference)"
@@ -32,20 +33,26 @@ SHAPES = ((3, 64, 64), (1, 28, 28))
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, x: torch.Tensor, device: torch.device, fast: bool) -> tuple:
-    """(seconds, probabilities) of scoring `x` in passes of `inference_rows` images."""
+def plain_layout(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`predict_proba` as it was before channels_last: the same passes, plain layout."""
     step = inference_rows(x.shape[1:])
-    out = []
+    out = [
+        torch.softmax(model(to_float(x[i : i + step].to(device))).float(), 1).cpu()
+        for i in range(0, len(x), step)
+    ]
+    return torch.cat(out)
+
+
+def score(model: torch.nn.Module, x: torch.Tensor, device: torch.device, fast: bool) -> tuple:
+    """(seconds, probabilities) of scoring `x`: the product's `predict_proba` (fast) or
+    the plain layout, in passes of `inference_rows` images."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(0, len(x), step):
-        batch = x[i : i + step]
-        xb = inference_input(batch, device) if fast else to_float(batch.to(device))
-        out.append(torch.softmax(model(xb).float(), 1).cpu())
+    probs = predict_proba(model, x, device) if fast else plain_layout(model, x, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, torch.cat(out)
+    return time.perf_counter() - start, probs
 
 
 def measure(shape: tuple[int, ...], n: int, network: str, device: torch.device, repeats: int):
